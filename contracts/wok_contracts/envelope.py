@@ -1,0 +1,64 @@
+"""The CloudEvents 1.0 envelope (structured JSON mode), generic over the Pydantic `data`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wok_contracts.ags import Ags
+
+CONTENT_TYPE = "application/cloudevents+json"
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+
+class EventData(BaseModel):
+    """Base of every event payload. `event_type` is the CloudEvents `type` it travels under."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: ClassVar[str]
+
+
+class Envelope(BaseModel, Generic[DataT]):
+    """A CloudEvents 1.0 envelope; `municipality` and `correlationid` are extension attributes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: str = "1.0"
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    source: str
+    type: str
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    subject: str | None = None
+    datacontenttype: str = "application/json"
+    municipality: Ags | None = None
+    correlationid: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    data: DataT
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def new_envelope(
+    data: EventData,
+    *,
+    source: str,
+    municipality: str | None,
+    subject: str | None = None,
+    correlation_id: str | None = None,
+) -> Envelope[Any]:
+    """Wrap an event payload; the type comes from the payload class."""
+    fields: dict[str, Any] = {
+        "source": source,
+        "type": data.event_type,
+        "municipality": municipality,
+        "subject": subject,
+        "data": data,
+    }
+    if correlation_id:
+        fields["correlationid"] = correlation_id
+    return Envelope[type(data)](**fields)  # type: ignore[misc]

@@ -1,0 +1,51 @@
+"""Decoding raw bytes into a typed envelope, with a specific reason when that fails."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from wok_contracts.envelope import Envelope, EventData
+from wok_contracts.events import EVENT_TYPES
+
+REGISTRY: dict[str, type[EventData]] = {model.event_type: model for model in EVENT_TYPES}
+
+
+class ContractError(ValueError):
+    """A message that cannot be accepted; `reason` says why, for the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(root)"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def decode_envelope(raw: bytes | None) -> Envelope[Any]:
+    """Parse a structured-mode CloudEvent and validate its `data` against the contract."""
+    if not raw:
+        raise ContractError("empty message")
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ContractError(f"not JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise ContractError("not a CloudEvents envelope: expected a JSON object")
+    event_type = document.get("type")
+    if not isinstance(event_type, str):
+        raise ContractError("not a CloudEvents envelope: missing 'type'")
+    model = REGISTRY.get(event_type)
+    if model is None:
+        raise ContractError(f"unknown event type {event_type!r}")
+    try:
+        return Envelope[model].model_validate(document)  # type: ignore[valid-type]
+    except ValidationError as error:
+        raise ContractError(f"invalid {event_type}: {_describe(error)}") from error

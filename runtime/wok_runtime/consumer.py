@@ -1,0 +1,211 @@
+"""Reliable consumption, written once for every service (DESIGN.md sections 5 and 8).
+
+FastStream's ack policies alone either lose or duplicate messages, so the subscriber
+acknowledges manually, after `EventProcessor.process` returns, and `process` returns only
+when the message's effect is stored or the message is in the dead-letter topic:
+
+- undecodable or invalid messages go to the dead-letter topic at once, with the reason;
+- a handler that fails is retried with exponential backoff, then dead-lettered;
+- infrastructure failures (database or broker away) are retried without limit, so
+  nothing is skipped while a dependency is down: the partition waits;
+- an event id already processed is skipped; handlers write idempotently by key, so a
+  crash between the effect and the processed mark cannot double count either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError
+from pymongo.errors import ConnectionFailure, NetworkTimeout, WriteConcernError
+from wok_contracts import ContractError, Envelope, EventData, decode_envelope
+
+from wok_runtime.logging import correlation, get_logger
+from wok_runtime.outbox import Publisher
+
+log = get_logger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionFailure,
+    NetworkTimeout,
+    WriteConcernError,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+)
+
+Handler = Callable[[Envelope[Any]], Awaitable[None]]
+
+
+class TransientError(Exception):
+    """Raise from a handler when a dependency is away and the message must wait, not fail."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A message as it came off the wire."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class ProcessedStore(Protocol):
+    async def seen(self, consumer: str, event_id: str) -> bool: ...
+
+    async def mark(self, consumer: str, event_id: str) -> None: ...
+
+
+class InMemoryProcessedStore:
+    def __init__(self) -> None:
+        self.ids: set[tuple[str, str]] = set()
+
+    async def seen(self, consumer: str, event_id: str) -> bool:
+        return (consumer, event_id) in self.ids
+
+    async def mark(self, consumer: str, event_id: str) -> None:
+        self.ids.add((consumer, event_id))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
+
+
+@dataclass
+class ProcessorMetrics:
+    """Hooks for counting outcomes; the runtime wires them to Prometheus."""
+
+    on_outcome: Callable[[str, str], None] = field(default=lambda event_type, outcome: None)
+
+
+DLQ_REASON = "wok-dlq-reason"
+
+
+class EventProcessor:
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        handlers: Mapping[type[EventData], Handler],
+        processed: ProcessedStore,
+        dead_letters: Publisher,
+        dead_letter_topic: str,
+        retry: RetryPolicy,
+        metrics: ProcessorMetrics | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self._handlers = {model.event_type: handler for model, handler in handlers.items()}
+        self._processed = processed
+        self._dead_letters = dead_letters
+        self._dead_letter_topic = dead_letter_topic
+        self._retry = retry
+        self._metrics = metrics or ProcessorMetrics()
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def process(self, record: Record) -> None:
+        try:
+            envelope = decode_envelope(record.value)
+        except ContractError as error:
+            await self._dead_letter(record, error.reason)
+            self._metrics.on_outcome("undecodable", "dead_lettered")
+            return
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            self._metrics.on_outcome(envelope.type, "ignored")
+            return
+        with correlation(envelope.correlationid):
+            if await self._until_stored(lambda: self._processed.seen(self.consumer, envelope.id)):
+                log.info("duplicate event skipped", event_id=envelope.id, type=envelope.type)
+                self._metrics.on_outcome(envelope.type, "duplicate")
+                return
+            failure = await self._run_handler(handler, envelope)
+            if failure is not None:
+                await self._dead_letter(record, failure)
+                self._metrics.on_outcome(envelope.type, "dead_lettered")
+                return
+            await self._until_stored(lambda: self._processed.mark(self.consumer, envelope.id))
+            self._metrics.on_outcome(envelope.type, "processed")
+
+    async def _run_handler(self, handler: Handler, envelope: Envelope[Any]) -> str | None:
+        """Run the handler until it succeeds (None) or has failed for good (the reason)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await handler(envelope)
+                return None
+            except (TransientError, *TRANSIENT_ERRORS) as error:
+                log.warning(
+                    "dependency unavailable; will retry",
+                    event_id=envelope.id,
+                    attempt=attempt,
+                    error=repr(error),
+                )
+                attempt = min(attempt, self._retry.max_attempts)
+            except Exception as error:
+                if attempt >= self._retry.max_attempts:
+                    log.error(
+                        "handler failed; dead-lettering",
+                        event_id=envelope.id,
+                        type=envelope.type,
+                        attempts=attempt,
+                        error=repr(error),
+                    )
+                    return f"handler failed after {attempt} attempts: {error!r}"
+                log.warning("handler failed; will retry", event_id=envelope.id, attempt=attempt)
+            await asyncio.sleep(self._retry.backoff(attempt))
+
+    async def _until_stored(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await operation()
+            except TRANSIENT_ERRORS as error:
+                log.warning("storage unavailable; will retry", attempt=attempt, error=repr(error))
+                await asyncio.sleep(self._retry.backoff(min(attempt, self._retry.max_attempts)))
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        headers = {name: value.decode("utf-8", "replace") for name, value in record.headers}
+        headers.update(
+            {
+                DLQ_REASON: reason[:2000],
+                "wok-dlq-consumer": self.consumer,
+                "wok-dlq-topic": record.topic,
+                "wok-dlq-partition": str(record.partition),
+                "wok-dlq-offset": str(record.offset),
+                "wok-dlq-failed-at": datetime.now(UTC).isoformat(),
+            }
+        )
+        log.warning(
+            "message dead-lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason[:300],
+        )
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        await self._until_stored(
+            lambda: self._dead_letters.publish(
+                topic=self._dead_letter_topic,
+                key=key,
+                value=record.value or b"",
+                headers=headers,
+            )
+        )

@@ -1,0 +1,113 @@
+"""Kafka wiring through FastStream: broker, publisher, topic provisioning, manual-ack subscribers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from wok_contracts.topics import TopicSpec
+
+from wok_runtime.consumer import EventProcessor, Record
+from wok_runtime.logging import get_logger
+from wok_runtime.settings import WokSettings
+
+log = get_logger(__name__)
+
+
+def build_broker(settings: WokSettings, *, client_id: str) -> KafkaBroker:
+    """A broker object; it connects only when started."""
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        logger=get_logger("faststream"),
+        graceful_timeout=10.0,
+    )
+
+
+class KafkaPublisher:
+    """Publishes raw CloudEvents bytes; topic names get the deployment's prefix here."""
+
+    def __init__(self, broker: KafkaBroker, settings: WokSettings) -> None:
+        self._broker = broker
+        self._settings = settings
+
+    async def publish(
+        self, *, topic: str, key: str, value: bytes, headers: dict[str, str]
+    ) -> None:
+        await self._broker.publish(
+            value,
+            topic=self._settings.topic(topic),
+            key=key.encode() if key else None,
+            headers=headers,
+            correlation_id=headers.get("correlation_id") or None,
+        )
+
+
+def subscribe(
+    broker: KafkaBroker,
+    processor: EventProcessor,
+    *,
+    topics: Sequence[str],
+    settings: WokSettings,
+) -> Any:
+    """One consumer-group member over `topics`; it commits only after `process` returned."""
+
+    async def consume(message: KafkaMessage) -> None:
+        raw = message.raw_message
+        assert not isinstance(raw, tuple)
+        await processor.process(
+            Record(
+                topic=raw.topic.removeprefix(settings.topic_prefix),
+                partition=raw.partition,
+                offset=raw.offset,
+                key=raw.key,
+                value=raw.value,
+                headers=tuple(raw.headers or ()),
+            )
+        )
+        await message.ack()
+
+    consume.__name__ = f"consume_{processor.consumer.replace('-', '_')}"
+    return broker.subscriber(
+        *(settings.topic(topic) for topic in topics),
+        group_id=processor.consumer,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        no_reply=True,
+    )(consume)
+
+
+async def ensure_topics(settings: WokSettings, specs: Sequence[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet (explicitly: auto-creation picks partitions)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if settings.topic(spec.name) not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name=settings.topic(spec.name),
+                            num_partitions=spec.partitions,
+                            replication_factor=1,
+                            topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+                        )
+                        for spec in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass
+            log.info("topics created", topics=[settings.topic(spec.name) for spec in missing])
+        return [settings.topic(spec.name) for spec in missing]
+    finally:
+        await admin.close()

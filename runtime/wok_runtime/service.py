@@ -1,0 +1,221 @@
+"""The composition helper every service uses: lifecycle, consumers, outbox relay, HTTP basics.
+
+Nothing here runs at import time; `ServiceRuntime` connects when `start()` is awaited (the
+FastAPI lifespan does that), so tests can build an app and drive it without any server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from wok_contracts import EventData
+from wok_contracts.topics import TopicSpec, dead_letter_topic, topic_specs
+
+from wok_runtime.consumer import EventProcessor, Handler, ProcessedStore, ProcessorMetrics, RetryPolicy
+from wok_runtime.kafka import KafkaPublisher, build_broker, ensure_topics, subscribe
+from wok_runtime.logging import correlation, get_logger
+from wok_runtime.metrics import RuntimeMetrics
+from wok_runtime.mongo import MongoProcessedStore, mongo_client
+from wok_runtime.outbox import MongoOutboxSource, OutboxRelay, OutboxSource
+from wok_runtime.settings import WokSettings
+
+log = get_logger(__name__)
+
+StartupHook = Callable[[], Awaitable[None]]
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: WokSettings,
+        broker: KafkaBroker | None = None,
+        database: Any = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.broker = broker or build_broker(settings, client_id=name)
+        self.publisher = KafkaPublisher(self.broker, settings)
+        self.metrics = RuntimeMetrics(name)
+        self._client: Any = None
+        self._database = database
+        self.relay = OutboxRelay(
+            sources=[],
+            publisher=self.publisher,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            on_published=self.metrics.published,
+        )
+        self._startup_hooks: list[StartupHook] = []
+        self._consumers: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    @property
+    def database(self) -> Any:
+        """This service's own database (created lazily; no I/O until first used)."""
+        if self._database is None:
+            self._client = mongo_client(self.settings.mongodb_uri)
+            self._database = self._client[f"wok_{self.name}"]
+        return self._database
+
+    def on_startup(self, hook: StartupHook) -> None:
+        self._startup_hooks.append(hook)
+
+    def add_outbox(self, source: OutboxSource | Any) -> None:
+        """Relay the pending events of a MongoDB collection (or any `OutboxSource`)."""
+        if not hasattr(source, "documents_with_pending"):
+            source = MongoOutboxSource(source)
+        self.relay.add_source(source)
+
+    def consume(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        handlers: Mapping[type[EventData], Handler],
+        processed: ProcessedStore | None = None,
+    ) -> EventProcessor:
+        """Register one consumer-group member; see `wok_runtime.consumer` for the guarantees."""
+        if processed is None:
+            store = MongoProcessedStore(self.database)
+            self.on_startup(store.ensure_indexes)
+            processed = store
+        processor = EventProcessor(
+            consumer=group,
+            handlers=handlers,
+            processed=processed,
+            dead_letters=self.publisher,
+            dead_letter_topic=dead_letter_topic(group),
+            retry=RetryPolicy(
+                max_attempts=self.settings.consumer_max_attempts,
+                initial_backoff_s=self.settings.consumer_backoff_initial_s,
+                max_backoff_s=self.settings.consumer_backoff_max_s,
+            ),
+            metrics=ProcessorMetrics(
+                on_outcome=lambda event_type, outcome: self.metrics.event_outcome(
+                    group, event_type, outcome
+                )
+            ),
+        )
+        subscribe(self.broker, processor, topics=topics, settings=self.settings)
+        self._consumers.append(group)
+        return processor
+
+    def topic_specs(self) -> list[TopicSpec]:
+        return topic_specs(tuple(self._consumers), partitions=self.settings.topic_partitions)
+
+    async def start(self) -> None:
+        await self._with_retry("kafka topics", lambda: ensure_topics(self.settings, self.topic_specs()))
+        for hook in self._startup_hooks:
+            await self._with_retry("startup", hook)
+        await self.broker.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
+        self._started = True
+        log.info("service started", consumers=self._consumers)
+
+    async def stop(self) -> None:
+        self._started = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.broker.stop()
+        if self._client is not None:
+            await self._client.close()
+        log.info("service stopped")
+
+    async def _with_retry(self, what: str, operation: Callable[[], Awaitable[Any]]) -> None:
+        for attempt in range(1, 31):
+            try:
+                await operation()
+                return
+            except Exception as error:
+                if attempt == 30:
+                    raise
+                log.warning("start-up step failed; retrying", step=what, error=repr(error))
+                await asyncio.sleep(min(2.0, 0.2 * attempt))
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {"started": "ok" if self._started else "starting"}
+        try:
+            await asyncio.wait_for(self.database.command("ping"), timeout=2)
+            checks["mongodb"] = "ok"
+        except Exception as error:
+            checks["mongodb"] = f"unavailable: {type(error).__name__}"
+        try:
+            checks["kafka"] = "ok" if await asyncio.wait_for(self.broker.ping(2), 3) else "unavailable"
+        except Exception as error:
+            checks["kafka"] = f"unavailable: {type(error).__name__}"
+        return checks
+
+    def http_app(self, *, title: str, routers: Sequence[APIRouter] = (), version: str = "0.1.0") -> FastAPI:
+        """A FastAPI app with the lifespan, health, readiness, metrics and correlation ids."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=title, version=version, lifespan=lifespan)
+        app.state.runtime = self
+
+        @app.middleware("http")
+        async def observe(request: Request, call_next: Any) -> Response:
+            started = time.perf_counter()
+            with correlation(request.headers.get("x-correlation-id")) as correlation_id:
+                response: Response = await call_next(request)
+                route = getattr(request.scope.get("route"), "path", "unmatched")
+                elapsed = time.perf_counter() - started
+                self.metrics.http_requests(request.method, route, str(response.status_code)).inc()
+                self.metrics.http_latency(route).observe(elapsed)
+                response.headers["x-correlation-id"] = correlation_id
+                if route not in ("/healthz", "/readyz", "/metrics"):
+                    log.info(
+                        "http request",
+                        method=request.method,
+                        route=route,
+                        status=response.status_code,
+                        ms=round(elapsed * 1000, 1),
+                    )
+                return response
+
+        @app.get("/healthz", tags=["operations"])
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": self.name}
+
+        @app.get("/readyz", tags=["operations"])
+        async def readyz() -> JSONResponse:
+            checks = await self.readiness()
+            ready = all(value == "ok" for value in checks.values())
+            return JSONResponse(
+                {"status": "ready" if ready else "not ready", "checks": checks},
+                status_code=200 if ready else 503,
+            )
+
+        @app.get("/metrics", tags=["operations"])
+        async def metrics() -> Response:
+            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+        for router in routers:
+            app.include_router(router)
+        return app
+
+
+def serve(app: FastAPI, *, host: str, port: int) -> None:
+    """Run one service process (logging is already configured; uvicorn keeps its hands off)."""
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
