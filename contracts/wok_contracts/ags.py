@@ -7,7 +7,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-_AGS_PATTERN = re.compile(r"^(\d{5}|\d{8})$")
+# [0-9], not \d (which takes any Unicode digit); fullmatch, since `$` accepts a trailing newline
+_AGS_PATTERN = re.compile(r"[0-9]{5}|[0-9]{8}")
 
 LANDS: dict[str, str] = {
     "01": "Schleswig-Holstein",
@@ -31,7 +32,7 @@ LANDS: dict[str, str] = {
 
 def validate_ags(value: str) -> str:
     """Return the AGS unchanged, or raise ValueError saying what is wrong with it."""
-    if not _AGS_PATTERN.match(value):
+    if not _AGS_PATTERN.fullmatch(value):
         raise ValueError(
             "AGS must be 8 digits (municipality) or 5 digits (district), e.g. 07312000"
         )

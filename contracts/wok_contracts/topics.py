@@ -30,7 +30,7 @@ class TopicSpec:
 
 
 def topic_specs(consumers: tuple[str, ...] = (), *, partitions: int = 4) -> list[TopicSpec]:
-    specs = [TopicSpec(name, partitions) for name in DOMAIN_TOPICS + (EXCHANGE_ACTIVITY,)]
+    specs = [TopicSpec(name, partitions) for name in (*DOMAIN_TOPICS, EXCHANGE_ACTIVITY)]
     specs.append(TopicSpec(EXCHANGE_AGGREGATES, partitions, compacted=True))
     specs.extend(TopicSpec(dead_letter_topic(consumer), partitions=1) for consumer in consumers)
     return specs

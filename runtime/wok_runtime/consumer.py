@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 from pymongo.errors import ConnectionFailure, NetworkTimeout, WriteConcernError
-from wok_contracts import ContractError, Envelope, EventData, decode_envelope
 
+from wok_contracts import ContractError, Envelope, EventData, decode_envelope
 from wok_runtime.logging import correlation, get_logger
 from wok_runtime.outbox import Publisher
 
@@ -145,6 +145,9 @@ class EventProcessor:
     async def _run_handler(self, handler: Handler, envelope: Envelope[Any]) -> str | None:
         """Run the handler until it succeeds (None) or has failed for good (the reason)."""
         attempt = 0
+        # Only the handler's own failures count towards max_attempts: a dependency outage
+        # must not use up the budget and get the next ordinary failure dead-lettered at once.
+        failures = 0
         while True:
             attempt += 1
             try:
@@ -159,15 +162,16 @@ class EventProcessor:
                 )
                 attempt = min(attempt, self._retry.max_attempts)
             except Exception as error:
-                if attempt >= self._retry.max_attempts:
+                failures += 1
+                if failures >= self._retry.max_attempts:
                     log.error(
                         "handler failed; dead-lettering",
                         event_id=envelope.id,
                         type=envelope.type,
-                        attempts=attempt,
+                        attempts=failures,
                         error=repr(error),
                     )
-                    return f"handler failed after {attempt} attempts: {error!r}"
+                    return f"handler failed after {failures} attempts: {error!r}"
                 log.warning("handler failed; will retry", event_id=envelope.id, attempt=attempt)
             await asyncio.sleep(self._retry.backoff(attempt))
 
@@ -182,7 +186,10 @@ class EventProcessor:
                 await asyncio.sleep(self._retry.backoff(min(attempt, self._retry.max_attempts)))
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
-        headers = {name: value.decode("utf-8", "replace") for name, value in record.headers}
+        # Kafka allows a header without a value; keep it rather than fail to dead-letter
+        headers = {
+            name: (value or b"").decode("utf-8", "replace") for name, value in record.headers
+        }
         headers.update(
             {
                 DLQ_REASON: reason[:2000],

@@ -1,4 +1,4 @@
-"""Kafka wiring through FastStream: broker, publisher, topic provisioning, manual-ack subscribers."""
+"""Kafka wiring through FastStream: broker, publisher, topics, manual-ack subscribers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from wok_contracts.topics import TopicSpec
 
+from wok_contracts.topics import TopicSpec
 from wok_runtime.consumer import EventProcessor, Record
 from wok_runtime.logging import get_logger
 from wok_runtime.settings import WokSettings
@@ -37,9 +37,7 @@ class KafkaPublisher:
         self._broker = broker
         self._settings = settings
 
-    async def publish(
-        self, *, topic: str, key: str, value: bytes, headers: dict[str, str]
-    ) -> None:
+    async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
         await self._broker.publish(
             value,
             topic=self._settings.topic(topic),

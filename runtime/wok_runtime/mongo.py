@@ -24,7 +24,9 @@ class MongoProcessedStore:
         self._collection = database[PROCESSED_COLLECTION]
 
     async def ensure_indexes(self) -> None:
-        await self._collection.create_index("processed_at", expireAfterSeconds=PROCESSED_RETENTION_S)
+        await self._collection.create_index(
+            "processed_at", expireAfterSeconds=PROCESSED_RETENTION_S
+        )
 
     async def seen(self, consumer: str, event_id: str) -> bool:
         return await self._collection.find_one({"_id": f"{consumer}:{event_id}"}) is not None

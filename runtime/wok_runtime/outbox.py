@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wok_contracts import CONTENT_TYPE, Envelope
-
 from wok_runtime.logging import get_logger
 
 OUTBOX_FIELD = "outbox"

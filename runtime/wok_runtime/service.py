@@ -17,10 +17,16 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from wok_contracts import EventData
 from wok_contracts.topics import TopicSpec, dead_letter_topic, topic_specs
-
-from wok_runtime.consumer import EventProcessor, Handler, ProcessedStore, ProcessorMetrics, RetryPolicy
+from wok_runtime.consumer import (
+    EventProcessor,
+    Handler,
+    ProcessedStore,
+    ProcessorMetrics,
+    RetryPolicy,
+)
 from wok_runtime.kafka import KafkaPublisher, build_broker, ensure_topics, subscribe
 from wok_runtime.logging import correlation, get_logger
 from wok_runtime.metrics import RuntimeMetrics
@@ -115,7 +121,9 @@ class ServiceRuntime:
         return topic_specs(tuple(self._consumers), partitions=self.settings.topic_partitions)
 
     async def start(self) -> None:
-        await self._with_retry("kafka topics", lambda: ensure_topics(self.settings, self.topic_specs()))
+        await self._with_retry(
+            "kafka topics", lambda: ensure_topics(self.settings, self.topic_specs())
+        )
         for hook in self._startup_hooks:
             await self._with_retry("startup", hook)
         await self.broker.start()
@@ -155,12 +163,16 @@ class ServiceRuntime:
         except Exception as error:
             checks["mongodb"] = f"unavailable: {type(error).__name__}"
         try:
-            checks["kafka"] = "ok" if await asyncio.wait_for(self.broker.ping(2), 3) else "unavailable"
+            checks["kafka"] = (
+                "ok" if await asyncio.wait_for(self.broker.ping(2), 3) else "unavailable"
+            )
         except Exception as error:
             checks["kafka"] = f"unavailable: {type(error).__name__}"
         return checks
 
-    def http_app(self, *, title: str, routers: Sequence[APIRouter] = (), version: str = "0.1.0") -> FastAPI:
+    def http_app(
+        self, *, title: str, routers: Sequence[APIRouter] = (), version: str = "0.1.0"
+    ) -> FastAPI:
         """A FastAPI app with the lifespan, health, readiness, metrics and correlation ids."""
 
         @contextlib.asynccontextmanager

@@ -1,0 +1,5 @@
+from wok_runtime.settings import WokSettings
+
+
+class AssessmentSettings(WokSettings):
+    assessment_port: int = 8002

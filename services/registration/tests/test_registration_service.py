@@ -1,0 +1,268 @@
+"""The registration service through its HTTP API, with in-memory storage and the test broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from faststream.kafka import TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from wok_contracts import decode_envelope
+from wok_contracts.topics import REGISTRATION_EVENTS
+from wok_registration.adapters.repository import InMemoryRegistrationRepository
+from wok_registration.app import build_app
+from wok_registration.settings import RegistrationSettings
+from wok_runtime.service import ServiceRuntime
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+SERVICE = {"Authorization": "Bearer service-secret"}
+
+
+@dataclass
+class Harness:
+    client: httpx.AsyncClient
+    runtime: ServiceRuntime
+    repository: InMemoryRegistrationRepository
+    published: list[tuple[bytes | None, bytes]]
+
+    async def published_events(self) -> list[Any]:
+        await self.runtime.relay.drain_once()
+        return [decode_envelope(value) for _, value in self.published]
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    settings = RegistrationSettings(admin_key="admin-secret", service_key="service-secret")
+    runtime = ServiceRuntime(name="registration", settings=settings)
+    repository = InMemoryRegistrationRepository()
+    app = build_app(settings, runtime=runtime, repository=repository)
+    published: list[tuple[bytes | None, bytes]] = []
+
+    @runtime.broker.subscriber(REGISTRATION_EVENTS)
+    async def capture(message: KafkaMessage) -> None:
+        published.append((message.raw_message.key, message.raw_message.value))
+
+    async with TestKafkaBroker(runtime.broker):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://registration") as client:
+            yield Harness(client, runtime, repository, published)
+
+
+async def onboard(client: httpx.AsyncClient, ags: str = "07312000") -> str:
+    response = await client.post(
+        "/v1/municipalities",
+        json={"ags": ags, "name": "Kaiserslautern", "kind": "city", "population": 100000},
+        headers=ADMIN,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["api_key"])
+
+
+def event_body(**overrides: Any) -> dict[str, Any]:
+    starts = datetime(2030, 12, 10, 17, 0, tzinfo=UTC)
+    body = {
+        "title": "Dialog: Zusammenhalt in der Nachbarschaft",
+        "starts_at": starts.isoformat(),
+        "ends_at": (starts + timedelta(hours=2, minutes=30)).isoformat(),
+        "format": "online",
+        "online_link": "https://meet.example.org/dialog",
+        "capacity": 2,
+        "registration_deadline": (starts - timedelta(days=10)).isoformat(),
+    }
+    return body | overrides
+
+
+async def schedule(client: httpx.AsyncClient, key: str, **overrides: Any) -> str:
+    response = await client.post(
+        "/v1/municipalities/07312000/dialogue-events",
+        json=event_body(**overrides),
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def person(number: int) -> dict[str, Any]:
+    return {
+        "name": f"Person {number}",
+        "email": f"person{number}@example.org",
+        "sector": "resident",
+        "consent": True,
+    }
+
+
+async def test_the_thin_path_publishes_events_without_personal_data(harness: Harness) -> None:
+    key = await onboard(harness.client)
+    event_id = await schedule(harness.client, key)
+    response = await harness.client.post(
+        f"/v1/dialogue-events/{event_id}/registrations", json=person(1)
+    )
+    assert response.status_code == 201
+    assert response.json()["status"] == "confirmed"
+
+    events = await harness.published_events()
+    assert [e.type for e in events] == [
+        "registration.municipality.registered.v1",
+        "registration.dialogue_event.scheduled.v1",
+        "registration.participant.registered.v1",
+    ]
+    assert all(key == b"07312000" for key, _ in harness.published)
+    raw = b"".join(value for _, value in harness.published)
+    assert b"person1@example.org" not in raw and b"Person 1" not in raw
+    assert await harness.runtime.relay.drain_once() == 0, "each event is published once"
+
+
+async def test_full_event_waitlists_and_a_second_registration_returns_the_first(
+    harness: Harness,
+) -> None:
+    key = await onboard(harness.client)
+    event_id = await schedule(harness.client, key, capacity=2)
+    statuses = []
+    for number in range(3):
+        response = await harness.client.post(
+            f"/v1/dialogue-events/{event_id}/registrations", json=person(number)
+        )
+        statuses.append(response.json()["status"])
+    assert statuses == ["confirmed", "confirmed", "waitlisted"]
+
+    again = await harness.client.post(
+        f"/v1/dialogue-events/{event_id}/registrations",
+        json=person(0) | {"email": "PERSON0@example.org"},
+    )
+    assert again.status_code == 201
+    first = harness.repository.dialogue_events[event_id]["fingerprints"]
+    assert again.json()["registration_id"] in first.values()
+    view = (await harness.client.get(f"/v1/dialogue-events/{event_id}")).json()
+    assert view["places_left"] == 0
+    assert "online_link" not in view
+
+
+async def test_concurrent_registrations_never_overbook(harness: Harness) -> None:
+    key = await onboard(harness.client)
+    event_id = await schedule(harness.client, key, capacity=5)
+    responses = await asyncio.gather(
+        *(
+            harness.client.post(f"/v1/dialogue-events/{event_id}/registrations", json=person(n))
+            for n in range(20)
+        )
+    )
+    statuses = [r.json()["status"] for r in responses]
+    assert statuses.count("confirmed") == 5
+    assert statuses.count("waitlisted") == 15
+
+
+async def test_registration_after_the_deadline_is_refused_with_the_deadline(
+    harness: Harness,
+) -> None:
+    key = await onboard(harness.client)
+    past = datetime.now(UTC) - timedelta(days=1)
+    event_id = await schedule(
+        harness.client,
+        key,
+        starts_at=(past + timedelta(days=3)).isoformat(),
+        ends_at=(past + timedelta(days=3, hours=2)).isoformat(),
+        registration_deadline=past.isoformat(),
+    )
+    response = await harness.client.post(
+        f"/v1/dialogue-events/{event_id}/registrations", json=person(1)
+    )
+    assert response.status_code == 409
+    assert "closed" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"ags": "17000000", "name": "X", "kind": "city"}, "ags"),
+        ({"ags": "0731200", "name": "X", "kind": "city"}, "ags"),
+        ({"ags": "07312000", "name": "X", "kind": "village"}, "kind"),
+        ({"ags": "07312000", "kind": "city"}, "name"),
+    ],
+)
+async def test_invalid_onboarding_names_the_field(
+    harness: Harness, body: dict[str, Any], field: str
+) -> None:
+    response = await harness.client.post("/v1/municipalities", json=body, headers=ADMIN)
+    assert response.status_code == 422
+    assert [error["loc"][-1] for error in response.json()["detail"]] == [field]
+
+
+async def test_registration_without_consent_or_with_a_bad_address_names_the_field(
+    harness: Harness,
+) -> None:
+    key = await onboard(harness.client)
+    event_id = await schedule(harness.client, key)
+    url = f"/v1/dialogue-events/{event_id}/registrations"
+    no_consent = await harness.client.post(url, json=person(1) | {"consent": False})
+    bad_email = await harness.client.post(url, json=person(1) | {"email": "not-an-address"})
+    assert no_consent.status_code == bad_email.status_code == 422
+    assert no_consent.json()["detail"][0]["loc"][-1] == "consent"
+    assert bad_email.json()["detail"][0]["loc"][-1] == "email"
+
+
+async def test_keys_and_scopes(harness: Harness) -> None:
+    key = await onboard(harness.client)
+    other_key = await onboard(harness.client, ags="05911000")
+    url = "/v1/municipalities/07312000/dialogue-events"
+
+    assert (await harness.client.post(url, json=event_body())).status_code == 401
+    wrong_municipality = await harness.client.post(
+        url, json=event_body(), headers={"Authorization": f"Bearer {other_key}"}
+    )
+    assert wrong_municipality.status_code == 403
+    as_admin_without_key = await harness.client.post(
+        "/v1/municipalities",
+        json={"ags": "09162000", "name": "München", "kind": "city"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert as_admin_without_key.status_code == 401
+    duplicate = await harness.client.post(
+        "/v1/municipalities",
+        json={"ags": "07312000", "name": "Kaiserslautern", "kind": "city"},
+        headers=ADMIN,
+    )
+    assert duplicate.status_code == 409
+
+    rotated = await harness.client.post("/v1/municipalities/07312000/keys", headers=ADMIN)
+    new_key = rotated.json()["api_key"]
+    old = await harness.client.post(
+        url, json=event_body(), headers={"Authorization": f"Bearer {key}"}
+    )
+    new = await harness.client.post(
+        url, json=event_body(), headers={"Authorization": f"Bearer {new_key}"}
+    )
+    assert (old.status_code, new.status_code) == (401, 201)
+    stored = harness.repository.municipalities["07312000"]
+    assert new_key not in str(stored), "keys are stored hashed"
+
+
+async def test_contact_is_served_only_with_the_service_key(harness: Harness) -> None:
+    key = await onboard(harness.client)
+    event_id = await schedule(harness.client, key)
+    registration = await harness.client.post(
+        f"/v1/dialogue-events/{event_id}/registrations", json=person(7)
+    )
+    url = f"/internal/v1/registrations/{registration.json()['registration_id']}/contact"
+    assert (await harness.client.get(url)).status_code == 401
+    contact = await harness.client.get(url, headers=SERVICE)
+    assert contact.json()["email"] == "person7@example.org"
+    assert (
+        await harness.client.get("/internal/v1/registrations/nope/contact", headers=SERVICE)
+    ).status_code == 404
+
+
+async def test_invalid_schedule_is_explained(harness: Harness) -> None:
+    key = await onboard(harness.client)
+    response = await harness.client.post(
+        "/v1/municipalities/07312000/dialogue-events",
+        json=event_body(format="in_person", online_link=None),
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 422
+    assert "place" in response.json()["detail"]
