@@ -1,0 +1,267 @@
+"""An event travels as a CloudEvents envelope in bytes and comes back as the same typed event."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from wok_contracts import (
+    CONTENT_TYPE,
+    REGISTRY,
+    AggregateScope,
+    AggregateSnapshot,
+    ContractError,
+    DialogueEventScheduled,
+    EventData,
+    EventFormat,
+    MunicipalityKind,
+    MunicipalityRegistered,
+    NotificationKind,
+    NotificationSent,
+    ParticipantRegistered,
+    RegistrationStatus,
+    Sector,
+    decode_envelope,
+    new_envelope,
+)
+from wok_contracts.topics import (
+    ALL_TOPICS,
+    EXCHANGE_AGGREGATES,
+    dead_letter_topic,
+    topic_specs,
+)
+
+KAISERSLAUTERN = "07312000"
+STARTS_AT = datetime(2026, 12, 10, 17, 0, tzinfo=UTC)
+
+
+def sample_events() -> list[EventData]:
+    """One payload of every contract, as the producers would build them."""
+    return [
+        MunicipalityRegistered(
+            ags=KAISERSLAUTERN,
+            name="Kaiserslautern",
+            kind=MunicipalityKind.CITY,
+            land="07",
+            population=101_000,
+        ),
+        DialogueEventScheduled(
+            dialogue_event_id="dlg-1",
+            ags=KAISERSLAUTERN,
+            title="Dialog: Zusammenhalt in der Stadt",
+            starts_at=STARTS_AT,
+            ends_at=STARTS_AT + timedelta(hours=2, minutes=30),
+            format=EventFormat.ONLINE,
+            capacity=80,
+            registration_deadline=STARTS_AT - timedelta(days=10),
+            languages=["de", "en"],
+        ),
+        ParticipantRegistered(
+            registration_id="reg-1",
+            dialogue_event_id="dlg-1",
+            ags=KAISERSLAUTERN,
+            status=RegistrationStatus.CONFIRMED,
+            sector=Sector.CIVIL_SOCIETY,
+        ),
+        NotificationSent(
+            notification_id="ntf-1",
+            kind=NotificationKind.CONFIRMATION,
+            registration_id="reg-1",
+            dialogue_event_id="dlg-1",
+            ags=KAISERSLAUTERN,
+            language="de",
+            sent_at=STARTS_AT - timedelta(days=20),
+        ),
+        AggregateSnapshot(
+            scope=AggregateScope.LAND,
+            scope_key="07",
+            sequence=3,
+            as_of=STARTS_AT,
+            generated_at=STARTS_AT,
+            metrics={"registrations": 12, "sector.business": None},
+            suppressed=["sector.business"],
+        ),
+    ]
+
+
+def test_every_contract_has_a_sample() -> None:
+    assert {event.event_type for event in sample_events()} == set(REGISTRY)
+
+
+@pytest.mark.parametrize("data", sample_events(), ids=lambda data: data.event_type)
+def test_an_envelope_survives_the_round_trip_through_bytes(data: EventData) -> None:
+    envelope = new_envelope(
+        data,
+        source="/wok/registration",
+        municipality=KAISERSLAUTERN,
+        subject="dlg-1",
+        correlation_id="corr-42",
+    )
+
+    decoded = decode_envelope(envelope.to_json_bytes())
+
+    assert type(decoded.data) is type(data)
+    assert decoded.data == data
+    assert decoded.id == envelope.id
+    assert decoded.type == data.event_type
+    assert decoded.source == "/wok/registration"
+    assert decoded.specversion == "1.0"
+    assert decoded.subject == "dlg-1"
+    assert decoded.municipality == KAISERSLAUTERN
+    assert decoded.correlationid == "corr-42"
+    assert decoded.time == envelope.time
+    assert decoded.datacontenttype == "application/json"
+
+
+def test_new_envelope_fills_id_time_and_correlation() -> None:
+    first = new_envelope(sample_events()[0], source="/wok/registration", municipality=None)
+    second = new_envelope(sample_events()[0], source="/wok/registration", municipality=None)
+
+    assert uuid.UUID(first.id).version == 4
+    assert first.id != second.id
+    assert first.correlationid and first.correlationid != second.correlationid
+    assert first.time.tzinfo is not None
+    assert datetime.now(UTC) - first.time < timedelta(minutes=1)
+    assert CONTENT_TYPE == "application/cloudevents+json"
+
+
+def test_absent_optional_attributes_are_left_out_of_the_bytes() -> None:
+    envelope = new_envelope(sample_events()[0], source="/wok/registration", municipality=None)
+
+    document = json.loads(envelope.to_json_bytes())
+
+    assert "subject" not in document
+    assert "municipality" not in document
+    assert decode_envelope(envelope.to_json_bytes()).municipality is None
+
+
+def test_the_envelope_refuses_a_bad_municipality() -> None:
+    with pytest.raises(ValueError, match="Land code 17"):
+        new_envelope(sample_events()[0], source="/wok/registration", municipality="17000000")
+
+
+def valid_document() -> dict[str, Any]:
+    envelope = new_envelope(
+        sample_events()[2], source="/wok/registration", municipality=KAISERSLAUTERN
+    )
+    document: dict[str, Any] = json.loads(envelope.to_json_bytes())
+    return document
+
+
+def as_bytes(document: Any) -> bytes:
+    return json.dumps(document).encode()
+
+
+def without(document: dict[str, Any], key: str) -> dict[str, Any]:
+    return {name: value for name, value in document.items() if name != key}
+
+
+def with_data(document: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**document, "data": {**document["data"], **changes}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "empty message"),
+        (b"", "empty message"),
+        (b"{not json", "not JSON: "),
+        (b"\xff\xfe\x00garbage", "not JSON: "),
+        (b"[1, 2, 3]", "not a CloudEvents envelope: expected a JSON object"),
+        (b'"a string"', "not a CloudEvents envelope: expected a JSON object"),
+        (as_bytes(without(valid_document(), "type")), "not a CloudEvents envelope: missing 'type'"),
+        (as_bytes({**valid_document(), "type": 7}), "not a CloudEvents envelope: missing 'type'"),
+        (
+            as_bytes({**valid_document(), "type": "registration.participant.registered.v9"}),
+            "unknown event type 'registration.participant.registered.v9'",
+        ),
+    ],
+    ids=[
+        "none",
+        "empty",
+        "not-json",
+        "not-utf8",
+        "json-array",
+        "json-string",
+        "missing-type",
+        "type-not-a-string",
+        "unknown-type",
+    ],
+)
+def test_an_undecodable_message_gets_a_specific_reason(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode_envelope(raw)
+
+    assert caught.value.reason.startswith(reason)
+    assert str(caught.value) == caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        (with_data(valid_document(), status="maybe"), "data.status"),
+        (with_data(valid_document(), ags="17000000"), "data.ags"),
+        (with_data(valid_document(), language="Deutsch"), "data.language"),
+        (with_data(valid_document(), sector=None), "data.sector"),
+        (
+            {**valid_document(), "data": without(valid_document()["data"], "registration_id")},
+            "data.registration_id",
+        ),
+        (without(valid_document(), "data"), "data"),
+        (without(valid_document(), "source"), "source"),
+        ({**valid_document(), "municipality": "0731"}, "municipality"),
+        ({**valid_document(), "time": "yesterday"}, "time"),
+    ],
+    ids=[
+        "enum",
+        "data-ags",
+        "pattern",
+        "null",
+        "missing-field",
+        "missing-data",
+        "missing-source",
+        "bad-municipality",
+        "bad-time",
+    ],
+)
+def test_invalid_data_is_refused_with_a_reason_naming_the_field(
+    document: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode_envelope(as_bytes(document))
+
+    reason = caught.value.reason
+    assert reason.startswith("invalid registration.participant.registered.v1: ")
+    assert f"{field}: " in reason
+
+
+def test_a_naive_datetime_in_the_data_is_refused() -> None:
+    envelope = new_envelope(sample_events()[1], source="/wok/registration", municipality=None)
+    document = json.loads(envelope.to_json_bytes())
+    document["data"]["starts_at"] = "2026-12-10T18:00:00"
+
+    with pytest.raises(ContractError, match=r"data\.starts_at: "):
+        decode_envelope(as_bytes(document))
+
+
+def test_unknown_cloud_events_extensions_are_kept() -> None:
+    document = {**valid_document(), "traceparent": "00-abc-def-01"}
+
+    envelope = decode_envelope(as_bytes(document))
+
+    assert envelope.model_extra == {"traceparent": "00-abc-def-01"}
+    assert json.loads(envelope.to_json_bytes())["traceparent"] == "00-abc-def-01"
+
+
+def test_topics_are_provisioned_with_a_compacted_aggregate_stream() -> None:
+    specs = {spec.name: spec for spec in topic_specs(("reporting",), partitions=6)}
+
+    assert set(ALL_TOPICS) <= set(specs)
+    assert specs[EXCHANGE_AGGREGATES].compacted
+    assert specs["registration.events.v1"].partitions == 6
+    assert dead_letter_topic("reporting") == "dead-letter.reporting.v1"
+    assert specs["dead-letter.reporting.v1"].partitions == 1

@@ -1,0 +1,243 @@
+"""The outbox relay publishes every pending event once, in the order it was written.
+
+The documents are shaped exactly as in MongoDB; `apply` plays a MongoDB update on one, so
+`with_outbox` and `outbox_update` are exercised by what they produce, not re-implemented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from wok_contracts import (
+    CONTENT_TYPE,
+    MunicipalityRegistered,
+    decode_envelope,
+    new_envelope,
+)
+from wok_runtime.outbox import (
+    OUTBOX_FIELD,
+    PENDING_FIELD,
+    InMemoryOutboxSource,
+    OutboundEvent,
+    OutboxRelay,
+    outbox_update,
+    pending_messages,
+    with_outbox,
+)
+
+REGISTRATION_EVENTS = "registration.events.v1"
+KAISERSLAUTERN = "07312000"
+MAINZ = "07315000"
+
+
+@dataclass
+class RecordingPublisher:
+    messages: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
+    failures_left: int = 0
+
+    async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("broker away")
+        self.messages.append((topic, key, value, headers))
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [decode_envelope(value).id for _, _, value, _ in self.messages]
+
+
+def registered(ags: str, name: str) -> OutboundEvent:
+    data = MunicipalityRegistered(ags=ags, name=name, kind="city", land=ags[:2])
+    return OutboundEvent(
+        REGISTRATION_EVENTS, new_envelope(data, source="/wok/registration", municipality=ags)
+    )
+
+
+def apply(document: dict[str, Any], update: dict[str, Any]) -> None:
+    """Play a MongoDB `$set`/`$unset`/`$inc` update with dotted paths on a document."""
+
+    def parent_of(path: str) -> tuple[dict[str, Any], str]:
+        *parents, leaf = path.split(".")
+        node = document
+        for part in parents:
+            node = node.setdefault(part, {})
+        return node, leaf
+
+    for operator, fields in update.items():
+        for path, value in fields.items():
+            node, leaf = parent_of(path)
+            if operator == "$set":
+                node[leaf] = value
+            elif operator == "$inc":
+                node[leaf] = node.get(leaf, 0) + value
+            elif operator == "$unset":
+                node.pop(leaf, None)
+            else:
+                raise AssertionError(f"outbox update uses {operator}, which nx-27017 may not do")
+
+
+@pytest.fixture
+def documents() -> dict[str, dict[str, Any]]:
+    return {}
+
+
+def test_with_outbox_puts_the_events_in_a_map_with_a_pending_counter() -> None:
+    first, second = registered(KAISERSLAUTERN, "Kaiserslautern"), registered(KAISERSLAUTERN, "KL")
+
+    document = with_outbox({"_id": KAISERSLAUTERN, "name": "KL"}, [first, second])
+
+    assert document[PENDING_FIELD] == 2
+    assert set(document[OUTBOX_FIELD]) == {first.envelope.id, second.envelope.id}
+    entry = document[OUTBOX_FIELD][first.envelope.id]
+    assert entry["topic"] == REGISTRATION_EVENTS
+    assert entry["key"] == KAISERSLAUTERN
+    assert decode_envelope(entry["value"].encode()).id == first.envelope.id
+    assert document["name"] == "KL"
+    assert all("." not in event_id for event_id in document[OUTBOX_FIELD])
+
+
+def test_outbox_update_sets_fields_and_adds_events_in_one_update() -> None:
+    event = registered(KAISERSLAUTERN, "Kaiserslautern")
+
+    update = outbox_update([event], set_fields={"name": "Kaiserslautern"})
+
+    entry = update["$set"].pop(f"{OUTBOX_FIELD}.{event.envelope.id}")
+    assert update == {"$inc": {PENDING_FIELD: 1}, "$set": {"name": "Kaiserslautern"}}
+    assert entry["key"] == KAISERSLAUTERN
+    assert decode_envelope(entry["value"].encode()).id == event.envelope.id
+
+
+def test_an_event_is_keyed_by_municipality_else_subject_else_its_id() -> None:
+    data = MunicipalityRegistered(ags=KAISERSLAUTERN, name="KL", kind="city", land="07")
+    by_subject = new_envelope(data, source="/s", municipality=None, subject="program")
+    by_id = new_envelope(data, source="/s", municipality=None)
+
+    assert registered(KAISERSLAUTERN, "KL").key == KAISERSLAUTERN
+    assert OutboundEvent(REGISTRATION_EVENTS, by_subject).key == "program"
+    assert OutboundEvent(REGISTRATION_EVENTS, by_id).key == by_id.id
+
+
+async def test_every_event_is_published_once_in_the_order_it_was_written(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    first, second = registered(KAISERSLAUTERN, "KL"), registered(KAISERSLAUTERN, "Kaiserslautern")
+    third = registered(KAISERSLAUTERN, "Stadt Kaiserslautern")
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN, "name": "KL"}, [first, second])
+    apply(documents[KAISERSLAUTERN], outbox_update([third], set_fields={"name": "Stadt KL"}))
+    elsewhere = registered(MAINZ, "Mainz")
+    documents[MAINZ] = with_outbox({"_id": MAINZ}, [elsewhere])
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(sources=[InMemoryOutboxSource(documents)], publisher=publisher)
+
+    assert await relay.drain_once() == 4
+    assert await relay.drain_once() == 0
+
+    ids = publisher.event_ids
+    assert sorted(ids) == sorted(e.envelope.id for e in (first, second, third, elsewhere))
+    kaiserslautern = [i for i in ids if i != elsewhere.envelope.id]
+    assert kaiserslautern == [first.envelope.id, second.envelope.id, third.envelope.id]
+    for topic, key, value, headers in publisher.messages:
+        assert topic == REGISTRATION_EVENTS
+        assert key == decode_envelope(value).municipality
+        assert headers == {
+            "content-type": CONTENT_TYPE,
+            "correlation_id": decode_envelope(value).correlationid,
+        }
+    for document in documents.values():
+        assert document[PENDING_FIELD] == 0
+        assert document[OUTBOX_FIELD] == {}
+    assert documents[KAISERSLAUTERN]["name"] == "Stadt KL"
+
+
+async def test_an_event_that_failed_to_publish_stays_pending_until_a_later_drain(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    event = registered(KAISERSLAUTERN, "Kaiserslautern")
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, [event])
+    publisher = RecordingPublisher(failures_left=1)
+    relay = OutboxRelay(sources=[InMemoryOutboxSource(documents)], publisher=publisher)
+
+    with pytest.raises(ConnectionError):
+        await relay.drain_once()
+
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 1
+    assert list(documents[KAISERSLAUTERN][OUTBOX_FIELD]) == [event.envelope.id]
+    assert publisher.messages == []
+
+    assert await relay.drain_once() == 1
+    assert publisher.event_ids == [event.envelope.id]
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 0
+
+
+async def test_more_documents_than_one_batch_are_drained_in_one_call(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    for number in range(7):
+        ags = f"0731{number}000"
+        documents[ags] = with_outbox({"_id": ags}, [registered(ags, f"Gemeinde {number}")])
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(
+        sources=[InMemoryOutboxSource(documents)], publisher=publisher, batch_size=2
+    )
+
+    assert await relay.drain_once() == 7
+    assert all(document[PENDING_FIELD] == 0 for document in documents.values())
+
+
+async def test_the_running_relay_retries_after_a_failure_and_counts_what_it_published(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    event = registered(KAISERSLAUTERN, "Kaiserslautern")
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, [event])
+    publisher = RecordingPublisher(failures_left=2)
+    published_topics: list[str] = []
+    progress = asyncio.Event()
+
+    def on_published(topic: str) -> None:
+        published_topics.append(topic)
+        progress.set()
+
+    async def until_published(count: int) -> None:
+        async with asyncio.timeout(5):
+            while True:
+                progress.clear()
+                if len(published_topics) >= count:
+                    return
+                await progress.wait()
+
+    relay = OutboxRelay(
+        sources=[], publisher=publisher, poll_interval_s=0.01, on_published=on_published
+    )
+    relay.add_source(InMemoryOutboxSource(documents))
+
+    running = asyncio.create_task(relay.run())
+    try:
+        await until_published(1)
+        later = registered(KAISERSLAUTERN, "KL")
+        apply(documents[KAISERSLAUTERN], outbox_update([later]))
+        relay.wake()
+        await until_published(2)
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    assert publisher.event_ids == [event.envelope.id, later.envelope.id]
+    assert published_topics == [REGISTRATION_EVENTS, REGISTRATION_EVENTS]
+
+
+def test_pending_messages_come_back_in_write_order_whatever_the_map_order() -> None:
+    events = [registered(KAISERSLAUTERN, f"Name {n}") for n in range(5)]
+    document = with_outbox({"_id": KAISERSLAUTERN}, events)
+    # a database may hand the map back in any key order
+    document[OUTBOX_FIELD] = dict(reversed(list(document[OUTBOX_FIELD].items())))
+
+    messages = pending_messages(document)
+
+    assert [m.event_id for m in messages] == [e.envelope.id for e in events]
+    assert all(json.loads(m.value)["id"] == m.event_id for m in messages)
