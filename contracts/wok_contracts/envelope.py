@@ -16,9 +16,13 @@ DataT = TypeVar("DataT", bound=BaseModel)
 
 
 class EventData(BaseModel):
-    """Base of every event payload. `event_type` is the CloudEvents `type` it travels under."""
+    """Base of every event payload. `event_type` is the CloudEvents `type` it travels under.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Unknown fields are ignored, not refused: a newer producer may add optional fields to a
+    `.v1` type, and consumers built against the older model must still accept its events.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_type: ClassVar[str]
 
@@ -30,7 +34,7 @@ class Envelope(BaseModel, Generic[DataT]):
 
     specversion: str = "1.0"
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
-    source: str
+    source: str = Field(min_length=1)
     type: str
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
     subject: str | None = None

@@ -29,14 +29,53 @@ def schema_path(event_type: str, directory: Path = SCHEMA_DIR) -> Path:
     return directory / f"{event_type}.json"
 
 
+class IncompatibleSchemaChange(Exception):
+    pass
+
+
 def export(directory: Path = SCHEMA_DIR) -> list[Path]:
+    """Write the schemas; refuses to overwrite a committed schema with an incompatible one.
+
+    The committed files are the baseline consumers were built against, so a breaking change
+    cannot be exported over them: it needs a new `.v2` type beside the old one.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    schemas = current_schemas()
+    problems = []
+    for event_type, schema in schemas.items():
+        path = schema_path(event_type, directory)
+        if path.exists():
+            problems += [
+                f"{event_type}: {problem}"
+                for problem in incompatibilities(json.loads(path.read_text()), schema)
+            ]
+    if problems:
+        raise IncompatibleSchemaChange(
+            "incompatible change to a published contract (make a new .v2 type instead):\n"
+            + "\n".join(problems)
+        )
     written = []
-    for event_type, schema in current_schemas().items():
+    for event_type, schema in schemas.items():
         path = schema_path(event_type, directory)
         path.write_text(json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         written.append(path)
     return written
+
+
+_UPPER_BOUNDS = ("maxLength", "maximum", "exclusiveMaximum", "maxItems")
+_LOWER_BOUNDS = ("minLength", "minimum", "exclusiveMinimum", "minItems")
+
+
+def _loosened(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Bounds a consumer validated against that the new schema no longer keeps."""
+    loosened = []
+    for key in _UPPER_BOUNDS:
+        if key in old and (key not in new or new[key] > old[key]):
+            loosened.append(f"{key} loosened from {old[key]!r} to {new.get(key)!r}")
+    for key in _LOWER_BOUNDS:
+        if key in old and (key not in new or new[key] < old[key]):
+            loosened.append(f"{key} loosened from {old[key]!r} to {new.get(key)!r}")
+    return loosened
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +89,7 @@ def _shape(schema: dict[str, Any], root: dict[str, Any]) -> Any:
     """What a consumer relies on: types, formats, enums and nested shapes, not descriptions."""
     schema = _resolve(schema, root)
     shape: dict[str, Any] = {}
-    for key in ("type", "format", "enum", "const", "pattern"):
+    for key in ("type", "format", "enum", "const", "pattern", *_UPPER_BOUNDS, *_LOWER_BOUNDS):
         if key in schema:
             shape[key] = schema[key]
     if "anyOf" in schema:
@@ -80,6 +119,7 @@ def _compare(old: Any, new: Any, *, path: str) -> list[str]:
     for key in ("type", "format", "const", "pattern"):
         if old.get(key) != new.get(key):
             problems.append(f"{where}: {key} changed from {old.get(key)!r} to {new.get(key)!r}")
+    problems += [f"{where}: {problem}" for problem in _loosened(old, new)]
     if "enum" in old and not set(old["enum"]) <= set(new.get("enum", old["enum"])):
         problems.append(f"{where}: enum values removed")
     if "anyOf" in old and old.get("anyOf") != new.get("anyOf"):
@@ -102,7 +142,11 @@ def _compare(old: Any, new: Any, *, path: str) -> list[str]:
 
 
 def main() -> None:
-    for path in export(Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_DIR):
+    try:
+        written = export(Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_DIR)
+    except IncompatibleSchemaChange as error:
+        sys.exit(str(error))
+    for path in written:
         print(path)
 
 

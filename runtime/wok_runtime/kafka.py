@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,16 +60,30 @@ def subscribe(
     async def consume(message: KafkaMessage) -> None:
         raw = message.raw_message
         assert not isinstance(raw, tuple)
-        await processor.process(
-            Record(
-                topic=raw.topic.removeprefix(settings.topic_prefix),
+        try:
+            await processor.process(
+                Record(
+                    topic=raw.topic.removeprefix(settings.topic_prefix),
+                    partition=raw.partition,
+                    offset=raw.offset,
+                    key=raw.key,
+                    value=raw.value,
+                    headers=tuple(raw.headers or ()),
+                )
+            )
+        except Exception as error:
+            # Not acknowledged and not skipped: a later ack would commit past this message,
+            # so rewind to it and let it come again after a pause.
+            log.error(
+                "message could not be processed; it will be redelivered",
+                topic=raw.topic,
                 partition=raw.partition,
                 offset=raw.offset,
-                key=raw.key,
-                value=raw.value,
-                headers=tuple(raw.headers or ()),
+                error=repr(error),
             )
-        )
+            await message.nack()
+            await asyncio.sleep(settings.consumer_backoff_max_s)
+            return
         await message.ack()
 
     consume.__name__ = f"consume_{processor.consumer.replace('-', '_')}"

@@ -178,18 +178,22 @@ class OutboxRelay:
             while True:
                 documents = await source.documents_with_pending(self._batch_size)
                 published_before = published
-                for document in documents:
-                    for message in pending_messages(document):
-                        await self._publisher.publish(
-                            topic=message.topic,
-                            key=message.key,
-                            value=message.value,
-                            headers=message.headers,
-                        )
-                        await source.mark_published(message)
-                        published += 1
-                        if self._on_published is not None:
-                            self._on_published(message.topic)
+                # In write order across the batch, so one municipality's events keep theirs.
+                messages = sorted(
+                    (message for document in documents for message in pending_messages(document)),
+                    key=lambda message: message.order,
+                )
+                for message in messages:
+                    await self._publisher.publish(
+                        topic=message.topic,
+                        key=message.key,
+                        value=message.value,
+                        headers=message.headers,
+                    )
+                    await source.mark_published(message)
+                    published += 1
+                    if self._on_published is not None:
+                        self._on_published(message.topic)
                 if len(documents) < self._batch_size or published == published_before:
                     break
         return published

@@ -265,3 +265,23 @@ def test_topics_are_provisioned_with_a_compacted_aggregate_stream() -> None:
     assert specs["registration.events.v1"].partitions == 6
     assert dead_letter_topic("reporting") == "dead-letter.reporting.v1"
     assert specs["dead-letter.reporting.v1"].partitions == 1
+
+
+def test_an_event_from_a_newer_producer_with_an_added_optional_field_is_accepted() -> None:
+    from wok_contracts import ParticipantRegistered, decode_envelope, new_envelope
+
+    envelope = new_envelope(
+        ParticipantRegistered(
+            registration_id="r-1",
+            dialogue_event_id="d-1",
+            ags="07312000",
+            status="confirmed",
+            sector="resident",
+        ),
+        source="/test",
+        municipality="07312000",
+    )
+    document = json.loads(envelope.to_json_bytes())
+    document["data"]["channel"] = "newsletter"
+    decoded = decode_envelope(json.dumps(document).encode())
+    assert decoded.data.registration_id == "r-1"

@@ -247,3 +247,26 @@ def test_the_personal_data_scan_would_notice(name: str) -> None:
     schema = {"$defs": {"Person": {"properties": {name: {"type": "string"}}}}}
 
     assert [found for _, found in property_names(schema) if PERSONAL_DATA.search(found)] == [name]
+
+
+def test_export_refuses_to_overwrite_a_published_schema_with_a_breaking_change(
+    tmp_path: Path,
+) -> None:
+    from wok_contracts.schemas import IncompatibleSchemaChange
+
+    export(tmp_path)
+    published = tmp_path / "registration.participant.registered.v1.json"
+    schema = json.loads(published.read_text())
+    schema["$defs"]["ParticipantRegistered"]["properties"]["cohort"] = {"type": "string"}
+    schema["$defs"]["ParticipantRegistered"]["required"].append("cohort")
+    published.write_text(json.dumps(schema))
+
+    with pytest.raises(IncompatibleSchemaChange, match="cohort: removed"):
+        export(tmp_path)
+    assert "cohort" in published.read_text(), "the published baseline stays untouched"
+
+
+def test_a_loosened_bound_is_reported() -> None:
+    old = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    new = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}
+    assert incompatibilities(old, new) == ["n: minimum loosened from 1 to 0"]
