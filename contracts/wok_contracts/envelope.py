@@ -44,7 +44,9 @@ class Envelope(BaseModel, Generic[DataT]):
     data: DataT
 
     def to_json_bytes(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
+        """Structured-mode JSON; unset optional attributes are left out, `data` stays whole."""
+        unset = {name for name in ("subject", "municipality") if getattr(self, name) is None}
+        return self.model_dump_json(exclude=unset).encode()
 
 
 def new_envelope(

@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo.asynchronous.collection import AsyncCollection
 
 from wok_contracts import EventData
 from wok_contracts.topics import TopicSpec, dead_letter_topic, topic_specs
@@ -62,6 +63,7 @@ class ServiceRuntime:
             on_published=self.metrics.published,
         )
         self._startup_hooks: list[StartupHook] = []
+        self._background: list[tuple[str, StartupHook]] = []
         self._consumers: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -77,9 +79,13 @@ class ServiceRuntime:
     def on_startup(self, hook: StartupHook) -> None:
         self._startup_hooks.append(hook)
 
+    def run_while_started(self, task: StartupHook, *, name: str) -> None:
+        """A long-running task started after the broker is connected, cancelled before it stops."""
+        self._background.append((name, task))
+
     def add_outbox(self, source: OutboxSource | Any) -> None:
         """Relay the pending events of a MongoDB collection (or any `OutboxSource`)."""
-        if not hasattr(source, "documents_with_pending"):
+        if isinstance(source, AsyncCollection):
             source = MongoOutboxSource(source)
         self.relay.add_source(source)
 
@@ -128,6 +134,8 @@ class ServiceRuntime:
             await self._with_retry("startup", hook)
         await self.broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
+        for name, task in self._background:
+            self._tasks.append(asyncio.create_task(task(), name=f"{self.name}-{name}"))
         self._started = True
         log.info("service started", consumers=self._consumers)
 

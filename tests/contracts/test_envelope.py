@@ -285,3 +285,23 @@ def test_an_event_from_a_newer_producer_with_an_added_optional_field_is_accepted
     document["data"]["channel"] = "newsletter"
     decoded = decode_envelope(json.dumps(document).encode())
     assert decoded.data.registration_id == "r-1"
+
+
+def test_a_snapshot_without_events_keeps_its_null_as_of_on_the_wire() -> None:
+    from datetime import UTC, datetime
+
+    from wok_contracts import AggregateSnapshot, decode_envelope, new_envelope
+
+    snapshot = AggregateSnapshot(
+        scope="program",
+        scope_key="program",
+        sequence=1,
+        as_of=None,
+        generated_at=datetime.now(UTC),
+        metrics={"registrations_total": None},
+    )
+    wire = new_envelope(snapshot, source="/wok/reporting", municipality=None).to_json_bytes()
+    decoded = decode_envelope(wire)
+    assert decoded.data.as_of is None
+    assert decoded.data.metrics == {"registrations_total": None}
+    assert b'"subject"' not in wire and b'"municipality"' not in wire

@@ -1,0 +1,169 @@
+"""Snapshot publishing: what goes on the exchange stream, when, and with which sequence."""
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from wok_contracts import CONTENT_TYPE, AggregateScope, AggregateSnapshot, decode_envelope
+from wok_contracts.topics import EXCHANGE_AGGREGATES
+from wok_reporting.adapters.repository import (
+    InMemoryProjectionRepository,
+    InMemorySnapshotRepository,
+)
+from wok_reporting.domain import PROGRAM, REGISTRATIONS_TOTAL, RegistrationRow
+from wok_reporting.snapshots import SnapshotPublisher
+
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+KL = "07312000"
+
+
+class RecordingPublisher:
+    def __init__(self, *, failures: int = 0) -> None:
+        self.sent: list[tuple[str, str, bytes, dict[str, str]]] = []
+        self.failures = failures
+
+    async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker away")
+        self.sent.append((topic, key, value, headers))
+
+    def snapshots(self, key: str | None = None) -> list[AggregateSnapshot]:
+        return [
+            decode_envelope(value).data for _, sent_key, value, _ in self.sent
+            if key is None or sent_key == key
+        ]
+
+
+class Setup:
+    def __init__(self, *, failures: int = 0, interval_s: float = 0.05) -> None:
+        self.projections = InMemoryProjectionRepository()
+        self.store = InMemorySnapshotRepository()
+        self.wire = RecordingPublisher(failures=failures)
+        self.publisher = SnapshotPublisher(
+            projections=self.projections,
+            snapshots=self.store,
+            publisher=self.wire,
+            interval_s=interval_s,
+        )
+
+    async def register(self, count: int, *, ags: str = KL, at: datetime = T0) -> None:
+        for index in range(count):
+            await self.projections.save(
+                RegistrationRow(
+                    registration_id=f"r-{ags}-{at.isoformat()}-{index}",
+                    dialogue_event_id="event-1",
+                    ags=ags,
+                    status="confirmed",
+                    event_time=at,
+                )
+            )
+            self.publisher.changed()
+
+
+async def wait_for(condition: Callable[[], object], timeout_s: float = 2.0) -> None:
+    for _ in range(int(timeout_s / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not within {timeout_s} s")
+
+
+async def test_the_first_snapshot_goes_out_at_start_even_with_nothing_known() -> None:
+    setup = Setup()
+
+    task = asyncio.create_task(setup.publisher.run())
+    try:
+        await wait_for(lambda: setup.wire.sent)
+    finally:
+        task.cancel()
+
+    topic, key, value, headers = setup.wire.sent[0]
+    assert (topic, key, headers) == (EXCHANGE_AGGREGATES, PROGRAM, {"content-type": CONTENT_TYPE})
+    envelope = decode_envelope(value)
+    assert envelope.type == "reporting.aggregate.snapshot.v1"
+    assert envelope.data.scope is AggregateScope.PROGRAM
+    assert envelope.data.sequence == 1
+    assert envelope.data.as_of is None
+    assert envelope.data.metrics[REGISTRATIONS_TOTAL] == 0
+
+
+async def test_each_change_gives_the_changed_scopes_a_higher_sequence() -> None:
+    setup = Setup()
+    await setup.publisher.publish_changes(force=(PROGRAM,))
+    await setup.register(6)
+
+    first = await setup.publisher.publish_changes()
+    await setup.register(1, at=T0 + timedelta(minutes=1))
+    second = await setup.publisher.publish_changes()
+
+    assert [(s.scope_key, s.sequence) for s in first] == [(PROGRAM, 2), (KL, 1)]
+    assert [(s.scope_key, s.sequence) for s in second] == [(PROGRAM, 3), (KL, 2)]
+    assert second[0].metrics[REGISTRATIONS_TOTAL] == 7
+    assert second[0].as_of == T0 + timedelta(minutes=1)
+
+
+async def test_nothing_is_published_when_nothing_changed_unless_forced() -> None:
+    setup = Setup()
+    await setup.register(5)
+    await setup.publisher.publish_changes()
+
+    assert await setup.publisher.publish_changes() == []
+    forced = await setup.publisher.publish_changes(force=(PROGRAM,))
+    assert [(s.scope_key, s.sequence) for s in forced] == [(PROGRAM, 2)]
+
+
+async def test_municipality_snapshots_carry_the_ags_and_are_keyed_by_scope() -> None:
+    setup = Setup()
+    await setup.register(5)
+
+    await setup.publisher.publish_changes()
+
+    keys = [key for _, key, _, _ in setup.wire.sent]
+    assert keys == [PROGRAM, f"municipality:{KL}"]
+    envelope = decode_envelope(setup.wire.sent[1][2])
+    assert envelope.municipality == KL
+    assert envelope.subject == f"municipality:{KL}"
+
+
+async def test_a_snapshot_stored_but_not_sent_is_sent_unchanged_next_time() -> None:
+    setup = Setup(failures=1)
+    await setup.register(5)
+
+    with pytest.raises(ConnectionError):
+        await setup.publisher.publish_changes()
+    retried = await setup.publisher.publish_changes()
+
+    assert [(s.scope_key, s.sequence) for s in retried] == [(PROGRAM, 1), (KL, 1)]
+    stored = await setup.store.latest(PROGRAM)
+    assert stored is not None and stored.published
+
+
+async def test_a_burst_of_changes_is_published_as_one_snapshot() -> None:
+    setup = Setup(interval_s=0.1)
+    task = asyncio.create_task(setup.publisher.run())
+    try:
+        await wait_for(lambda: len(setup.wire.sent) == 1)
+        await setup.register(8)
+        await wait_for(lambda: len(setup.wire.snapshots(PROGRAM)) == 2)
+        await asyncio.sleep(0.25)
+    finally:
+        task.cancel()
+
+    program = setup.wire.snapshots(PROGRAM)
+    assert [s.sequence for s in program] == [1, 2]
+    assert program[-1].metrics[REGISTRATIONS_TOTAL] == 8
+
+
+async def test_publishing_retries_while_the_broker_is_away() -> None:
+    setup = Setup(failures=2, interval_s=0.01)
+
+    task = asyncio.create_task(setup.publisher.run())
+    try:
+        await wait_for(lambda: setup.wire.sent)
+    finally:
+        task.cancel()
+
+    assert setup.wire.snapshots(PROGRAM)[0].sequence == 1

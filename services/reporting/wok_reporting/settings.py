@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from wok_runtime.settings import WokSettings
+
+
+class ReportingSettings(WokSettings):
+    reporting_port: int = 8004
+    federal_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer key of the federal program office; reads aggregates only. "
+        "Unset means nobody can read them (fail closed).",
+    )
+    snapshot_interval_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="Changes within this interval are coalesced into one snapshot per scope",
+    )

@@ -1,0 +1,144 @@
+"""Publishing the aggregates: compute, protect, number, store, then put on the exchange stream.
+
+A snapshot is stored (with its sequence, unpublished) before it goes on the topic and is
+marked published after; a crash in between publishes the same snapshot again on the next
+round instead of skipping it. Subscribers keep the highest sequence per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
+
+from wok_contracts import (
+    CONTENT_TYPE,
+    AggregateScope,
+    AggregateSnapshot,
+    new_envelope,
+)
+from wok_contracts.topics import EXCHANGE_AGGREGATES
+from wok_reporting.adapters.repository import (
+    ProjectionRepository,
+    SnapshotRepository,
+    StoredSnapshot,
+)
+from wok_reporting.domain import PROGRAM, aggregate, protect, same_content, snapshot
+from wok_runtime.logging import get_logger
+from wok_runtime.outbox import Publisher
+
+SOURCE = "/wok/reporting"
+
+log = get_logger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SnapshotPublisher:
+    def __init__(
+        self,
+        *,
+        projections: ProjectionRepository,
+        snapshots: SnapshotRepository,
+        publisher: Publisher,
+        interval_s: float,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._projections = projections
+        self._snapshots = snapshots
+        self._publisher = publisher
+        self._interval_s = interval_s
+        self._clock = clock
+        self._changed = asyncio.Event()
+
+    def changed(self) -> None:
+        """Called after a projection changed; the next round publishes what it affects."""
+        self._changed.set()
+
+    async def current(self, scope_id: str) -> AggregateSnapshot | None:
+        """The newest snapshot of a scope (already protected), as the stream carries it."""
+        stored = await self._snapshots.latest(scope_id)
+        return None if stored is None else stored.snapshot
+
+    async def publish_changes(self, *, force: Collection[str] = ()) -> list[AggregateSnapshot]:
+        """Publish a new snapshot of every scope whose content changed, and of `force`d ones.
+
+        All scopes are protected together: a cell withheld in one municipality may need a
+        complement withheld in another, so one change can republish several scopes.
+        """
+        figures = aggregate(await self._projections.load())
+        disclosed = protect({scope: figure.metrics for scope, figure in figures.items()})
+        published = []
+        for scope, figure in figures.items():
+            stored = await self._snapshots.latest(scope)
+            candidate = snapshot(
+                figure,
+                disclosed[scope],
+                sequence=1 if stored is None else stored.snapshot.sequence + 1,
+                generated_at=self._clock(),
+            )
+            unchanged = stored is not None and same_content(stored.snapshot, candidate)
+            if unchanged and stored is not None and not stored.published:
+                candidate = stored.snapshot  # stored but never sent: send it as it is
+            elif unchanged and scope not in force:
+                continue
+            elif not await self._snapshots.save(
+                StoredSnapshot(scope_id=scope, snapshot=candidate, published=False),
+                previous_sequence=None if stored is None else stored.snapshot.sequence,
+            ):
+                log.info("snapshot taken by another publisher", scope=scope)
+                continue
+            await self._send(scope, candidate)
+            await self._snapshots.mark_published(scope, candidate.sequence)
+            published.append(candidate)
+        return published
+
+    async def _send(self, scope: str, payload: AggregateSnapshot) -> None:
+        is_municipality = payload.scope is AggregateScope.MUNICIPALITY
+        envelope = new_envelope(
+            payload,
+            source=SOURCE,
+            municipality=payload.scope_key if is_municipality else None,
+            subject=scope,
+        )
+        await self._publisher.publish(
+            topic=EXCHANGE_AGGREGATES,
+            key=scope,
+            value=envelope.to_json_bytes(),
+            headers={"content-type": CONTENT_TYPE},
+        )
+        log.info(
+            "aggregate snapshot published",
+            scope=scope,
+            sequence=payload.sequence,
+            suppressed=len(payload.suppressed),
+        )
+
+    async def run(self) -> None:
+        """Publish the program snapshot now, then after changes, at most once per interval.
+
+        Waiting one interval after the first change coalesces a burst of events into one
+        snapshot per scope; unlike a quiet-period debounce it cannot starve under steady load.
+        """
+        await self._until_published(force=(PROGRAM,))
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(self._interval_s)
+            self._changed.clear()
+            await self._until_published()
+
+    async def _until_published(self, *, force: Collection[str] = ()) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.publish_changes(force=force)
+                return
+            except Exception as error:
+                # Broker or database away: the projections are safe, publish when back.
+                log.warning(
+                    "snapshot publishing failed; retrying", attempt=attempt, error=repr(error)
+                )
+                await asyncio.sleep(min(5.0, self._interval_s * 2**attempt))
