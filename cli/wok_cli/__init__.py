@@ -1,0 +1,1 @@
+"""The `wok` command: the embedded stack and the tools around it."""
