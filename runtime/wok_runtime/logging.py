@@ -46,7 +46,14 @@ def configure_logging(*, service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "pymongo", "uvicorn.access", "faststream.access.kafka"):
+    for noisy in (
+        "aiokafka",
+        "pymongo",
+        "httpx",
+        "httpcore",
+        "uvicorn.access",
+        "faststream.access.kafka",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)

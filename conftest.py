@@ -1,4 +1,7 @@
-"""Servers for integration tests, started by the test session itself (nothing runs beforehand)."""
+"""Servers for tests anywhere in the repository, started by the test session itself.
+
+Nothing runs beforehand (CI starts from a clean clone); each server starts on first use.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,180 @@
+"""The notification rules without I/O: German dates, template choice, the delivery states."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from wok_contracts import EventFormat, NotificationKind, RegistrationStatus
+from wok_notification import domain
+from wok_notification.domain import DeliveryStateError, DeliveryStatus
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("starts_at", "ends_at", "expected"),
+    [
+        # winter: Berlin is UTC+1
+        (
+            utc(2026, 12, 10, 17, 0),
+            utc(2026, 12, 10, 19, 30),
+            "Donnerstag, 10. Dezember 2026, 18:00–20:30 Uhr",
+        ),
+        # summer: Berlin is UTC+2, and the day has no leading zero
+        (
+            utc(2026, 7, 4, 8, 0),
+            utc(2026, 7, 4, 10, 15),
+            "Samstag, 4. Juli 2026, 10:00–12:15 Uhr",
+        ),
+        # the UTC date is the day before the Berlin date
+        (
+            utc(2026, 3, 1, 23, 30),
+            utc(2026, 3, 2, 1, 0),
+            "Montag, 2. März 2026, 00:30–02:00 Uhr",
+        ),
+        # past midnight in Berlin: both days are named
+        (
+            utc(2026, 5, 15, 18, 0),
+            utc(2026, 5, 15, 23, 0),
+            "Freitag, 15. Mai 2026, 20:00 Uhr – Samstag, 16. Mai 2026, 01:00 Uhr",
+        ),
+    ],
+)
+def test_event_times_read_in_german_in_berlin_time(
+    starts_at: datetime, ends_at: datetime, expected: str
+) -> None:
+    assert domain.format_event_time_de(starts_at, ends_at) == expected
+
+
+def test_the_day_the_clocks_go_forward_keeps_wall_clock_times() -> None:
+    # 29 March 2026: 02:00 CET becomes 03:00 CEST
+    starts_at = utc(2026, 3, 29, 0, 30)  # 01:30 CET
+    ends_at = utc(2026, 3, 29, 1, 30)  # 03:30 CEST
+    assert domain.format_event_time_de(starts_at, ends_at) == (
+        "Sonntag, 29. März 2026, 01:30–03:30 Uhr"
+    )
+
+
+def test_every_weekday_and_month_has_its_german_name() -> None:
+    monday = utc(2026, 1, 5, 12)
+    days = [domain.format_day_de(monday + timedelta(days=n)).split(",")[0] for n in range(7)]
+    assert days == list(domain.WEEKDAYS_DE)
+    months = [domain.format_day_de(utc(2026, m, 15, 12)).split(" ")[2] for m in range(1, 13)]
+    assert months == list(domain.MONTHS_DE)
+
+
+@pytest.mark.parametrize(
+    ("status", "language", "template"),
+    [
+        (RegistrationStatus.CONFIRMED, "de", "de/confirmation_confirmed"),
+        (RegistrationStatus.WAITLISTED, "de", "de/confirmation_waitlisted"),
+        # no templates in that language yet: German it is
+        (RegistrationStatus.CONFIRMED, "tr", "de/confirmation_confirmed"),
+    ],
+)
+def test_the_template_follows_status_and_language(
+    status: RegistrationStatus, language: str, template: str
+) -> None:
+    assert domain.template_name(NotificationKind.CONFIRMATION, status, language) == template
+
+
+def event(**overrides: object) -> domain.EventDetails:
+    fields: dict[str, object] = {
+        "dialogue_event_id": "event-1",
+        "ags": "07312000",
+        "title": "Dialog",
+        "description": "",
+        "starts_at": utc(2026, 12, 10, 17),
+        "ends_at": utc(2026, 12, 10, 19, 30),
+        "format": EventFormat.ONLINE,
+        "place": None,
+        "revision": 0,
+    }
+    return domain.EventDetails(**(fields | overrides))  # type: ignore[arg-type]
+
+
+def test_the_place_says_online_or_where() -> None:
+    assert event().location_de() == "online"
+    town_hall = "Rathaus, Willy-Brandt-Platz 1"
+    assert event(format=EventFormat.IN_PERSON, place=town_hall).location_de() == town_hall
+    assert event(format=EventFormat.HYBRID, place=town_hall).location_de() == (
+        f"{town_hall} und online"
+    )
+
+
+def test_names_and_titles_cannot_break_a_header_line() -> None:
+    contact = domain.Contact(
+        registration_id="r-1",
+        dialogue_event_id="event-1",
+        name="Eve\r\nBcc: someone@example.org",
+        email=" eve@example.org ",
+        language="de",
+    )
+    mail = domain.confirmation_mail(
+        event=event(title="Dialog\nSubject: spam"),
+        contact=contact,
+        status=RegistrationStatus.CONFIRMED,
+        delivery_id="confirmation:r-1",
+        mail_from="Weltoffene Kommune <noreply@weltoffene-kommune.example>",
+        public_base_url="https://anmeldung.example/",
+    )
+    assert mail.recipient_name == "Eve Bcc: someone@example.org"
+    assert mail.recipient_email == "eve@example.org"
+    assert mail.event_title == "Dialog Subject: spam"
+    assert mail.event_url == "https://anmeldung.example/v1/dialogue-events/event-1"
+    assert mail.message_id == "<confirmation.r-1@weltoffene-kommune.example>"
+    assert mail.invite.uid == "event-1@weltoffene-kommune"
+
+
+NOW = utc(2026, 11, 1, 12)
+LEASE = timedelta(minutes=2)
+
+
+def pending() -> domain.Delivery:
+    return domain.new_delivery(
+        NotificationKind.CONFIRMATION,
+        registration_id="r-1",
+        dialogue_event_id="event-1",
+        ags="07312000",
+        language="de",
+        now=NOW,
+    )
+
+
+def test_a_delivery_is_claimed_then_sent_and_then_says_so_without_the_address() -> None:
+    delivery = pending()
+    assert delivery.id == "confirmation:r-1"
+    claimed = delivery.claimed(token="a", now=NOW, lease=LEASE)
+    assert (claimed.attempts, claimed.claimed_until) == (1, NOW + LEASE)
+
+    sent = claimed.sent(token="a", sent_at=NOW, message_id="<m@x>")
+    assert sent.status is DeliveryStatus.SENT and sent.finished
+    event_data = sent.sent_event()
+    assert event_data.notification_id == "confirmation:r-1"
+    assert "@" not in event_data.model_dump_json()
+
+
+def test_a_running_claim_keeps_others_out_until_its_lease_ends() -> None:
+    claimed = pending().claimed(token="a", now=NOW, lease=LEASE)
+    assert not claimed.claimable(NOW + LEASE / 2)
+    with pytest.raises(DeliveryStateError):
+        claimed.claimed(token="b", now=NOW + LEASE / 2, lease=LEASE)
+    taken_over = claimed.claimed(token="b", now=NOW + LEASE, lease=LEASE)
+    assert taken_over.attempts == 2
+    with pytest.raises(DeliveryStateError):
+        taken_over.sent(token="a", sent_at=NOW, message_id="<m@x>")
+
+
+def test_a_released_claim_can_be_retried_at_once_and_a_finished_one_never() -> None:
+    claimed = pending().claimed(token="a", now=NOW, lease=LEASE)
+    released = claimed.released(token="a", now=NOW)
+    again = released.claimed(token="b", now=NOW, lease=LEASE)
+    failed = again.failed(token="b", reason="mail server refused the message with 550")
+    assert failed.status is DeliveryStatus.FAILED
+    assert not failed.claimable(NOW + timedelta(days=1))
+    with pytest.raises(DeliveryStateError):
+        failed.sent_event()

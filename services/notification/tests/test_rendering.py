@@ -1,0 +1,146 @@
+"""A confirmation as a mail program sees it: parsed back with the stdlib and with icalendar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import icalendar
+import pytest
+
+from wok_contracts import DialogueEventScheduled, EventFormat, ParticipantRegistered
+from wok_notification import domain
+from wok_notification.rendering import MailRenderer
+
+MAIL_FROM = "Weltoffene Kommune <noreply@weltoffene-kommune.example>"
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def render(
+    scheduled: Callable[..., DialogueEventScheduled],
+    registered: Callable[..., ParticipantRegistered],
+    contact_for: Callable[..., domain.Contact],
+) -> Callable[..., EmailMessage]:
+    renderer = MailRenderer()
+
+    def build(*, event: dict[str, Any] | None = None, status: str = "confirmed") -> EmailMessage:
+        data = scheduled(**(event or {}))
+        registration = registered(data, status=status)
+        mail = domain.confirmation_mail(
+            event=domain.EventDetails.scheduled(data),
+            contact=contact_for(registration),
+            status=registration.status,
+            delivery_id=domain.delivery_id(
+                domain.NotificationKind.CONFIRMATION, registration.registration_id
+            ),
+            mail_from=MAIL_FROM,
+            public_base_url="https://anmeldung.example",
+        )
+        sent = renderer.render(mail, now=NOW)
+        # What the recipient's mail program gets: the bytes on the wire, parsed anew
+        parsed = message_from_bytes(sent.as_bytes(policy=policy.SMTP), policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    return build
+
+
+def parts(message: EmailMessage) -> tuple[str, str, icalendar.Calendar]:
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_content_type() == "text/calendar"
+    assert attachment.get_param("method") == "REQUEST"
+    assert attachment.get_filename() == "einladung.ics"
+    raw = attachment.get_payload(decode=True)
+    assert isinstance(raw, bytes)
+    calendar = icalendar.Calendar.from_ical(raw)
+    return text.get_content(), html.get_content(), calendar
+
+
+def test_a_confirmed_registration_gets_text_html_and_an_invitation(
+    render: Callable[..., EmailMessage],
+) -> None:
+    message = render()
+
+    assert message.get_content_type() == "multipart/mixed"
+    assert next(message.iter_parts()).get_content_type() == "multipart/alternative"
+    assert message["Subject"] == "Anmeldebestätigung: Dialog: Zusammenhalt in der Nachbarschaft"
+    assert message["To"].addresses[0].display_name == "Jörg Müller"
+    assert message["From"].addresses[0].addr_spec == "noreply@weltoffene-kommune.example"
+    assert message["Message-ID"].startswith("<confirmation.registration-")
+    assert message["Content-Language"] == "de"
+
+    text, html, _ = parts(message)
+    when = "Donnerstag, 10. Dezember 2026, 18:00–20:30 Uhr"
+    for body in (text, html):
+        assert "Guten Tag Jörg Müller" in body
+        assert when in body
+        assert "online" in body
+        assert "bestätigt" in body
+        assert "Warteliste" not in body
+    assert "https://anmeldung.example/v1/dialogue-events/event-" in text
+
+
+def test_the_invitation_carries_uid_sequence_times_and_place(
+    render: Callable[..., EmailMessage],
+) -> None:
+    starts = datetime(2026, 12, 10, 17, 0, tzinfo=UTC)
+    message = render(
+        event={
+            "dialogue_event_id": "event-42",
+            "format": EventFormat.IN_PERSON,
+            "place": "Rathaus Kaiserslautern, Willy-Brandt-Platz 1",
+            "starts_at": starts,
+            "ends_at": starts + timedelta(hours=2, minutes=30),
+            "revision": 3,
+        }
+    )
+    _, _, calendar = parts(message)
+
+    assert calendar["METHOD"] == "REQUEST"
+    (event,) = calendar.walk("VEVENT")
+    assert str(event["UID"]) == "event-42@weltoffene-kommune"
+    assert event["SEQUENCE"] == 3
+    assert event.decoded("DTSTART") == starts
+    assert event.decoded("DTEND") == starts + timedelta(hours=2, minutes=30)
+    assert str(event["SUMMARY"]) == "Dialog: Zusammenhalt in der Nachbarschaft"
+    assert str(event["LOCATION"]) == "Rathaus Kaiserslautern, Willy-Brandt-Platz 1"
+    assert str(event["STATUS"]) == "CONFIRMED"
+    assert str(event["ORGANIZER"]) == "mailto:noreply@weltoffene-kommune.example"
+
+
+def test_a_waitlisted_registration_is_told_so_and_the_date_is_only_tentative(
+    render: Callable[..., EmailMessage],
+) -> None:
+    message = render(status="waitlisted")
+
+    assert message["Subject"] == "Warteliste: Dialog: Zusammenhalt in der Nachbarschaft"
+    text, html, calendar = parts(message)
+    for body in (text, html):
+        assert "Warteliste" in body
+        assert "ausgebucht" in body
+        assert "bestätigt" not in body
+    (event,) = calendar.walk("VEVENT")
+    assert str(event["STATUS"]) == "TENTATIVE"
+
+
+def test_html_escapes_what_municipalities_typed(render: Callable[..., EmailMessage]) -> None:
+    message = render(event={"title": "Wir & <script>alert(1)</script>"})
+    text, html, _ = parts(message)
+    assert "<script>" not in html
+    assert "Wir &amp; &lt;script&gt;" in html
+    assert "Wir & <script>alert(1)</script>" in text
+
+
+def test_the_invitation_keeps_crlf_line_ends(render: Callable[..., EmailMessage]) -> None:
+    (attachment,) = list(render().iter_attachments())
+    raw = attachment.get_payload(decode=True)
+    assert isinstance(raw, bytes)
+    assert raw.startswith(b"BEGIN:VCALENDAR\r\n")
+    assert b"\n" not in raw.replace(b"\r\n", b"")

@@ -1,0 +1,87 @@
+"""Composition root of the notification service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from fastapi import FastAPI
+
+from wok_contracts.topics import REGISTRATION_EVENTS
+from wok_notification.adapters.contacts import ContactDirectory, HttpContactDirectory
+from wok_notification.adapters.mail import MailSender, SmtpConfig, SmtpMailSender
+from wok_notification.adapters.repository import (
+    InMemoryNotificationRepository,
+    MongoNotificationRepository,
+    NotificationRepository,
+)
+from wok_notification.entrypoints.consumers import CONSUMER_GROUP, event_handlers
+from wok_notification.entrypoints.http import build_router
+from wok_notification.handlers import NotificationHandlers
+from wok_notification.rendering import MailRenderer
+from wok_notification.settings import NotificationSettings
+from wok_runtime.consumer import ProcessedStore
+from wok_runtime.outbox import MongoOutboxSource
+from wok_runtime.service import ServiceRuntime
+
+
+def smtp_sender(settings: NotificationSettings) -> SmtpMailSender:
+    return SmtpMailSender(
+        SmtpConfig(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            starttls=settings.smtp_starttls,
+            use_tls=settings.smtp_use_tls,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout_s=settings.smtp_timeout_s,
+        )
+    )
+
+
+def build_app(
+    settings: NotificationSettings,
+    *,
+    runtime: ServiceRuntime | None = None,
+    repository: NotificationRepository | None = None,
+    sender: MailSender | None = None,
+    contacts: ContactDirectory | None = None,
+    processed: ProcessedStore | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> FastAPI:
+    runtime = runtime or ServiceRuntime(name="notification", settings=settings)
+    if repository is None:
+        mongo = MongoNotificationRepository(runtime.database)
+        runtime.on_startup(mongo.ensure_indexes)
+        runtime.add_outbox(MongoOutboxSource(mongo.deliveries))
+        repository = mongo
+    elif isinstance(repository, InMemoryNotificationRepository):
+        for source in repository.outbox_sources():
+            runtime.add_outbox(source)
+    handlers = NotificationHandlers(
+        repository=repository,
+        contacts=contacts
+        or HttpContactDirectory(
+            base_url=settings.registration_url,
+            service_key=settings.service_key.get_secret_value(),
+            timeout_s=settings.registration_timeout_s,
+        ),
+        sender=sender or smtp_sender(settings),
+        renderer=MailRenderer(),
+        mail_from=settings.mail_from,
+        public_base_url=settings.public_base_url,
+        lease=timedelta(seconds=settings.delivery_lease_s),
+        events_stored=runtime.relay.wake,
+        clock=clock,
+    )
+    runtime.consume(
+        group=CONSUMER_GROUP,
+        topics=[REGISTRATION_EVENTS],
+        handlers=event_handlers(handlers),
+        processed=processed,
+    )
+    app = runtime.http_app(
+        title="Weltoffene Kommune: notification", routers=[build_router(handlers, settings)]
+    )
+    app.state.handlers = handlers
+    return app
