@@ -140,8 +140,9 @@ async def latest_program_snapshot(
         ends = await consumer.end_offsets(assignment)
         newest: dict[str, Any] | None = None
         deadline = time.monotonic() + timeout_s
-        while any(await consumer.position(tp) < ends[tp] for tp in assignment):
-            if time.monotonic() > deadline:
+        while time.monotonic() < deadline:
+            positions = {tp: await consumer.position(tp) for tp in assignment}
+            if all(positions[tp] >= ends[tp] for tp in assignment):
                 break
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
@@ -172,8 +173,8 @@ class DemoPlayer:
         admin = {"Authorization": f"Bearer {self._endpoints.admin_key}"}
         played: list[Played] = []
         total = len(self._municipalities)
+        self._progress("onboarding and scheduling", 0, total)
         for index, (ags, name, kind) in enumerate(self._municipalities):
-            self._progress("onboarding and scheduling", index, total)
             result = Played(ags=ags, name=name)
             response = await client.post(
                 "/v1/municipalities", json={"ags": ags, "name": name, "kind": kind}, headers=admin
@@ -189,6 +190,7 @@ class DemoPlayer:
             )
             result.dialogue_events = 1
             played.append(result)
+            self._progress("onboarding and scheduling", index + 1, total)
         registrations = sum(plan_registrations(i) for i in range(total))
         done = 0
         for index, result in enumerate(played):
