@@ -99,8 +99,9 @@ class Played:
 @dataclass
 class DemoResult:
     played: list[Played]
-    baseline: dict[str, int]
-    expected: dict[str, int]
+    baseline: dict[str, int | None]
+    played_totals: dict[str, int]
+    expected: dict[str, int | None]
     observed: dict[str, int | None]
     seconds: float
     agreed: bool
@@ -243,32 +244,46 @@ class DemoPlayer:
         return str(response.json()["id"])
 
 
-def expected_metrics(baseline: dict[str, int], played: list[Played]) -> dict[str, int]:
+def played_metrics(played: list[Played]) -> dict[str, int]:
     confirmed = sum(p.confirmed for p in played)
     waitlisted = sum(p.waitlisted for p in played)
-    delta = {
+    return {
         "municipalities": sum(p.onboarded for p in played),
         "dialogue_events": sum(p.dialogue_events for p in played),
+        "registrations_total": confirmed + waitlisted,
         "registrations_confirmed": confirmed,
         "registrations_waitlisted": waitlisted,
-        "registrations_total": confirmed + waitlisted,
         "confirmations_sent": confirmed + waitlisted,
     }
-    return {metric: baseline.get(metric, 0) + delta[metric] for metric in METRICS}
 
 
-def agrees(expected: dict[str, int], snapshot: dict[str, Any] | None) -> bool:
-    """Every published metric equals what was played; disclosure control may withhold a cell,
-    but never the totals, so those are always checked."""
+def expected_metrics(
+    baseline: dict[str, int | None], played: dict[str, int]
+) -> dict[str, int | None]:
+    """Before plus played; unknown (None) where disclosure control withheld the value before."""
+    return {
+        name: None if baseline.get(name) is None else baseline[name] + played[name]  # type: ignore[operator]
+        for name in METRICS
+    }
+
+
+def verdict(name: str, expected: int | None, observed: int | None) -> str:
+    """'agrees', 'withheld' (disclosure control hides it, or hid it before the run) or 'differs'."""
+    if expected is not None and observed == expected:
+        return "agrees"
+    if name not in ALWAYS_PUBLISHED and (observed is None or expected is None):
+        return "withheld"
+    return "differs"
+
+
+def agrees(expected: dict[str, int | None], snapshot: dict[str, Any] | None) -> bool:
+    """Every metric that can be compared equals what was played; the totals always can."""
     if snapshot is None:
         return False
-    metrics, withheld = snapshot["metrics"], set(snapshot.get("suppressed", []))
-    for name, value in expected.items():
-        if metrics.get(name) is None and name in withheld and name not in ALWAYS_PUBLISHED:
-            continue
-        if metrics.get(name) != value:
-            return False
-    return True
+    metrics = snapshot["metrics"]
+    return all(
+        verdict(name, value, metrics.get(name)) != "differs" for name, value in expected.items()
+    )
 
 
 async def run_demo(
@@ -280,11 +295,15 @@ async def run_demo(
 ) -> DemoResult:
     started = time.monotonic()
     before = await latest_program_snapshot(endpoints)
-    baseline = {name: int((before or {}).get("metrics", {}).get(name) or 0) for name in METRICS}
+    before_metrics = (before or {}).get("metrics", {})
+    baseline: dict[str, int | None] = {
+        name: before_metrics.get(name, 0) if before is not None else 0 for name in METRICS
+    }
     player = DemoPlayer(endpoints, municipalities=municipalities, progress=progress)
     async with httpx.AsyncClient(base_url=endpoints.registration_url, timeout=30) as client:
         played = await player.play(client)
-    expected = expected_metrics(baseline, played)
+    played_totals = played_metrics(played)
+    expected = expected_metrics(baseline, played_totals)
     snapshot: dict[str, Any] | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -293,7 +312,7 @@ async def run_demo(
         progress(
             "waiting for the aggregates",
             int(observed.get("confirmations_sent") or 0),
-            expected["confirmations_sent"],
+            expected["confirmations_sent"] or 0,
         )
         if agrees(expected, snapshot):
             break
@@ -301,6 +320,7 @@ async def run_demo(
     return DemoResult(
         played=played,
         baseline=baseline,
+        played_totals=played_totals,
         expected=expected,
         observed=dict((snapshot or {}).get("metrics", {})),
         seconds=time.monotonic() - started,
@@ -326,13 +346,14 @@ def write_html_report(result: DemoResult, path: Path) -> Path:
     metric_rows = "\n".join(
         "<tr>"
         + cell(name)
+        + cell(result.played_totals[name])
         + cell(result.expected[name])
         + cell(result.observed.get(name))
-        + cell("✔" if result.observed.get(name) == result.expected[name] else "✘")
+        + cell(verdict(name, result.expected[name], result.observed.get(name)))
         + "</tr>"
         for name in METRICS
     )
-    verdict = "agree" if result.agreed else "DO NOT agree"
+    outcome = "agree" if result.agreed else "DO NOT agree"
     document = f"""<!doctype html>
 <html lang="de"><head><meta charset="utf-8">
 <title>Weltoffene Kommune – Demo-Bericht</title>
@@ -344,10 +365,10 @@ th {{ background: #eef3f7; }}
 .ok {{ color: #1a7f37; }} .bad {{ color: #b42318; }}
 </style></head><body>
 <h1>Weltoffene Kommune – Demo</h1>
-<p class="{"ok" if result.agreed else "bad"}">The program aggregates {verdict} with what was
+<p class="{"ok" if result.agreed else "bad"}">The program aggregates {outcome} with what was
 played ({len(result.played)} municipalities, {result.seconds:.1f} s).</p>
 <h2>Program aggregate (exchange.aggregates.v1)</h2>
-<table><tr><th>metric</th><th>played</th><th>aggregate</th><th></th></tr>
+<table><tr><th>metric</th><th>played now</th><th>expected</th><th>aggregate</th><th></th></tr>
 {metric_rows}</table>
 <h2>Municipalities</h2>
 <table><tr><th>municipality</th><th>AGS</th><th>dialogue events</th><th>confirmed</th>

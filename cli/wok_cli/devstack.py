@@ -270,9 +270,7 @@ class EmbeddedStack:
         for name in SERVICE_NAMES:
             port = settings.port_of(name)
             environment[f"WOK_{name.upper()}_PORT"] = str(port)
-            environment[f"WOK_{name.upper()}_URL"] = (
-                f"http://{_client_host(settings.host)}:{port}"
-            )
+            environment[f"WOK_{name.upper()}_URL"] = f"http://{_client_host(settings.host)}:{port}"
         return environment
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -434,10 +432,14 @@ class EmbeddedStack:
             TANSU: ChildProcess(
                 name=TANSU,
                 argv=[
-                    tansu_bin, "broker",
-                    "--listener-url", listener,
-                    "--advertised-listener-url", listener,
-                    "--storage-engine", "memory://tansu/",
+                    tansu_bin,
+                    "broker",
+                    "--listener-url",
+                    listener,
+                    "--advertised-listener-url",
+                    listener,
+                    "--storage-engine",
+                    "memory://tansu/",
                 ],
                 env=infrastructure_env,
                 log_path=self.log_path(TANSU),
@@ -445,13 +447,20 @@ class EmbeddedStack:
             NX_27017: ChildProcess(
                 name=NX_27017,
                 argv=[
-                    sys.executable, "-m", "wok_cli.mongo_server",
-                    "--data-dir", str(self.data_dir / "mongo"),
-                    "-p", str(mongo_port),
-                    "--host", mongo_host,
+                    sys.executable,
+                    "-m",
+                    "wok_cli.mongo_server",
+                    "--data-dir",
+                    str(self.data_dir / "mongo"),
+                    "-p",
+                    str(mongo_port),
+                    "--host",
+                    mongo_host,
                     # It logs to stderr as well, which already goes to its log file.
-                    "--log-file", os.devnull,
-                    "--pid-file", str(self.data_dir / "run" / "nx-27017.pid"),
+                    "--log-file",
+                    os.devnull,
+                    "--pid-file",
+                    str(self.data_dir / "run" / "nx-27017.pid"),
                 ],
                 env=infrastructure_env,
                 log_path=self.log_path(NX_27017),
@@ -461,10 +470,15 @@ class EmbeddedStack:
             SMTP_SINK: ChildProcess(
                 name=SMTP_SINK,
                 argv=[
-                    sys.executable, "-m", "wok_cli.smtp_sink",
-                    "--host", settings.smtp_host,
-                    "--port", str(settings.smtp_port),
-                    "--dir", str(self.mail_dir),
+                    sys.executable,
+                    "-m",
+                    "wok_cli.smtp_sink",
+                    "--host",
+                    settings.smtp_host,
+                    "--port",
+                    str(settings.smtp_port),
+                    "--dir",
+                    str(self.mail_dir),
                 ],
                 env=infrastructure_env,
                 log_path=self.log_path(SMTP_SINK),

@@ -99,9 +99,7 @@ async def test_mail_sent_to_the_stack_lands_in_its_mail_folder(
     message["To"] = "teilnehmer@example.org"
     message["Subject"] = subject
     message.set_content("Bis bald.")
-    await aiosmtplib.send(
-        message, hostname=infrastructure.smtp_host, port=infrastructure.smtp_port
-    )
+    await aiosmtplib.send(message, hostname=infrastructure.smtp_host, port=infrastructure.smtp_port)
     assert subject in caught_subjects(infrastructure.mail_dir)
 
 

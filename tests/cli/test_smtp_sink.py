@@ -15,10 +15,7 @@ def read_mails(folder: Path) -> list[EmailMessage]:
     """The caught mails, oldest first; anything not named `.eml` fails the test."""
     paths = sorted(folder.iterdir())
     assert all(path.suffix == ".eml" for path in paths), paths
-    return [
-        message_from_bytes(path.read_bytes(), policy=policy.default)
-        for path in paths
-    ]
+    return [message_from_bytes(path.read_bytes(), policy=policy.default) for path in paths]
 
 
 def confirmation_mail() -> EmailMessage:

@@ -14,7 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from wok_cli.demo import METRICS, MUNICIPALITIES, DemoResult, Endpoints, run_demo, write_html_report
+from wok_cli.demo import (
+    METRICS,
+    MUNICIPALITIES,
+    DemoResult,
+    Endpoints,
+    run_demo,
+    verdict,
+    write_html_report,
+)
 from wok_cli.devstack import EmbeddedStack, StackSettings, StackStartError, running_stack
 from wok_runtime.logging import configure_logging
 
@@ -78,17 +86,19 @@ def stack_for_demo(settings: StackSettings, console: Console) -> Iterator[Endpoi
 def summary(result: DemoResult) -> Table:
     table = Table(title="Program aggregate on exchange.aggregates.v1", title_justify="left")
     table.add_column("metric", style="bold")
-    table.add_column("played", justify="right")
-    table.add_column("aggregate", justify="right")
+    for column in ("played now", "expected", "aggregate"):
+        table.add_column(column, justify="right")
     table.add_column("")
+    styles = {"agrees": "green", "withheld": "yellow", "differs": "red"}
     for name in METRICS:
-        observed = result.observed.get(name)
-        agreed = observed == result.expected[name]
+        expected, observed = result.expected[name], result.observed.get(name)
+        judged = verdict(name, expected, observed)
         table.add_row(
             name,
-            str(result.expected[name]),
+            str(result.played_totals[name]),
+            "unknown" if expected is None else str(expected),
             "withheld" if observed is None else str(observed),
-            Text("✔", "green") if agreed else Text("✘", "red"),
+            Text(judged, styles[judged]),
         )
     return table
 
