@@ -26,6 +26,7 @@ from wok_contracts import (
     RegistrationStatus,
     Sector,
     decode_envelope,
+    events,
     new_envelope,
 )
 from wok_contracts.topics import (
@@ -85,6 +86,69 @@ def sample_events() -> list[EventData]:
             metrics={"registrations": 12, "sector.business": None},
             suppressed=["sector.business"],
         ),
+        *registration_samples(),
+        # assessment samples: append the assessment service's payloads here
+        # notification samples: append the notification service's payloads here
+    ]
+
+
+def registration_samples() -> list[EventData]:
+    """The registration service's payloads beyond the walking skeleton's."""
+    ends_at = STARTS_AT + timedelta(hours=2)
+    return [
+        events.MunicipalityProfileUpdated(
+            ags=KAISERSLAUTERN,
+            name="Kaiserslautern",
+            kind=MunicipalityKind.CITY,
+            land="07",
+            contact_office="Büro für Integration",
+        ),
+        events.DialogueEventChanged(
+            dialogue_event_id="dlg-1",
+            ags=KAISERSLAUTERN,
+            title="Dialog: Zusammenhalt",
+            starts_at=STARTS_AT,
+            ends_at=ends_at,
+            format=EventFormat.HYBRID,
+            place="Rathaus",
+            capacity=60,
+            registration_deadline=STARTS_AT - timedelta(days=10),
+            revision=1,
+        ),
+        events.DialogueEventRescheduled(
+            dialogue_event_id="dlg-1",
+            ags=KAISERSLAUTERN,
+            title="Dialog: Zusammenhalt",
+            starts_at=STARTS_AT + timedelta(days=7),
+            ends_at=ends_at + timedelta(days=7),
+            previous_starts_at=STARTS_AT,
+            format=EventFormat.ONLINE,
+            registration_deadline=STARTS_AT,
+            revision=2,
+        ),
+        events.DialogueEventCancelled(
+            dialogue_event_id="dlg-1", ags=KAISERSLAUTERN, revision=3, reason="Krankheit"
+        ),
+        events.AttendanceRecorded(dialogue_event_id="dlg-1", ags=KAISERSLAUTERN, attended=31),
+        events.ParticipantCancelled(
+            registration_id="reg-1",
+            dialogue_event_id="dlg-1",
+            ags=KAISERSLAUTERN,
+            previous_status=RegistrationStatus.CONFIRMED,
+        ),
+        events.ParticipantPromoted(
+            registration_id="reg-2", dialogue_event_id="dlg-1", ags=KAISERSLAUTERN
+        ),
+        events.ParticipantErased(
+            registration_id="reg-1", dialogue_event_id="dlg-1", ags=KAISERSLAUTERN
+        ),
+        events.TaskforceMemberAdded(
+            member_id="tf-1",
+            ags=KAISERSLAUTERN,
+            role=events.TaskforceRole.LEAD,
+            sector=events.TaskforceSector.MIGRANT_ADVISORY_COUNCIL,
+        ),
+        events.TaskforceMemberRemoved(member_id="tf-1", ags=KAISERSLAUTERN),
     ]
 
 

@@ -79,3 +79,27 @@ def mails_to(mail_dir: Path, address: str) -> list[EmailMessage]:
         if address in str(message["To"]):
             found.append(message)
     return found
+
+
+def accounts_for(snapshot: dict[str, Any] | None, expected: dict[str, int]) -> bool:
+    """Each metric is the expected figure, or withheld by disclosure control.
+
+    Complementary suppression works across all municipalities of the program, so whether a
+    cell of one municipality is withheld depends on the others on the shared stack; a
+    published figure, though, must always be exact.
+    """
+    if snapshot is None:
+        return False
+    metrics, withheld = snapshot["metrics"], set(snapshot["suppressed"])
+    return all(
+        metrics.get(name) == value or (metrics.get(name) is None and name in withheld)
+        for name, value in expected.items()
+    )
+
+
+async def program_registrations(bootstrap: str, topic: str) -> int:
+    """The program-wide registrations total: the margin of the table, large enough never to
+    be withheld once the program holds a few municipalities (0 is published too)."""
+    snapshot = await latest_snapshot(bootstrap, topic, "program")
+    total = None if snapshot is None else snapshot["metrics"]["registrations_total"]
+    return -1 if total is None else int(total)
