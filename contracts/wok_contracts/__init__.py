@@ -2,6 +2,7 @@
 
 from wok_contracts.ags import LANDS, Ags, land_of, validate_ags
 from wok_contracts.envelope import CONTENT_TYPE, Envelope, EventData, new_envelope
+from wok_contracts.events import *  # noqa: F403  (every payload, as `wok_contracts.X`)
 from wok_contracts.events import (
     AggregateScope,
     AggregateSnapshot,

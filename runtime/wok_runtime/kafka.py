@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,10 @@ def build_broker(settings: WokSettings, *, client_id: str) -> KafkaBroker:
         settings.kafka_bootstrap,
         client_id=client_id,
         acks="all",
-        logger=get_logger("faststream"),
+        # Not "faststream": that stdlib logger has FastStream's own plain-text handler.
+        logger=logging.getLogger("wok.kafka"),
+        # Per-message "Received"/"Processed" lines at DEBUG; lifecycle and errors stay visible.
+        log_level=logging.DEBUG,
         graceful_timeout=10.0,
     )
 

@@ -96,6 +96,8 @@ def registration_samples() -> list[EventData]:
     """The registration service's payloads beyond the walking skeleton's."""
     ends_at = STARTS_AT + timedelta(hours=2)
     return [
+        events.MunicipalityKeyIssued(ags=KAISERSLAUTERN, key_id="key-1", key_hash="0" * 64),
+        events.MunicipalityKeyRevoked(ags=KAISERSLAUTERN, key_id="key-1"),
         events.MunicipalityProfileUpdated(
             ags=KAISERSLAUTERN,
             name="Kaiserslautern",

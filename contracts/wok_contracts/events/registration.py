@@ -79,6 +79,30 @@ class ParticipantRegistered(EventData):
     language: str = Field(default="de", pattern=r"^[a-z]{2}$")
 
 
+class MunicipalityKeyIssued(EventData):
+    """A municipality's API key was issued (onboarding) or rotated; the previous one is void.
+
+    Carries only the SHA-256 of the key (256 random bits, so the hash cannot be reversed):
+    every service that serves a municipality verifies presented keys against it, without
+    asking registration on each request.
+    """
+
+    event_type: ClassVar[str] = "registration.municipality.key_issued.v1"
+
+    ags: Ags
+    key_id: str
+    key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class MunicipalityKeyRevoked(EventData):
+    """The municipality's key no longer works anywhere (until a new one is issued)."""
+
+    event_type: ClassVar[str] = "registration.municipality.key_revoked.v1"
+
+    ags: Ags
+    key_id: str
+
+
 class MunicipalityProfileUpdated(EventData):
     """The profile as it is now (all fields), after an update by the admin or the municipality."""
 
@@ -215,6 +239,8 @@ class TaskforceMemberRemoved(EventData):
 
 EVENT_TYPES: tuple[type[EventData], ...] = (
     MunicipalityRegistered,
+    MunicipalityKeyIssued,
+    MunicipalityKeyRevoked,
     MunicipalityProfileUpdated,
     DialogueEventScheduled,
     DialogueEventChanged,

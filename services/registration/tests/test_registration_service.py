@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -109,6 +110,7 @@ async def test_the_thin_path_publishes_events_without_personal_data(harness: Har
     events = await harness.published_events()
     assert [e.type for e in events] == [
         "registration.municipality.registered.v1",
+        "registration.municipality.key_issued.v1",
         "registration.dialogue_event.scheduled.v1",
         "registration.participant.registered.v1",
     ]
@@ -240,6 +242,10 @@ async def test_keys_and_scopes(harness: Harness) -> None:
     assert (old.status_code, new.status_code) == (401, 201)
     stored = harness.repository.municipalities["07312000"]
     assert new_key not in str(stored), "keys are stored hashed"
+    issued = [e for e in await harness.published_events() if e.type.endswith("key_issued.v1")]
+    assert [e.data.ags for e in issued] == ["07312000", "05911000", "07312000"]
+    assert issued[-1].data.key_hash == hashlib.sha256(new_key.encode()).hexdigest()
+    assert all(new_key.encode() not in value for _, value in harness.published)
 
 
 async def test_contact_is_served_only_with_the_service_key(harness: Harness) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from wok_contracts import (
     DialogueEventScheduled,
     EventFormat,
+    MunicipalityKeyIssued,
     MunicipalityKind,
     MunicipalityRegistered,
     ParticipantRegistered,
@@ -64,23 +65,42 @@ class Municipality:
     key_hash: str
 
 
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new key: the secret (shown once), and the event carrying only its hash."""
+
+    api_key: str
+    key_hash: str
+    event: MunicipalityKeyIssued
+
+
+def issue_key(ags: str) -> IssuedKey:
+    api_key = new_api_key()
+    key_hash = hash_key(api_key)
+    return IssuedKey(
+        api_key=api_key,
+        key_hash=key_hash,
+        event=MunicipalityKeyIssued(ags=ags, key_id=str(uuid.uuid4()), key_hash=key_hash),
+    )
+
+
 def onboard_municipality(
     *, ags: str, name: str, kind: MunicipalityKind, population: int | None
-) -> tuple[Municipality, str, MunicipalityRegistered]:
-    """A new municipality, its API key (shown once) and the event announcing it."""
-    api_key = new_api_key()
+) -> tuple[Municipality, IssuedKey, MunicipalityRegistered]:
+    """A new municipality, its first key and the event announcing it."""
+    key = issue_key(ags)
     municipality = Municipality(
         ags=ags,
         name=name,
         kind=kind,
         land=land_of(ags),
         population=population,
-        key_hash=hash_key(api_key),
+        key_hash=key.key_hash,
     )
     event = MunicipalityRegistered(
         ags=ags, name=name, kind=kind, land=municipality.land, population=population
     )
-    return municipality, api_key, event
+    return municipality, key, event
 
 
 @dataclass(frozen=True)

@@ -64,25 +64,33 @@ class RegistrationHandlers:
     async def onboard_municipality(
         self, *, ags: str, name: str, kind: domain.MunicipalityKind, population: int | None
     ) -> tuple[domain.Municipality, str]:
-        municipality, api_key, event = domain.onboard_municipality(
+        municipality, key, event = domain.onboard_municipality(
             ags=ags, name=name, kind=kind, population=population
         )
         try:
             await self.repository.add_municipality(
-                municipality, [_outbound(event, ags=ags, subject=ags)]
+                municipality,
+                [
+                    _outbound(event, ags=ags, subject=ags),
+                    _outbound(key.event, ags=ags, subject=ags),
+                ],
             )
         except AlreadyExists as error:
             raise Conflict(f"municipality {ags} is already onboarded") from error
         self._events_stored()
         log.info("municipality onboarded", ags=ags)
-        return municipality, api_key
+        return municipality, key.api_key
 
     async def rotate_key(self, *, ags: str) -> str:
-        api_key = domain.new_api_key()
-        if not await self.repository.replace_key_hash(ags, domain.hash_key(api_key)):
+        key = domain.issue_key(ags)
+        replaced = await self.repository.replace_key_hash(
+            ags, key.key_hash, [_outbound(key.event, ags=ags, subject=ags)]
+        )
+        if not replaced:
             raise NotFound(f"municipality {ags} is not onboarded")
+        self._events_stored()
         log.info("municipality key rotated", ags=ags)
-        return api_key
+        return key.api_key
 
     async def municipality_for_key(self, api_key: str) -> domain.Municipality | None:
         return await self.repository.municipality_for_key_hash(domain.hash_key(api_key))

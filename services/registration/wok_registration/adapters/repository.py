@@ -37,7 +37,9 @@ class RegistrationRepository(Protocol):
 
     async def municipality_for_key_hash(self, key_hash: str) -> Municipality | None: ...
 
-    async def replace_key_hash(self, ags: str, key_hash: str) -> bool: ...
+    async def replace_key_hash(
+        self, ags: str, key_hash: str, events: list[OutboundEvent]
+    ) -> bool: ...
 
     async def add_dialogue_event(
         self, event: DialogueEvent, events: list[OutboundEvent]
@@ -202,9 +204,9 @@ class MongoRegistrationRepository:
         document = await self.municipalities.find_one({"key_hash": key_hash})
         return _municipality(document) if document else None
 
-    async def replace_key_hash(self, ags: str, key_hash: str) -> bool:
+    async def replace_key_hash(self, ags: str, key_hash: str, events: list[OutboundEvent]) -> bool:
         result = await self.municipalities.update_one(
-            {"_id": ags}, {"$set": {"key_hash": key_hash}}
+            {"_id": ags}, outbox_update(events, set_fields={"key_hash": key_hash})
         )
         return bool(result.matched_count)
 
@@ -309,10 +311,10 @@ class InMemoryRegistrationRepository:
                 return _municipality(document)
         return None
 
-    async def replace_key_hash(self, ags: str, key_hash: str) -> bool:
+    async def replace_key_hash(self, ags: str, key_hash: str, events: list[OutboundEvent]) -> bool:
         if ags not in self.municipalities:
             return False
-        self.municipalities[ags]["key_hash"] = key_hash
+        _apply(self.municipalities[ags], outbox_update(events, set_fields={"key_hash": key_hash}))
         return True
 
     async def add_dialogue_event(self, event: DialogueEvent, events: list[OutboundEvent]) -> None:
@@ -371,11 +373,16 @@ class InMemoryRegistrationRepository:
             record=record,
             events=events,
         )
-        for path, value in update["$set"].items():
-            _set_path(document, path, copy.deepcopy(value))
-        for path, amount in update["$inc"].items():
-            document[path] = document.get(path, 0) + amount
+        _apply(document, update)
         return True
+
+
+def _apply(document: dict[str, Any], update: dict[str, Any]) -> None:
+    """Play a `$set`/`$inc` update onto an in-memory document as MongoDB would."""
+    for path, value in update.get("$set", {}).items():
+        _set_path(document, path, copy.deepcopy(value))
+    for path, amount in update.get("$inc", {}).items():
+        document[path] = document.get(path, 0) + amount
 
 
 def _set_path(document: dict[str, Any], path: str, value: Any) -> None:
