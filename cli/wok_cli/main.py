@@ -17,4 +17,7 @@ def wok() -> None:
 
 
 for command in COMMANDS:
-    app.command()(command)
+    if isinstance(command, typer.Typer):
+        app.add_typer(command)
+    else:
+        app.command()(command)
