@@ -1,11 +1,40 @@
-"""HTTP routes of the assessment service (no future import: FastAPI resolves types at runtime)."""
+"""HTTP routes of the assessment service: the wire translated into handler calls, and domain
+errors into clear 4xx.
 
-from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel
+No `from __future__ import annotations` here: FastAPI resolves the dependency aliases
+defined inside `build_router` at runtime.
+"""
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from wok_assessment.domain import FIELDS_OF_ACTION
-from wok_assessment.handlers import AssessmentHandlers
+from wok_assessment.domain.benchmark import BenchmarkBand
+from wok_assessment.domain.catalogue import Text, UnknownCatalogueVersion
+from wok_assessment.domain.measures import InvalidMeasure, InvalidTransition, Measure
+from wok_assessment.domain.self_check import (
+    InvalidAnswers,
+    NotADraft,
+    NothingAnswered,
+    SelfCheck,
+)
+from wok_assessment.handlers import AssessmentHandlers, Conflict, NotFound, SelfCheckResult
+from wok_assessment.report import render_report
 from wok_contracts import Ags
+from wok_contracts.events.assessment import AssessmentLevel, MeasureStatus, StakeholderGroup
+from wok_runtime.municipal_keys import (
+    KeyDirectory,
+    forbid_other_municipality,
+    key_holder_dependency,
+    municipality_key_dependency,
+)
+
+FieldNumber = Annotated[int, Field(ge=1, le=7, description="Field of action, 1-7")]
+Rating = Annotated[int, Field(ge=0, le=100)]
 
 
 class FieldOfActionPublic(BaseModel):
@@ -20,12 +49,304 @@ class MunicipalityPublic(BaseModel):
     land: str
 
 
-def build_router(handlers: AssessmentHandlers) -> APIRouter:
+class SelfCheckPublic(BaseModel):
+    id: str
+    ags: str
+    sequence: int
+    status: str
+    catalogue_version: str
+    started_at: datetime
+    submitted_at: datetime | None
+    answers: dict[str, str] = Field(description="Answer by question id; skipped ones are absent")
+    questions: int
+    given: int = Field(description="Questions with an answer, 'don't know' included")
+
+    @classmethod
+    def of(cls, self_check: SelfCheck, *, questions: int) -> "SelfCheckPublic":
+        return cls(
+            id=self_check.id,
+            ags=self_check.ags,
+            sequence=self_check.sequence,
+            status=self_check.status.value,
+            catalogue_version=self_check.catalogue_version,
+            started_at=self_check.started_at,
+            submitted_at=self_check.submitted_at,
+            answers=dict(sorted(self_check.answers.items())),
+            questions=questions,
+            given=len(self_check.answers),
+        )
+
+
+class AnswersChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answers: dict[str, str | None] = Field(
+        description=(
+            "Answer by question id: not_in_place, planned, partly, fully or dont_know; "
+            "null clears an answer (PATCH only)"
+        ),
+        examples=[{"f1.q01": "partly", "f3.q02": "dont_know"}],
+    )
+
+
+class LocalText(BaseModel):
+    de: str
+    en: str
+
+    @classmethod
+    def of(cls, text: Text) -> "LocalText":
+        return cls(de=text.de, en=text.en)
+
+
+class OpenPoint(BaseModel):
+    question_id: str
+    text: LocalText
+    answer: str
+
+
+class FieldResult(BaseModel):
+    field: int
+    name: LocalText
+    score: float | None
+    level: AssessmentLevel
+    level_label: LocalText
+    coverage: float
+    answered: int
+    dont_know: int
+    questions: int
+    suggestion: LocalText
+    open_points: list[OpenPoint]
+
+
+class FieldChange(BaseModel):
+    field: int
+    previous_score: float | None
+    score: float | None
+    change: float | None
+    previous_level: AssessmentLevel
+    level: AssessmentLevel
+
+
+class Progress(BaseModel):
+    previous_self_check_id: str
+    previous_submitted_at: datetime | None
+    previous_catalogue_version: str
+    fields: list[FieldChange]
+
+
+class ResultPublic(BaseModel):
+    self_check_id: str
+    ags: str
+    sequence: int
+    status: str
+    final: bool = Field(description="False for a draft: a preview that changes with the answers")
+    catalogue_version: str
+    submitted_at: datetime | None
+    overall: float | None
+    overall_level: AssessmentLevel
+    strengths: list[int]
+    deficits: list[int]
+    fields: list[FieldResult]
+    progress: Progress | None
+
+    @classmethod
+    def of(cls, result: SelfCheckResult) -> "ResultPublic":
+        catalogue, assessment = result.catalogue, result.assessment
+        texts = {q.id: q.text for f in catalogue.fields for q in f.questions}
+        fields = [
+            FieldResult(
+                field=f.field,
+                name=LocalText.of(catalogue.field(f.field).name),
+                score=f.score,
+                level=f.level,
+                level_label=LocalText.of(catalogue.band_label(f.level)),
+                coverage=f.coverage,
+                answered=f.answered,
+                dont_know=f.dont_know,
+                questions=f.questions,
+                suggestion=LocalText.of(f.suggestion),
+                open_points=[
+                    OpenPoint(
+                        question_id=q,
+                        text=LocalText.of(texts[q]),
+                        answer=result.self_check.answers[q],
+                    )
+                    for q in f.open_points
+                ],
+            )
+            for f in assessment.fields
+        ]
+        progress = None
+        if result.previous is not None and result.progress is not None:
+            progress = Progress(
+                previous_self_check_id=result.previous.id,
+                previous_submitted_at=result.previous.submitted_at,
+                previous_catalogue_version=result.previous.catalogue_version,
+                fields=[FieldChange(**vars(change)) for change in result.progress],
+            )
+        self_check = result.self_check
+        return cls(
+            self_check_id=self_check.id,
+            ags=self_check.ags,
+            sequence=self_check.sequence,
+            status=self_check.status.value,
+            final=not self_check.is_draft,
+            catalogue_version=catalogue.version,
+            submitted_at=self_check.submitted_at,
+            overall=assessment.overall,
+            overall_level=assessment.overall_level,
+            strengths=list(assessment.strengths),
+            deficits=list(assessment.deficits),
+            fields=fields,
+            progress=progress,
+        )
+
+
+class FieldBenchmarkPublic(BaseModel):
+    field: int
+    participants: int = Field(description="Municipalities with sufficient data in this field")
+    score: float | None
+    rank: int | None
+    lowest: float | None
+    q1: float | None
+    median: float | None
+    q3: float | None
+    highest: float | None
+    band: BenchmarkBand | None
+
+
+class BenchmarkPublic(BaseModel):
+    ags: str
+    fields: list[FieldBenchmarkPublic]
+
+
+class PerspectiveCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workshop: str = Field(min_length=1, max_length=100, examples=["2026-05 Auftakt"])
+    stakeholder_group: StakeholderGroup
+    ratings: dict[FieldNumber, Rating] = Field(
+        min_length=1,
+        max_length=7,
+        description="Rating 0-100 by field number; fields not rated are left out",
+        examples=[{"1": 70, "6": 40}],
+    )
+
+
+class PerspectiveRecorded(BaseModel):
+    id: str
+    ags: str
+    workshop: str
+    stakeholder_group: StakeholderGroup
+    ratings: dict[int, int]
+
+
+class GroupViewPublic(BaseModel):
+    stakeholder_group: StakeholderGroup
+    participants: int
+    mean: float
+    gap: float | None = Field(description="Mean rating minus the self-check score")
+
+
+class FieldPerspectivesPublic(BaseModel):
+    field: int
+    self_check_score: float | None
+    participants: int
+    mean: float | None
+    groups: list[GroupViewPublic]
+    widest_gap: StakeholderGroup | None
+
+
+class PerspectivesPublic(BaseModel):
+    ags: str
+    workshop: str | None
+    self_check_id: str | None = Field(description="The submitted self-check compared against")
+    fields: list[FieldPerspectivesPublic]
+
+
+class MeasureCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: FieldNumber
+    title: str = Field(min_length=1, max_length=300)
+    owner_role: str = Field(
+        min_length=1, max_length=120, description="A role (e.g. 'Integrationsbüro'), not a person"
+    )
+    starts_on: date | None = None
+    due_on: date | None = None
+
+
+class MeasureStatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: MeasureStatus
+
+
+class MeasurePublic(BaseModel):
+    id: str
+    ags: str
+    field: int
+    title: str
+    owner_role: str
+    status: MeasureStatus
+    starts_on: date | None
+    due_on: date | None
+    status_changed_on: date
+
+    @classmethod
+    def of(cls, measure: Measure) -> "MeasurePublic":
+        return cls(**vars(measure))
+
+
+def _unprocessable(problems: dict[str, str], *, prefix: tuple[str, ...]) -> HTTPException:
+    """A 422 shaped like FastAPI's own, so clients read one format."""
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[
+            {"loc": [*prefix, key], "msg": reason, "type": "value_error"}
+            for key, reason in problems.items()
+        ],
+    )
+
+
+def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
     router = APIRouter()
+    OwnMunicipality = Annotated[str, Depends(municipality_key_dependency(keys))]
+    KeyHolder = Annotated[str, Depends(key_holder_dependency(keys))]
+
+    async def own_self_check(self_check_id: str, key_ags: KeyHolder) -> SelfCheck:
+        try:
+            self_check = await handlers.get_self_check(self_check_id)
+        except NotFound as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
+        forbid_other_municipality(key_ags=key_ags, ags=self_check.ags)
+        return self_check
+
+    OwnSelfCheck = Annotated[SelfCheck, Depends(own_self_check)]
+
+    def public(self_check: SelfCheck) -> SelfCheckPublic:
+        catalogue = handlers.catalogues.get(self_check.catalogue_version)
+        return SelfCheckPublic.of(self_check, questions=catalogue.question_count())
 
     @router.get("/v1/fields", response_model=list[FieldOfActionPublic], tags=["catalogue"])
     async def list_fields() -> list[FieldOfActionPublic]:
         return [FieldOfActionPublic(**vars(field)) for field in FIELDS_OF_ACTION]
+
+    @router.get("/v1/catalogue", tags=["catalogue"])
+    async def get_catalogue(
+        version: Annotated[
+            str | None, Query(description="A published version; the current one if left out")
+        ] = None,
+    ) -> dict[str, Any]:
+        try:
+            catalogue = handlers.catalogues.get(version) if version else handlers.catalogues.current
+        except UnknownCatalogueVersion as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
+        return {
+            **catalogue.model_dump(mode="json"),
+            "current": catalogue.version == handlers.catalogues.current.version,
+            "versions": handlers.catalogues.versions,
+        }
 
     @router.get(
         "/v1/municipalities/{ags}", response_model=MunicipalityPublic, tags=["municipalities"]
@@ -37,5 +358,194 @@ def build_router(handlers: AssessmentHandlers) -> APIRouter:
                 status.HTTP_404_NOT_FOUND, detail=f"{ags} is not a model municipality"
             )
         return MunicipalityPublic(**vars(municipality))
+
+    @router.post(
+        "/v1/municipalities/{ags}/self-checks",
+        status_code=status.HTTP_201_CREATED,
+        response_model=SelfCheckPublic,
+        tags=["self-check"],
+        responses={200: {"description": "The open draft, which several staff may share"}},
+    )
+    async def start_self_check(ags: OwnMunicipality, response: Response) -> SelfCheckPublic:
+        try:
+            self_check, created = await handlers.start_self_check(ags)
+        except Conflict as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return public(self_check)
+
+    @router.get(
+        "/v1/self-checks/{self_check_id}", response_model=SelfCheckPublic, tags=["self-check"]
+    )
+    async def get_self_check(self_check: OwnSelfCheck) -> SelfCheckPublic:
+        return public(self_check)
+
+    async def change_answers(
+        self_check: SelfCheck, body: AnswersChange, *, replace_all: bool
+    ) -> SelfCheckPublic:
+        if replace_all:
+            cleared = {
+                k: "use PATCH to clear an answer" for k, v in body.answers.items() if v is None
+            }
+            if cleared:
+                raise _unprocessable(cleared, prefix=("body", "answers"))
+        try:
+            changed = await handlers.answer(self_check, body.answers, replace_all=replace_all)
+        except InvalidAnswers as error:
+            raise _unprocessable(error.problems, prefix=("body", "answers")) from error
+        except NotADraft as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+        return public(changed)
+
+    @router.patch(
+        "/v1/self-checks/{self_check_id}/answers",
+        response_model=SelfCheckPublic,
+        tags=["self-check"],
+        summary="Add or change some answers (null clears one); other answers stay",
+    )
+    async def patch_answers(self_check: OwnSelfCheck, body: AnswersChange) -> SelfCheckPublic:
+        return await change_answers(self_check, body, replace_all=False)
+
+    @router.put(
+        "/v1/self-checks/{self_check_id}/answers",
+        response_model=SelfCheckPublic,
+        tags=["self-check"],
+        summary="Replace all answers of the draft",
+    )
+    async def put_answers(self_check: OwnSelfCheck, body: AnswersChange) -> SelfCheckPublic:
+        return await change_answers(self_check, body, replace_all=True)
+
+    @router.post(
+        "/v1/self-checks/{self_check_id}/submit",
+        response_model=ResultPublic,
+        tags=["self-check"],
+    )
+    async def submit(self_check: OwnSelfCheck) -> ResultPublic:
+        try:
+            return ResultPublic.of(await handlers.submit(self_check.id))
+        except (NotADraft, Conflict) as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+        except NothingAnswered as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from error
+
+    @router.get(
+        "/v1/self-checks/{self_check_id}/result", response_model=ResultPublic, tags=["self-check"]
+    )
+    async def get_result(self_check: OwnSelfCheck) -> ResultPublic:
+        return ResultPublic.of(await handlers.result(self_check.id))
+
+    @router.get(
+        "/v1/municipalities/{ags}/benchmark", response_model=BenchmarkPublic, tags=["benchmark"]
+    )
+    async def get_benchmark(ags: OwnMunicipality) -> BenchmarkPublic:
+        fields = await handlers.benchmark(ags)
+        return BenchmarkPublic(ags=ags, fields=[FieldBenchmarkPublic(**vars(f)) for f in fields])
+
+    @router.post(
+        "/v1/municipalities/{ags}/perspectives",
+        status_code=status.HTTP_201_CREATED,
+        response_model=PerspectiveRecorded,
+        tags=["workshop"],
+    )
+    async def record_perspective(
+        ags: OwnMunicipality, body: PerspectiveCreate
+    ) -> PerspectiveRecorded:
+        perspective = await handlers.record_perspective(
+            ags=ags, workshop=body.workshop, group=body.stakeholder_group, ratings=body.ratings
+        )
+        return PerspectiveRecorded(
+            id=perspective.id,
+            ags=ags,
+            workshop=perspective.workshop,
+            stakeholder_group=perspective.group,
+            ratings=dict(perspective.ratings),
+        )
+
+    @router.get(
+        "/v1/municipalities/{ags}/perspectives",
+        response_model=PerspectivesPublic,
+        tags=["workshop"],
+    )
+    async def get_perspectives(
+        ags: OwnMunicipality,
+        workshop: Annotated[str | None, Query(description="Only this workshop")] = None,
+    ) -> PerspectivesPublic:
+        summary = await handlers.perspectives(ags, workshop=workshop)
+        return PerspectivesPublic(
+            ags=ags,
+            workshop=summary.workshop,
+            self_check_id=summary.self_check_id,
+            fields=[
+                FieldPerspectivesPublic(
+                    field=f.field,
+                    self_check_score=f.self_check_score,
+                    participants=f.participants,
+                    mean=f.mean,
+                    groups=[
+                        GroupViewPublic(
+                            stakeholder_group=g.group,
+                            participants=g.participants,
+                            mean=g.mean,
+                            gap=g.gap,
+                        )
+                        for g in f.groups
+                    ],
+                    widest_gap=f.widest_gap.group if f.widest_gap else None,
+                )
+                for f in summary.fields
+            ],
+        )
+
+    @router.post(
+        "/v1/municipalities/{ags}/measures",
+        status_code=status.HTTP_201_CREATED,
+        response_model=MeasurePublic,
+        tags=["measures"],
+    )
+    async def plan_measure(ags: OwnMunicipality, body: MeasureCreate) -> MeasurePublic:
+        try:
+            measure = await handlers.plan_measure(ags=ags, **body.model_dump())
+        except InvalidMeasure as error:
+            raise _unprocessable({error.field: error.reason}, prefix=("body",)) from error
+        return MeasurePublic.of(measure)
+
+    @router.get(
+        "/v1/municipalities/{ags}/measures",
+        response_model=list[MeasurePublic],
+        tags=["measures"],
+    )
+    async def list_measures(ags: OwnMunicipality) -> list[MeasurePublic]:
+        return [MeasurePublic.of(m) for m in await handlers.measures(ags)]
+
+    @router.patch(
+        "/v1/municipalities/{ags}/measures/{measure_id}",
+        response_model=MeasurePublic,
+        tags=["measures"],
+    )
+    async def change_measure_status(
+        ags: OwnMunicipality, measure_id: str, body: MeasureStatusChange
+    ) -> MeasurePublic:
+        try:
+            measure = await handlers.change_measure_status(
+                ags=ags, measure_id=measure_id, status=body.status
+            )
+        except NotFound as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
+        except (InvalidTransition, Conflict) as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+        return MeasurePublic.of(measure)
+
+    @router.get(
+        "/v1/municipalities/{ags}/report",
+        response_class=HTMLResponse,
+        tags=["report"],
+        summary="The field report: radar chart, benchmark band, perspectives, deficits, measures",
+    )
+    async def field_report(
+        ags: OwnMunicipality,
+        lang: Annotated[str, Query(pattern="^(de|en)$")] = "de",
+    ) -> HTMLResponse:
+        return HTMLResponse(render_report(await handlers.report(ags), language=lang))
 
     return router
