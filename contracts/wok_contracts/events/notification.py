@@ -9,12 +9,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar
 
+from pydantic import Field
+
 from wok_contracts.ags import Ags
 from wok_contracts.envelope import EventData
 
 
 class NotificationKind(StrEnum):
     CONFIRMATION = "confirmation"
+    PROMOTION = "promotion"
+    RESCHEDULED = "rescheduled"
+    CANCELLED = "cancelled"
+    ERASURE = "erasure"
+    ACCESS = "access"
+    REMINDER = "reminder"
 
 
 class NotificationSent(EventData):
@@ -27,6 +35,26 @@ class NotificationSent(EventData):
     ags: Ags
     language: str
     sent_at: datetime
+    revision: int | None = Field(
+        default=None, ge=0, description="The dialogue event's revision a reschedule mail told of"
+    )
 
 
-EVENT_TYPES: tuple[type[EventData], ...] = (NotificationSent,)
+class NotificationFailed(EventData):
+    """The mail could not be delivered: refused for good, or the mail server stayed away
+    longer than the retry limit (then the triggering event is also dead-lettered)."""
+
+    event_type: ClassVar[str] = "notification.message.failed.v1"
+
+    notification_id: str
+    kind: NotificationKind
+    registration_id: str
+    dialogue_event_id: str
+    ags: Ags
+    attempts: int = Field(ge=0)
+    reason: str = Field(max_length=500, description="Never quotes an address")
+    failed_at: datetime
+    revision: int | None = Field(default=None, ge=0)
+
+
+EVENT_TYPES: tuple[type[EventData], ...] = (NotificationSent, NotificationFailed)

@@ -68,18 +68,76 @@ def test_every_weekday_and_month_has_its_german_name() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "language", "template"),
+    ("kind", "waitlisted", "variant"),
     [
-        (RegistrationStatus.CONFIRMED, "de", "de/confirmation_confirmed"),
-        (RegistrationStatus.WAITLISTED, "de", "de/confirmation_waitlisted"),
-        # no templates in that language yet: German it is
-        (RegistrationStatus.CONFIRMED, "tr", "de/confirmation_confirmed"),
+        (NotificationKind.CONFIRMATION, False, "confirmation_confirmed"),
+        (NotificationKind.CONFIRMATION, True, "confirmation_waitlisted"),
+        (NotificationKind.PROMOTION, False, "promotion"),
+        (NotificationKind.RESCHEDULED, False, "rescheduled"),
     ],
 )
-def test_the_template_follows_status_and_language(
-    status: RegistrationStatus, language: str, template: str
+def test_the_message_variant_follows_kind_and_status(
+    kind: NotificationKind, waitlisted: bool, variant: str
 ) -> None:
-    assert domain.template_name(NotificationKind.CONFIRMATION, status, language) == template
+    assert domain.mail_variant(kind, waitlisted=waitlisted) == variant
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("en", "Thursday, December 10, 2026"),
+        ("tr", "10 Aralık 2026 Perşembe"),
+        ("uk", "четвер, 10 грудня 2026"),
+        ("ar", "الخميس"),
+    ],
+)
+def test_event_times_read_in_the_recipients_language_with_the_weekday(
+    language: str, expected: str
+) -> None:
+    when = domain.format_event_time(
+        utc(2026, 12, 10, 17), utc(2026, 12, 10, 19, 30), language=language
+    )
+    assert expected in when
+
+
+def test_arabic_runs_right_to_left_and_the_others_left_to_right() -> None:
+    assert domain.text_direction("ar") == "rtl"
+    assert [domain.text_direction(code) for code in ("de", "en", "tr", "uk")] == ["ltr"] * 4
+    assert domain.text_direction("zz") == "ltr", "an unknown code reads like the German fallback"
+
+
+def test_reminders_fall_due_before_the_start_and_access_only_for_online_events() -> None:
+    times = domain.ScheduleTimes(
+        access_before=timedelta(hours=2), reminder_before=timedelta(hours=24)
+    )
+    online = event()  # starts 10 December 2026, 17:00 UTC
+    early = utc(2026, 11, 1)
+    assert domain.reminder_due(online, times=times, now=early) == utc(2026, 12, 9, 17)
+    assert domain.access_due(online, times=times, now=early) == utc(2026, 12, 10, 15)
+    # registered within the last day: no reminder, the access information at once
+    late = utc(2026, 12, 10, 16)
+    assert domain.reminder_due(online, times=times, now=late) is None
+    assert domain.access_due(online, times=times, now=late) == late
+    in_person = event(format=EventFormat.IN_PERSON, place="Rathaus")
+    assert domain.access_due(in_person, times=times, now=early) is None
+
+
+def test_due_times_compare_as_text_in_the_order_of_time() -> None:
+    moments = [
+        utc(2026, 12, 9, 23, 59),
+        utc(2026, 12, 10),
+        utc(2026, 12, 10, 0, 0) + timedelta(microseconds=5),
+    ]
+    stamps = [domain.iso_utc(moment) for moment in moments]
+    assert stamps == sorted(stamps) and len(set(map(len, stamps))) == 1
+
+
+def test_an_outage_is_given_up_only_after_enough_attempts_and_time() -> None:
+    policy = domain.GiveUpPolicy(min_attempts=3, after=timedelta(minutes=15))
+    since = utc(2026, 12, 1, 12)
+    assert not policy.exhausted(attempts=10, failing_since=since, now=since + timedelta(minutes=14))
+    assert not policy.exhausted(attempts=2, failing_since=since, now=since + timedelta(hours=2))
+    assert policy.exhausted(attempts=3, failing_since=since, now=since + timedelta(minutes=15))
 
 
 def event(**overrides: object) -> domain.EventDetails:

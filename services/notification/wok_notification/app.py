@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 from fastapi import FastAPI
 
 from wok_contracts.topics import REGISTRATION_EVENTS
-from wok_notification.adapters.contacts import ContactDirectory, HttpContactDirectory
+from wok_notification import domain
+from wok_notification.adapters.contacts import (
+    AccessDirectory,
+    ContactDirectory,
+    HttpAccessDirectory,
+    HttpContactDirectory,
+)
 from wok_notification.adapters.mail import MailSender, SmtpConfig, SmtpMailSender
 from wok_notification.adapters.repository import (
     InMemoryNotificationRepository,
@@ -46,6 +52,7 @@ def build_app(
     repository: NotificationRepository | None = None,
     sender: MailSender | None = None,
     contacts: ContactDirectory | None = None,
+    access: AccessDirectory | None = None,
     processed: ProcessedStore | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> FastAPI:
@@ -66,8 +73,22 @@ def build_app(
             service_key=settings.service_key.get_secret_value(),
             timeout_s=settings.registration_timeout_s,
         ),
+        access=access
+        or HttpAccessDirectory(
+            base_url=settings.registration_url,
+            service_key=settings.service_key.get_secret_value(),
+            timeout_s=settings.registration_timeout_s,
+        ),
         sender=sender or smtp_sender(settings),
-        renderer=MailRenderer(),
+        renderer=MailRenderer(settings.template_dirs()),
+        schedule_times=domain.ScheduleTimes(
+            access_before=timedelta(seconds=settings.access_release_before_s),
+            reminder_before=timedelta(seconds=settings.reminder_before_s),
+        ),
+        give_up=domain.GiveUpPolicy(
+            min_attempts=settings.smtp_give_up_attempts,
+            after=timedelta(seconds=settings.smtp_give_up_after_s),
+        ),
         mail_from=settings.mail_from,
         public_base_url=settings.public_base_url,
         lease=timedelta(seconds=settings.delivery_lease_s),
@@ -79,6 +100,10 @@ def build_app(
         topics=[REGISTRATION_EVENTS],
         handlers=event_handlers(handlers),
         processed=processed,
+    )
+    runtime.run_while_started(
+        lambda: handlers.run_scheduler(interval_s=settings.scheduler_interval_s),
+        name="scheduled-mail",
     )
     app = runtime.http_app(
         title="Weltoffene Kommune: notification", routers=[build_router(handlers, settings)]

@@ -1,12 +1,14 @@
-"""Notification rules as plain code: German dates, what a confirmation says, which template
-renders it, and the delivery state machine that lets each e-mail go out once.
+"""Notification rules as plain code: dates in the recipient's language, what each kind of
+mail says and attaches, when reminders fall due, and the delivery state machine that lets
+each e-mail go out once.
 
 A delivery is one e-mail of one kind to one registration, with a deterministic id
-(`confirmation:<registration_id>`). It is created `pending` and claimed by the sender for
-a short lease; it ends `sent` (with the NotificationSent event in the same write) or
-`failed` (the mail server refused it for good). A redelivered event finds it finished
-and sends nothing; a sender that crashed mid-send leaves a lease that runs out, so the
-next delivery of the event can take it over.
+(`<kind>:<registration_id>`, plus `:<revision>` for reschedules). It is created `pending`
+and claimed by the sender for a short lease; it ends `sent` (with the NotificationSent event
+in the same write), `failed` (the mail server refused it for good) or `undeliverable` (the
+mail server stayed away longer than the retry limit; NotificationFailed in the same write).
+A redelivered event finds it finished and sends nothing; a sender that crashed mid-send
+leaves a lease that runs out, so the next delivery of the event can take it over.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from email.utils import parseaddr
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_time
+
 from wok_contracts import (
     DialogueEventScheduled,
     EventFormat,
@@ -26,6 +31,8 @@ from wok_contracts import (
     NotificationSent,
     RegistrationStatus,
 )
+from wok_contracts.events.notification import NotificationFailed
+from wok_contracts.events.registration import DialogueEventChanged, DialogueEventRescheduled
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -45,8 +52,8 @@ MONTHS_DE = (
     "Dezember",
 )
 
-# Languages that have templates; any other recipient language falls back to the first.
-TEMPLATE_LANGUAGES = ("de",)
+# Every recipient language without templates falls back to this one.
+FALLBACK_LANGUAGE = "de"
 
 # The ICS UID must stay the same for every mail about one event, so updates replace it.
 CALENDAR_UID_DOMAIN = "weltoffene-kommune"
@@ -74,6 +81,36 @@ def format_event_time_de(starts_at: datetime, ends_at: datetime, *, tz: ZoneInfo
     return f"{start_text} – {format_day_de(end, tz=tz)}, {end:%H:%M} Uhr"
 
 
+def babel_locale(language: str) -> Locale:
+    """The CLDR locale of a language; German for a code CLDR does not know."""
+    try:
+        return Locale.parse(language)
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse(FALLBACK_LANGUAGE)
+
+
+def text_direction(language: str) -> str:
+    """`rtl` for Arabic, Hebrew, Persian, Urdu and the like (from CLDR), else `ltr`."""
+    return "rtl" if babel_locale(language).character_order == "right-to-left" else "ltr"
+
+
+def format_event_time(
+    starts_at: datetime, ends_at: datetime, *, language: str, tz: ZoneInfo = BERLIN
+) -> str:
+    """Day with weekday and the times, in Europe/Berlin, as the recipient's language writes them."""
+    if language == "de":
+        return format_event_time_de(starts_at, ends_at, tz=tz)
+    locale = babel_locale(language)
+    start, end = starts_at.astimezone(tz), ends_at.astimezone(tz)
+    start_day = format_date(start, "full", locale=locale)
+    start_time = format_time(start, "short", locale=locale)
+    end_time = format_time(end, "short", locale=locale)
+    if start.date() == end.date():
+        return f"{start_day}, {start_time}–{end_time}"
+    end_day = format_date(end, "full", locale=locale)
+    return f"{start_day}, {start_time} – {end_day}, {end_time}"
+
+
 # ---------------------------------------------------------------- what we know
 
 
@@ -90,9 +127,12 @@ class EventDetails:
     format: EventFormat
     place: str | None
     revision: int
+    cancelled: bool = False
+    cancel_reason: str = ""
+    previous_starts_at: datetime | None = None
 
     @classmethod
-    def scheduled(cls, data: DialogueEventScheduled) -> EventDetails:
+    def scheduled(cls, data: DialogueEventScheduled | DialogueEventChanged) -> EventDetails:
         return cls(
             dialogue_event_id=data.dialogue_event_id,
             ags=data.ags,
@@ -105,11 +145,51 @@ class EventDetails:
             revision=data.revision,
         )
 
+    def rescheduled(self, data: DialogueEventRescheduled) -> EventDetails:
+        """New times, place and title; the description stays as it was."""
+        return replace(
+            self,
+            title=data.title,
+            starts_at=data.starts_at,
+            ends_at=data.ends_at,
+            previous_starts_at=data.previous_starts_at,
+            format=data.format,
+            place=data.place,
+            revision=data.revision,
+        )
+
+    def cancelled_at(self, *, revision: int, reason: str) -> EventDetails:
+        return replace(
+            self, cancelled=True, cancel_reason=reason, revision=max(self.revision, revision)
+        )
+
     def location_de(self) -> str:
         if self.format is EventFormat.ONLINE:
             return "online"
         place = self.place or "Ort wird noch bekanntgegeben"
         return f"{place} und online" if self.format is EventFormat.HYBRID else place
+
+    @property
+    def online(self) -> bool:
+        return self.format is not EventFormat.IN_PERSON
+
+
+class ParticipantStatus(StrEnum):
+    """Where a registration stands, as far as mails to it go."""
+
+    CONFIRMED = "confirmed"
+    WAITLISTED = "waitlisted"
+    CANCELLED = "cancelled"
+    # cancelled because the event was: still told by the event's cancellation mail
+    EVENT_CANCELLED = "event_cancelled"
+
+
+# Who hears of a reschedule or a cancellation of the event
+INFORMED_STATUSES = (
+    ParticipantStatus.CONFIRMED,
+    ParticipantStatus.WAITLISTED,
+    ParticipantStatus.EVENT_CANCELLED,
+)
 
 
 @dataclass(frozen=True)
@@ -121,18 +201,19 @@ class Contact:
     name: str
     email: str
     language: str
+    cancel_url: str | None = None
+    erasure_url: str | None = None
 
 
-# ---------------------------------------------------------------- rendering inputs
+@dataclass(frozen=True)
+class AccessInfo:
+    """What registration releases shortly before the start: never on a topic, never public."""
+
+    place: str | None
+    online_link: str | None
 
 
-def template_language(language: str) -> str:
-    return language if language in TEMPLATE_LANGUAGES else TEMPLATE_LANGUAGES[0]
-
-
-def template_name(kind: NotificationKind, status: RegistrationStatus, language: str) -> str:
-    """Base name of the templates (`.subject.txt`, `.txt`, `.html`) for one kind of mail."""
-    return f"{template_language(language)}/{kind.value}_{status.value}"
+# ---------------------------------------------------------------- mail content
 
 
 def single_line(text: str) -> str:
@@ -155,6 +236,18 @@ def calendar_uid(dialogue_event_id: str) -> str:
     return f"{dialogue_event_id}@{CALENDAR_UID_DOMAIN}"
 
 
+def http_url(value: str | None) -> str | None:
+    """Only http(s) links make it into a mail (a link is shown and clickable)."""
+    if value and re.match(r"^https?://[^\s<>\"']+$", value.strip()):
+        return value.strip()
+    return None
+
+
+class CalendarMethod(StrEnum):
+    REQUEST = "REQUEST"
+    CANCEL = "CANCEL"
+
+
 @dataclass(frozen=True)
 class CalendarInvite:
     uid: str
@@ -169,14 +262,37 @@ class CalendarInvite:
     organizer_email: str
     attendee_name: str
     attendee_email: str
+    method: CalendarMethod = CalendarMethod.REQUEST
+
+
+# Which kinds carry a calendar attachment, and with which method
+CALENDAR_METHODS: dict[NotificationKind, CalendarMethod] = {
+    NotificationKind.CONFIRMATION: CalendarMethod.REQUEST,
+    NotificationKind.PROMOTION: CalendarMethod.REQUEST,
+    NotificationKind.RESCHEDULED: CalendarMethod.REQUEST,
+    NotificationKind.CANCELLED: CalendarMethod.CANCEL,
+}
+
+# Kinds after which the person may still cancel: their mails carry the cancel link
+CANCELLABLE_KINDS = frozenset(
+    {
+        NotificationKind.CONFIRMATION,
+        NotificationKind.PROMOTION,
+        NotificationKind.RESCHEDULED,
+        NotificationKind.ACCESS,
+        NotificationKind.REMINDER,
+    }
+)
 
 
 @dataclass(frozen=True)
-class ConfirmationMail:
+class Mail:
     """Everything the templates and the message builder need, already decided."""
 
-    template: str
+    kind: NotificationKind
+    variant: str
     language: str
+    direction: str
     message_id: str
     mail_from: str
     recipient_name: str
@@ -185,9 +301,104 @@ class ConfirmationMail:
     event_title: str
     event_description: str
     when: str
+    previous_when: str | None
     location: str
     event_url: str
-    invite: CalendarInvite
+    cancel_url: str | None
+    erasure_url: str | None
+    online_link: str | None
+    access_place: str | None
+    cancel_reason: str
+    invite: CalendarInvite | None
+
+
+# The walking skeleton's name for it
+ConfirmationMail = Mail
+
+
+def mail_variant(kind: NotificationKind, *, waitlisted: bool = False) -> str:
+    """The message a language's templates are asked for: the kind, split by status."""
+    if kind is NotificationKind.CONFIRMATION:
+        return f"confirmation_{'waitlisted' if waitlisted else 'confirmed'}"
+    return kind.value
+
+
+def compose_mail(
+    kind: NotificationKind,
+    *,
+    event: EventDetails,
+    contact: Contact,
+    language: str,
+    delivery_id: str,
+    mail_from: str,
+    public_base_url: str,
+    waitlisted: bool = False,
+    access: AccessInfo | None = None,
+) -> Mail:
+    """Decide the content of one mail; `language` is one that has templates."""
+    organizer_name, organizer_email = parseaddr(mail_from)
+    title = single_line(event.title)
+    location = single_line(event.location_de() if language == "de" else _location(event))
+    method = CALENDAR_METHODS.get(kind)
+    tentative = kind is NotificationKind.CONFIRMATION and waitlisted
+    invite = (
+        None
+        if method is None
+        else CalendarInvite(
+            uid=calendar_uid(event.dialogue_event_id),
+            sequence=event.revision,
+            starts_at=event.starts_at,
+            ends_at=event.ends_at,
+            summary=title,
+            location=location,
+            description=event.description.strip(),
+            tentative=tentative,
+            organizer_name=organizer_name or "Weltoffene Kommune",
+            organizer_email=organizer_email,
+            attendee_name=single_line(contact.name),
+            attendee_email=contact.email.strip(),
+            method=method,
+        )
+    )
+    cancellable = kind in CANCELLABLE_KINDS and not event.cancelled
+    previous = event.previous_starts_at
+    return Mail(
+        kind=kind,
+        variant=mail_variant(kind, waitlisted=waitlisted),
+        language=language,
+        direction=text_direction(language),
+        message_id=message_id(delivery_id, domain=mail_domain(mail_from)),
+        mail_from=mail_from,
+        recipient_name=single_line(contact.name),
+        recipient_email=contact.email.strip(),
+        waitlisted=waitlisted,
+        event_title=title,
+        event_description=event.description.strip(),
+        when=format_event_time(event.starts_at, event.ends_at, language=language),
+        previous_when=(
+            None
+            if previous is None or kind is not NotificationKind.RESCHEDULED
+            else format_event_time(
+                previous, previous + (event.ends_at - event.starts_at), language=language
+            )
+        ),
+        location=location,
+        event_url=f"{public_base_url.rstrip('/')}/v1/dialogue-events/{event.dialogue_event_id}",
+        cancel_url=http_url(contact.cancel_url) if cancellable else None,
+        erasure_url=http_url(contact.erasure_url) if kind is not NotificationKind.ERASURE else None,
+        online_link=http_url(access.online_link) if access else None,
+        access_place=single_line(access.place) if access and access.place else None,
+        cancel_reason=event.cancel_reason.strip(),
+        invite=invite,
+    )
+
+
+def _location(event: EventDetails) -> str:
+    """Outside German the place is the address as typed, and `online` is understood widely."""
+    if event.format is EventFormat.ONLINE:
+        return "online"
+    place = event.place or "—"
+    return f"{place} + online" if event.format is EventFormat.HYBRID else place
 
 
 def confirmation_mail(
@@ -198,39 +409,50 @@ def confirmation_mail(
     delivery_id: str,
     mail_from: str,
     public_base_url: str,
-) -> ConfirmationMail:
-    organizer_name, organizer_email = parseaddr(mail_from)
-    language = template_language(contact.language)
-    title = single_line(event.title)
-    location = single_line(event.location_de())
-    return ConfirmationMail(
-        template=template_name(NotificationKind.CONFIRMATION, status, language),
+    language: str = FALLBACK_LANGUAGE,
+) -> Mail:
+    return compose_mail(
+        NotificationKind.CONFIRMATION,
+        event=event,
+        contact=contact,
         language=language,
-        message_id=message_id(delivery_id, domain=mail_domain(mail_from)),
+        delivery_id=delivery_id,
         mail_from=mail_from,
-        recipient_name=single_line(contact.name),
-        recipient_email=contact.email.strip(),
+        public_base_url=public_base_url,
         waitlisted=status is RegistrationStatus.WAITLISTED,
-        event_title=title,
-        event_description=event.description.strip(),
-        when=format_event_time_de(event.starts_at, event.ends_at),
-        location=location,
-        event_url=f"{public_base_url.rstrip('/')}/v1/dialogue-events/{event.dialogue_event_id}",
-        invite=CalendarInvite(
-            uid=calendar_uid(event.dialogue_event_id),
-            sequence=event.revision,
-            starts_at=event.starts_at,
-            ends_at=event.ends_at,
-            summary=title,
-            location=location,
-            description=event.description.strip(),
-            tentative=status is RegistrationStatus.WAITLISTED,
-            organizer_name=organizer_name or "Weltoffene Kommune",
-            organizer_email=organizer_email,
-            attendee_name=single_line(contact.name),
-            attendee_email=contact.email.strip(),
-        ),
     )
+
+
+# ---------------------------------------------------------------- scheduled messages
+
+
+@dataclass(frozen=True)
+class ScheduleTimes:
+    """How long before the start the access information and the reminder go out."""
+
+    access_before: timedelta
+    reminder_before: timedelta
+
+
+def reminder_due(event: EventDetails, *, times: ScheduleTimes, now: datetime) -> datetime | None:
+    """When the reminder goes out; None when its time has passed (the person has just been
+    told everything, a reminder now would only be one more mail)."""
+    due = event.starts_at - times.reminder_before
+    return due if due > now else None
+
+
+def access_due(event: EventDetails, *, times: ScheduleTimes, now: datetime) -> datetime | None:
+    """When the online link goes out (at once when released already); None for an event
+    without an online part or one that is over."""
+    if not event.online or event.ends_at <= now:
+        return None
+    return max(event.starts_at - times.access_before, now)
+
+
+def iso_utc(moment: datetime) -> str:
+    """A fixed-width UTC timestamp: compares as text in the order of time (stored due times,
+    since nx-27017 turns a `$set` datetime into a zone-less string)."""
+    return moment.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # ---------------------------------------------------------------- delivery state machine
@@ -240,14 +462,30 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    UNDELIVERABLE = "undeliverable"
 
 
 class DeliveryStateError(Exception):
     """A transition the state machine does not allow (a stale or foreign claim)."""
 
 
-def delivery_id(kind: NotificationKind, registration_id: str) -> str:
-    return f"{kind.value}:{registration_id}"
+def delivery_id(
+    kind: NotificationKind, registration_id: str, *, revision: int | None = None
+) -> str:
+    base = f"{kind.value}:{registration_id}"
+    return base if revision is None else f"{base}:{revision}"
+
+
+@dataclass(frozen=True)
+class GiveUpPolicy:
+    """When a mail server outage stops being waited out for one delivery: after at least
+    `min_attempts` failed attempts and `after` since the outage began."""
+
+    min_attempts: int
+    after: timedelta
+
+    def exhausted(self, *, attempts: int, failing_since: datetime, now: datetime) -> bool:
+        return attempts >= self.min_attempts and now - failing_since >= self.after
 
 
 @dataclass(frozen=True)
@@ -266,6 +504,11 @@ class Delivery:
     sent_at: datetime | None = None
     message_id: str | None = None
     failure_reason: str | None = None
+    revision: int | None = None
+    unavailable_attempts: int = 0
+    first_unavailable_at: datetime | None = None
+    failed_at: datetime | None = None
+    erased: bool = False
 
     @property
     def finished(self) -> bool:
@@ -289,6 +532,45 @@ class Delivery:
         self._check_claim(token)
         return replace(self, claim_token=None, claimed_until=now)
 
+    def unavailable(self, *, token: str, now: datetime) -> Delivery:
+        """The mail server could not take it: count the attempt, remember when this began."""
+        self._check_claim(token)
+        return replace(
+            self,
+            claim_token=None,
+            claimed_until=now,
+            unavailable_attempts=self.unavailable_attempts + 1,
+            first_unavailable_at=self.first_unavailable_at or now,
+        )
+
+    def given_up(self, *, token: str, now: datetime, reason: str) -> Delivery:
+        self._check_claim(token)
+        return replace(
+            self,
+            status=DeliveryStatus.UNDELIVERABLE,
+            failure_reason=reason,
+            failed_at=now,
+            claim_token=None,
+            claimed_until=None,
+            unavailable_attempts=self.unavailable_attempts + 1,
+            first_unavailable_at=self.first_unavailable_at or now,
+        )
+
+    def rearmed(self) -> Delivery:
+        """An operator's redrive: an undeliverable delivery may be tried again, from scratch."""
+        if self.status is not DeliveryStatus.UNDELIVERABLE:
+            raise DeliveryStateError(f"delivery {self.id} is {self.status}, not undeliverable")
+        return replace(
+            self,
+            status=DeliveryStatus.PENDING,
+            failure_reason=None,
+            failed_at=None,
+            unavailable_attempts=0,
+            first_unavailable_at=None,
+            claim_token=None,
+            claimed_until=None,
+        )
+
     def sent(self, *, token: str, sent_at: datetime, message_id: str) -> Delivery:
         self._check_claim(token)
         return replace(
@@ -300,15 +582,21 @@ class Delivery:
             claimed_until=None,
         )
 
-    def failed(self, *, token: str, reason: str) -> Delivery:
+    def failed(self, *, token: str, reason: str, now: datetime | None = None) -> Delivery:
         self._check_claim(token)
         return replace(
             self,
             status=DeliveryStatus.FAILED,
             failure_reason=reason,
+            failed_at=now,
             claim_token=None,
             claimed_until=None,
         )
+
+    def erasure_scrubbed(self) -> Delivery:
+        """After the person's erasure: the log keeps kind, state and times, not the language
+        they read (it can hint at their origin)."""
+        return replace(self, language="", erased=True)
 
     def sent_event(self) -> NotificationSent:
         """The event announcing a sent delivery: ids only, never the address."""
@@ -322,6 +610,22 @@ class Delivery:
             ags=self.ags,
             language=self.language,
             sent_at=self.sent_at,
+            revision=self.revision,
+        )
+
+    def failed_event(self) -> NotificationFailed:
+        if self.status not in (DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERABLE):
+            raise DeliveryStateError(f"delivery {self.id} has not failed")
+        return NotificationFailed(
+            notification_id=self.id,
+            kind=self.kind,
+            registration_id=self.registration_id,
+            dialogue_event_id=self.dialogue_event_id,
+            ags=self.ags,
+            attempts=self.attempts,
+            reason=(self.failure_reason or "")[:500],
+            failed_at=self.failed_at or self.created_at,
+            revision=self.revision,
         )
 
     def _check_claim(self, token: str) -> None:
@@ -337,13 +641,15 @@ def new_delivery(
     ags: str,
     language: str,
     now: datetime,
+    revision: int | None = None,
 ) -> Delivery:
     return Delivery(
-        id=delivery_id(kind, registration_id),
+        id=delivery_id(kind, registration_id, revision=revision),
         kind=kind,
         registration_id=registration_id,
         dialogue_event_id=dialogue_event_id,
         ags=ags,
         language=language,
         created_at=now,
+        revision=revision,
     )

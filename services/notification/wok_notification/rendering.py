@@ -1,40 +1,99 @@
-"""Turn a decided `ConfirmationMail` into a MIME message: jinja2 text and HTML, and an ICS.
+"""Turn a decided `Mail` into a MIME message: jinja2 text and HTML in the recipient's
+language, and an ICS for the kinds that touch the calendar.
 
-The message is multipart/mixed: a multipart/alternative (plain text, then HTML) and the
-calendar invitation as a `text/calendar; method=REQUEST` attachment.
+The message is multipart/mixed: a multipart/alternative (plain text, then HTML) and, for
+confirmations, promotions, reschedules and cancellations, the calendar entry as a
+`text/calendar` attachment (`method=REQUEST`, or `CANCEL` for a cancellation).
+
+Templates (see TEMPLATES.md beside this module): `layout.html`, `layout.txt` and
+`subject.txt` place the sentences that each language folder's `messages.j2` defines. A
+language is any folder with a `messages.j2`, in the built-in `templates/` or in one of the
+extra folders (`WOK_NOTIFICATION_TEMPLATE_DIRS`), which are searched first: a municipality
+adds a language, or rewords one, without code.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
+from pathlib import Path
+from typing import Any
 
 from icalendar import Calendar, Event, vCalAddress, vText
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from wok_notification.domain import CalendarInvite, ConfirmationMail
+from wok_notification.domain import FALLBACK_LANGUAGE, CalendarInvite, CalendarMethod, Mail
 
 PRODUCT_ID = "-//Weltoffene Kommune//Benachrichtigungen//DE"
-INVITE_FILENAME = "einladung.ics"
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+MESSAGES = "messages.j2"
+_LANGUAGE_FOLDER = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+
+
+def _plain(value: Any) -> str:
+    """Text, never markup: a macro called from the HTML layout returns Markup, which would
+    skip escaping; as plain text it is escaped like any value (names, titles)."""
+    return str(value)
+
+
+def _paragraphs(text: Any) -> list[str]:
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", str(text)) if p.strip()]
+
+
+def _lines(text: Any) -> list[str]:
+    return [line.strip() for line in str(text).splitlines() if line.strip()]
 
 
 class MailRenderer:
-    def __init__(self) -> None:
+    def __init__(self, template_dirs: Sequence[Path | str] = ()) -> None:
+        self._dirs = [Path(folder) for folder in template_dirs] + [BUILTIN_TEMPLATES]
         self._templates = Environment(
-            loader=PackageLoader("wok_notification", "templates"),
+            loader=FileSystemLoader(self._dirs),
             autoescape=select_autoescape(["html"]),
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
+        self._templates.filters["plain"] = _plain
+        self._templates.filters["paragraphs"] = _paragraphs
+        self._templates.filters["split_lines"] = _lines
 
-    def render(self, mail: ConfirmationMail, *, now: datetime) -> EmailMessage:
-        context = {"mail": mail}
-        subject = self._templates.get_template(f"{mail.template}.subject.txt").render(context)
-        text = self._templates.get_template(f"{mail.template}.txt").render(context)
-        html = self._templates.get_template(f"{mail.template}.html").render(context)
+    def languages(self) -> set[str]:
+        """Every language with templates; looked up on each call, so a folder added while
+        the service runs is used from the next mail on."""
+        found = set()
+        for folder in self._dirs:
+            if folder.is_dir():
+                found.update(
+                    child.name
+                    for child in folder.iterdir()
+                    if _LANGUAGE_FOLDER.match(child.name) and (child / MESSAGES).is_file()
+                )
+        return found
+
+    def language_for(self, preferred: str | None) -> str:
+        """The recipient's language if it has templates, else German."""
+        wanted = (preferred or "").strip().lower()
+        return wanted if wanted in self.languages() else FALLBACK_LANGUAGE
+
+    def attachment_name(self, language: str) -> str:
+        return str(self._messages(language, mail=None).attachment_name()).strip()
+
+    def _messages(self, language: str, *, mail: Mail | None) -> Any:
+        return self._templates.get_template(f"{language}/{MESSAGES}").make_module({"mail": mail})
+
+    def render(self, mail: Mail, *, now: datetime) -> EmailMessage:
+        messages = self._messages(mail.language, mail=mail)
+        context = {"mail": mail, "m": messages}
+        # A language folder may bring its own layout; the shared one otherwise
+        pick = self._templates.select_template
+        subject = pick([f"{mail.language}/subject.txt", "subject.txt"]).render(context)
+        text = pick([f"{mail.language}/layout.txt", "layout.txt"]).render(context)
+        html = pick([f"{mail.language}/layout.html", "layout.html"]).render(context)
 
         message = EmailMessage()
         message["From"] = mail.mail_from
@@ -46,26 +105,29 @@ class MailRenderer:
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(text)
         message.add_alternative(html, subtype="html")
-        # Bytes, not text: RFC 5545 wants CRLF line ends, which text parts would normalise away
-        message.add_attachment(
-            invitation_ics(mail.invite, now=now),
-            maintype="text",
-            subtype="calendar",
-            filename=INVITE_FILENAME,
-            params={"method": "REQUEST", "charset": "utf-8"},
-        )
+        if mail.invite is not None:
+            # Bytes, not text: RFC 5545 wants CRLF line ends, which text parts would normalise
+            message.add_attachment(
+                invitation_ics(mail.invite, now=now),
+                maintype="text",
+                subtype="calendar",
+                filename=str(messages.attachment_name()).strip(),
+                params={"method": mail.invite.method.value, "charset": "utf-8"},
+            )
         # After the content: setting content clears every Content-* header
         message["Content-Language"] = mail.language
         return message
 
 
 def invitation_ics(invite: CalendarInvite, *, now: datetime) -> bytes:
-    """An iTIP REQUEST; the same UID with a higher SEQUENCE updates the calendar entry."""
+    """An iTIP REQUEST or CANCEL; the same UID with a higher SEQUENCE updates or removes
+    the calendar entry the first mail created."""
+    cancel = invite.method is CalendarMethod.CANCEL
     calendar = Calendar()
     calendar.add("prodid", PRODUCT_ID)
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    calendar.add("method", "REQUEST")
+    calendar.add("method", invite.method.value)
 
     event = Event()
     event.add("uid", invite.uid)
@@ -78,7 +140,11 @@ def invitation_ics(invite: CalendarInvite, *, now: datetime) -> bytes:
     event.add("location", invite.location)
     if invite.description:
         event.add("description", invite.description)
-    event.add("status", "TENTATIVE" if invite.tentative else "CONFIRMED")
+    if cancel:
+        status = "CANCELLED"
+    else:
+        status = "TENTATIVE" if invite.tentative else "CONFIRMED"
+    event.add("status", status)
 
     organizer = vCalAddress(f"mailto:{invite.organizer_email}")
     organizer.params["cn"] = vText(invite.organizer_name)

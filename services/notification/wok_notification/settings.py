@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 
 from wok_runtime.settings import WokSettings
@@ -29,3 +32,30 @@ class NotificationSettings(WokSettings):
         description="How long a claimed delivery is reserved for its sender before another may"
         " take it over (a sender that crashed mid-send)",
     )
+    notification_template_dirs: str = Field(
+        default="",
+        description="Extra template folders, separated by the OS path separator (':' on Linux),"
+        " searched before the built-in ones: a folder <language>/messages.j2 in them adds or"
+        " rewords a language (see wok_notification/TEMPLATES.md)",
+    )
+    reminder_before_s: float = Field(
+        default=24 * 3600.0, description="How long before the start the reminder goes out"
+    )
+    access_release_before_s: float = Field(
+        default=24 * 3600.0,
+        description="How long before the start the online link goes out (online, hybrid events)",
+    )
+    scheduler_interval_s: float = Field(
+        default=5.0, description="How often due reminders and access mails are looked for"
+    )
+    smtp_give_up_attempts: int = Field(
+        default=8, description="Failed SMTP attempts of one mail before it may be given up"
+    )
+    smtp_give_up_after_s: float = Field(
+        default=900.0,
+        description="How long the mail server must have been away before a mail is given up"
+        " (NotificationFailed, and the triggering event to the dead-letter topic)",
+    )
+
+    def template_dirs(self) -> list[Path]:
+        return [Path(part) for part in self.notification_template_dirs.split(os.pathsep) if part]

@@ -1,4 +1,5 @@
-"""Asking registration for a participant's contact details (personal data never rides Kafka)."""
+"""Asking registration for what must not ride Kafka: a participant's contact details, and an
+event's access details (the online link), both with the shared service key."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from wok_notification.domain import Contact
+from wok_notification.domain import AccessInfo, Contact
 from wok_runtime.consumer import TransientError
 from wok_runtime.logging import get_logger
 
@@ -35,6 +36,8 @@ class _ContactResponse(BaseModel):
     name: str
     email: str
     language: str = "de"
+    cancel_url: str | None = None
+    erasure_url: str | None = None
 
 
 class HttpContactDirectory:
@@ -55,26 +58,15 @@ class HttpContactDirectory:
 
     async def fetch(self, registration_id: str) -> Contact | None:
         path = f"/internal/v1/registrations/{quote(registration_id, safe='')}/contact"
-        try:
-            async with httpx.AsyncClient(
-                base_url=self._base_url, timeout=self._timeout_s, transport=self._transport
-            ) as client:
-                response = await client.get(
-                    path, headers={"Authorization": f"Bearer {self._service_key}"}
-                )
-        except httpx.TransportError as error:
-            raise TransientError(f"registration unreachable: {type(error).__name__}") from error
-        if response.status_code == httpx.codes.NOT_FOUND:
+        response = await _get(
+            base_url=self._base_url,
+            path=path,
+            service_key=self._service_key,
+            timeout_s=self._timeout_s,
+            transport=self._transport,
+        )
+        if response is None:
             return None
-        if response.status_code >= 500 or response.status_code == httpx.codes.TOO_MANY_REQUESTS:
-            raise TransientError(f"registration answered {response.status_code}")
-        if response.status_code in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
-            # A wrong or missing WOK_SERVICE_KEY: every message would fail alike, so wait
-            # for an operator to fix the setting rather than dead-letter them all.
-            log.error("registration refused our service key; check WOK_SERVICE_KEY")
-            raise TransientError(f"registration answered {response.status_code}")
-        if response.status_code != httpx.codes.OK:
-            raise ContactLookupFailed(f"registration answered {response.status_code}")
         try:
             body = _ContactResponse.model_validate_json(response.content)
         except ValidationError as error:
@@ -87,7 +79,97 @@ class HttpContactDirectory:
             name=body.name,
             email=body.email,
             language=body.language,
+            cancel_url=body.cancel_url,
+            erasure_url=body.erasure_url,
         )
+
+
+async def _get(
+    *,
+    base_url: str,
+    path: str,
+    service_key: str,
+    timeout_s: float,
+    transport: httpx.AsyncBaseTransport | None,
+) -> httpx.Response | None:
+    """The OK response, None for 404; TransientError while registration cannot answer."""
+    try:
+        async with httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_s, transport=transport
+        ) as client:
+            response = await client.get(path, headers={"Authorization": f"Bearer {service_key}"})
+    except httpx.TransportError as error:
+        raise TransientError(f"registration unreachable: {type(error).__name__}") from error
+    if response.status_code == httpx.codes.NOT_FOUND:
+        return None
+    if response.status_code >= 500 or response.status_code == httpx.codes.TOO_MANY_REQUESTS:
+        raise TransientError(f"registration answered {response.status_code}")
+    if response.status_code in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
+        # A wrong or missing WOK_SERVICE_KEY: every message would fail alike, so wait
+        # for an operator to fix the setting rather than dead-letter them all.
+        log.error("registration refused our service key; check WOK_SERVICE_KEY")
+        raise TransientError(f"registration answered {response.status_code}")
+    if response.status_code != httpx.codes.OK:
+        raise ContactLookupFailed(f"registration answered {response.status_code}")
+    return response
+
+
+class AccessDirectory(Protocol):
+    async def fetch(self, dialogue_event_id: str) -> AccessInfo | None:
+        """Place and online link of an event, or None if registration does not know it."""
+        ...
+
+
+class _AccessResponse(BaseModel):
+    place: str | None = None
+    online_link: str | None = None
+
+
+class HttpAccessDirectory:
+    """`GET /internal/v1/dialogue-events/{id}/access` with the shared service key."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        service_key: str,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._service_key = service_key
+        self._timeout_s = timeout_s
+        self._transport = transport
+
+    async def fetch(self, dialogue_event_id: str) -> AccessInfo | None:
+        response = await _get(
+            base_url=self._base_url,
+            path=f"/internal/v1/dialogue-events/{quote(dialogue_event_id, safe='')}/access",
+            service_key=self._service_key,
+            timeout_s=self._timeout_s,
+            transport=self._transport,
+        )
+        if response is None:
+            return None
+        try:
+            body = _AccessResponse.model_validate_json(response.content)
+        except ValidationError as error:
+            raise ContactLookupFailed(
+                f"unexpected access response: {error.error_count()} invalid fields"
+            ) from error
+        return AccessInfo(place=body.place, online_link=body.online_link)
+
+
+@dataclass
+class FakeAccessDirectory:
+    """Access details by dialogue event id (tests)."""
+
+    access: dict[str, AccessInfo] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
+
+    async def fetch(self, dialogue_event_id: str) -> AccessInfo | None:
+        self.lookups.append(dialogue_event_id)
+        return self.access.get(dialogue_event_id)
 
 
 @dataclass

@@ -1,26 +1,30 @@
-"""Storage of event details, contacts and deliveries; the outbox lives in the delivery document.
+"""Storage of event details, participants (with notification's copy of their contact),
+scheduled messages and deliveries; the outbox lives in the delivery document.
 
 Every write is keyed by an entity id, so a handler that runs twice writes the same thing:
 event details by dialogue event id (an older revision never overwrites a newer one),
-contacts by registration id, deliveries by their deterministic id.
+participants by registration id, scheduled messages by `<kind>:<registration_id>`,
+deliveries by their deterministic id.
 
 A delivery changes by compare-and-swap: the domain decides the transition on the document
 as read, and the whole document is replaced only if its version is still the one read.
-Marking it sent adds the NotificationSent event to its outbox in that same write. Whole
+Marking it sent (or failed) adds its event to its outbox in that same write. Whole
 documents rather than `$set`, because nx-27017 (DESIGN.md section 8, measured with 0.8.1)
 stores a datetime written by `$set` as a string, and its `replace_one(upsert=True)`
-inserts nothing: so new documents are inserted, existing ones replaced.
+inserts nothing: so new documents are inserted, existing ones replaced. Participants and
+scheduled messages hold only strings and numbers, so `$set` is safe there; due times are
+fixed-width UTC ISO strings, which compare in the order of time.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from pymongo import DESCENDING
+from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from wok_contracts import EventFormat, NotificationKind
@@ -30,6 +34,8 @@ from wok_notification.domain import (
     DeliveryStateError,
     DeliveryStatus,
     EventDetails,
+    ParticipantStatus,
+    iso_utc,
 )
 from wok_runtime.outbox import (
     OUTBOX_FIELD,
@@ -42,6 +48,57 @@ from wok_runtime.outbox import (
 VERSION_FIELD = "version"
 # Each conflict means another writer moved the delivery on, so a few retries always suffice
 MAX_CONFLICTS = 10
+CONTACT_FIELDS = ("dialogue_event_id", "name", "email", "language", "cancel_url", "erasure_url")
+
+
+@dataclass(frozen=True)
+class Participant:
+    registration_id: str
+    dialogue_event_id: str
+    status: ParticipantStatus
+    contact: Contact | None
+
+
+class ScheduleStatus:
+    SCHEDULED = "scheduled"
+    CLAIMED = "claimed"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ScheduledMessage:
+    """A reminder or access mail waiting for its time; survives restarts."""
+
+    id: str
+    kind: NotificationKind
+    registration_id: str
+    dialogue_event_id: str
+    ags: str
+    due_at: str
+    status: str = ScheduleStatus.SCHEDULED
+    attempts: int = 0
+    token: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        kind: NotificationKind,
+        *,
+        registration_id: str,
+        dialogue_event_id: str,
+        ags: str,
+        due_at: datetime,
+    ) -> ScheduledMessage:
+        return cls(
+            id=f"{kind.value}:{registration_id}",
+            kind=kind,
+            registration_id=registration_id,
+            dialogue_event_id=dialogue_event_id,
+            ags=ags,
+            due_at=iso_utc(due_at),
+        )
 
 
 class NotificationRepository(Protocol):
@@ -51,9 +108,43 @@ class NotificationRepository(Protocol):
 
     async def get_event(self, dialogue_event_id: str) -> EventDetails | None: ...
 
-    async def save_contact(self, contact: Contact) -> None: ...
+    async def save_contact(self, contact: Contact, *, status: ParticipantStatus) -> None:
+        """Keep the contact; the status only if the participant is new (later events set it)."""
+        ...
 
     async def get_contact(self, registration_id: str) -> Contact | None: ...
+
+    async def set_participant_status(
+        self, registration_id: str, *, dialogue_event_id: str, status: ParticipantStatus
+    ) -> None: ...
+
+    async def get_participant(self, registration_id: str) -> Participant | None: ...
+
+    async def participants(
+        self, dialogue_event_id: str, *, statuses: Sequence[ParticipantStatus]
+    ) -> list[Participant]: ...
+
+    async def erase_participant(self, registration_id: str) -> None:
+        """Remove the contact copy and scrub the delivery log of what hints at the person."""
+        ...
+
+    async def schedule(self, message: ScheduledMessage, *, rearm: bool) -> None:
+        """Add a scheduled message; `rearm` also resets an existing one to the new due time."""
+        ...
+
+    async def claim_due(
+        self, *, now: datetime, lease: timedelta, token: str
+    ) -> ScheduledMessage | None: ...
+
+    async def finish_scheduled(self, message_id: str, *, token: str, status: str) -> None: ...
+
+    async def retry_scheduled(self, message_id: str, *, token: str, due_at: datetime) -> None: ...
+
+    async def cancel_scheduled(
+        self, *, registration_id: str | None = None, dialogue_event_id: str | None = None
+    ) -> int: ...
+
+    async def get_scheduled(self, message_id: str) -> ScheduledMessage | None: ...
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
 
@@ -68,6 +159,8 @@ class NotificationRepository(Protocol):
 
     async def release_delivery(self, delivery: Delivery, *, token: str, now: datetime) -> None: ...
 
+    async def mark_unavailable(self, delivery: Delivery, *, token: str, now: datetime) -> None: ...
+
     async def mark_sent(
         self,
         delivery: Delivery,
@@ -80,9 +173,31 @@ class NotificationRepository(Protocol):
         """Mark the claimed delivery sent and add its events in the same write."""
         ...
 
-    async def mark_failed(self, delivery: Delivery, *, token: str, reason: str) -> bool: ...
+    async def mark_failed(
+        self,
+        delivery: Delivery,
+        *,
+        token: str,
+        reason: str,
+        now: datetime | None = None,
+        events: Sequence[OutboundEvent] = (),
+    ) -> bool: ...
 
-    async def list_deliveries(self, *, limit: int) -> list[Delivery]:
+    async def mark_given_up(
+        self,
+        delivery: Delivery,
+        *,
+        token: str,
+        reason: str,
+        now: datetime,
+        events: Sequence[OutboundEvent] = (),
+    ) -> Delivery | None: ...
+
+    async def rearm_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    async def list_deliveries(
+        self, *, limit: int, status: str | None = None, kind: str | None = None
+    ) -> list[Delivery]:
         """Newest first."""
         ...
 
@@ -113,23 +228,56 @@ def _event(document: dict[str, Any]) -> EventDetails:
         format=EventFormat(document["format"]),
         place=document.get("place"),
         revision=document.get("revision", 0),
+        cancelled=document.get("cancelled", False),
+        cancel_reason=document.get("cancel_reason", ""),
+        previous_starts_at=_aware_or_none(document.get("previous_starts_at")),
     )
 
 
-def _contact_document(contact: Contact, *, stored_at: datetime) -> dict[str, Any]:
+def _contact_fields(contact: Contact) -> dict[str, Any]:
     document = asdict(contact)
-    document["_id"] = document.pop("registration_id")
-    document["stored_at"] = stored_at
+    document.pop("registration_id")
     return document
 
 
-def _contact(document: dict[str, Any]) -> Contact:
-    return Contact(
+def _participant(document: dict[str, Any]) -> Participant:
+    contact = None
+    if document.get("email"):
+        contact = Contact(
+            registration_id=document["_id"],
+            dialogue_event_id=document["dialogue_event_id"],
+            name=document["name"],
+            email=document["email"],
+            language=document.get("language", "de"),
+            cancel_url=document.get("cancel_url"),
+            erasure_url=document.get("erasure_url"),
+        )
+    return Participant(
         registration_id=document["_id"],
         dialogue_event_id=document["dialogue_event_id"],
-        name=document["name"],
-        email=document["email"],
-        language=document["language"],
+        status=ParticipantStatus(document.get("status", ParticipantStatus.CONFIRMED)),
+        contact=contact,
+    )
+
+
+def _scheduled_document(message: ScheduledMessage) -> dict[str, Any]:
+    document = asdict(message)
+    document["_id"] = document.pop("id")
+    document["kind"] = message.kind.value
+    return document
+
+
+def _scheduled(document: dict[str, Any]) -> ScheduledMessage:
+    return ScheduledMessage(
+        id=document["_id"],
+        kind=NotificationKind(document["kind"]),
+        registration_id=document["registration_id"],
+        dialogue_event_id=document["dialogue_event_id"],
+        ags=document["ags"],
+        due_at=document["due_at"],
+        status=document["status"],
+        attempts=document.get("attempts", 0),
+        token=document.get("token"),
     )
 
 
@@ -157,6 +305,11 @@ def _delivery(document: dict[str, Any]) -> Delivery:
         sent_at=_aware_or_none(document.get("sent_at")),
         message_id=document.get("message_id"),
         failure_reason=document.get("failure_reason"),
+        revision=document.get("revision"),
+        unavailable_attempts=document.get("unavailable_attempts", 0),
+        first_unavailable_at=_aware_or_none(document.get("first_unavailable_at")),
+        failed_at=_aware_or_none(document.get("failed_at")),
+        erased=document.get("erased", False),
     )
 
 
@@ -172,6 +325,9 @@ class _DeliveryTransitions:
 
     async def _replace_delivery(self, document: dict[str, Any], *, version: int) -> bool:
         """Replace the document if it still has `version`; False if it moved on."""
+        raise NotImplementedError
+
+    async def _delivery_ids_of(self, registration_id: str) -> list[str]:
         raise NotImplementedError
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
@@ -192,6 +348,9 @@ class _DeliveryTransitions:
     async def release_delivery(self, delivery: Delivery, *, token: str, now: datetime) -> None:
         await self._transition(delivery.id, lambda stored: stored.released(token=token, now=now))
 
+    async def mark_unavailable(self, delivery: Delivery, *, token: str, now: datetime) -> None:
+        await self._transition(delivery.id, lambda stored: stored.unavailable(token=token, now=now))
+
     async def mark_sent(
         self,
         delivery: Delivery,
@@ -208,11 +367,43 @@ class _DeliveryTransitions:
         )
         return sent is not None
 
-    async def mark_failed(self, delivery: Delivery, *, token: str, reason: str) -> bool:
+    async def mark_failed(
+        self,
+        delivery: Delivery,
+        *,
+        token: str,
+        reason: str,
+        now: datetime | None = None,
+        events: Sequence[OutboundEvent] = (),
+    ) -> bool:
         failed = await self._transition(
-            delivery.id, lambda stored: stored.failed(token=token, reason=reason)
+            delivery.id,
+            lambda stored: stored.failed(token=token, reason=reason, now=now),
+            events=events,
         )
         return failed is not None
+
+    async def mark_given_up(
+        self,
+        delivery: Delivery,
+        *,
+        token: str,
+        reason: str,
+        now: datetime,
+        events: Sequence[OutboundEvent] = (),
+    ) -> Delivery | None:
+        return await self._transition(
+            delivery.id,
+            lambda stored: stored.given_up(token=token, now=now, reason=reason),
+            events=events,
+        )
+
+    async def rearm_delivery(self, delivery_id: str) -> Delivery | None:
+        return await self._transition(delivery_id, lambda stored: stored.rearmed())
+
+    async def _scrub_deliveries(self, registration_id: str) -> None:
+        for delivery_id in await self._delivery_ids_of(registration_id):
+            await self._transition(delivery_id, lambda stored: stored.erasure_scrubbed())
 
     async def _transition(
         self,
@@ -242,14 +433,21 @@ class _DeliveryTransitions:
         raise RuntimeError(f"delivery {delivery_id} kept changing while being written")
 
 
+ACTIVE_SCHEDULE = [ScheduleStatus.SCHEDULED, ScheduleStatus.CLAIMED]
+
+
 class MongoNotificationRepository(_DeliveryTransitions):
     def __init__(self, database: Any) -> None:
         self.events = database["dialogue_events"]
         self.contacts = database["contacts"]
         self.deliveries = database["deliveries"]
+        self.scheduled = database["scheduled_messages"]
 
     async def ensure_indexes(self) -> None:
         await self.deliveries.create_index([("created_at", DESCENDING)])
+        await self.deliveries.create_index("registration_id")
+        await self.contacts.create_index("dialogue_event_id")
+        await self.scheduled.create_index([("status", 1), ("due_at", 1)])
 
     async def save_event(self, event: EventDetails) -> None:
         document = _event_document(event)
@@ -265,16 +463,123 @@ class MongoNotificationRepository(_DeliveryTransitions):
         document = await self.events.find_one({"_id": dialogue_event_id})
         return _event(document) if document else None
 
-    async def save_contact(self, contact: Contact) -> None:
-        document = _contact_document(contact, stored_at=datetime.now(UTC))
+    async def save_contact(self, contact: Contact, *, status: ParticipantStatus) -> None:
+        fields = _contact_fields(contact)
         try:
-            await self.contacts.insert_one(document)
+            await self.contacts.insert_one(
+                {
+                    "_id": contact.registration_id,
+                    **fields,
+                    "status": status.value,
+                    "stored_at": datetime.now(UTC),
+                }
+            )
         except DuplicateKeyError:
-            await self.contacts.replace_one({"_id": contact.registration_id}, document)
+            await self.contacts.update_one({"_id": contact.registration_id}, {"$set": fields})
 
     async def get_contact(self, registration_id: str) -> Contact | None:
+        participant = await self.get_participant(registration_id)
+        return participant.contact if participant else None
+
+    async def set_participant_status(
+        self, registration_id: str, *, dialogue_event_id: str, status: ParticipantStatus
+    ) -> None:
+        await self.contacts.update_one(
+            {"_id": registration_id},
+            {"$set": {"dialogue_event_id": dialogue_event_id, "status": status.value}},
+            upsert=True,
+        )
+
+    async def get_participant(self, registration_id: str) -> Participant | None:
         document = await self.contacts.find_one({"_id": registration_id})
-        return _contact(document) if document else None
+        return _participant(document) if document else None
+
+    async def participants(
+        self, dialogue_event_id: str, *, statuses: Sequence[ParticipantStatus]
+    ) -> list[Participant]:
+        cursor = self.contacts.find(
+            {
+                "dialogue_event_id": dialogue_event_id,
+                "status": {"$in": [status.value for status in statuses]},
+            }
+        )
+        return [_participant(document) async for document in cursor]
+
+    async def erase_participant(self, registration_id: str) -> None:
+        await self.contacts.delete_one({"_id": registration_id})
+        await self.scheduled.delete_many({"registration_id": registration_id})
+        await self._scrub_deliveries(registration_id)
+
+    async def _delivery_ids_of(self, registration_id: str) -> list[str]:
+        cursor = self.deliveries.find({"registration_id": registration_id}, {"_id": 1})
+        return [document["_id"] async for document in cursor]
+
+    async def schedule(self, message: ScheduledMessage, *, rearm: bool) -> None:
+        document = _scheduled_document(message)
+        try:
+            await self.scheduled.insert_one(document)
+        except DuplicateKeyError:
+            if rearm:
+                fields = {key: value for key, value in document.items() if key != "_id"}
+                await self.scheduled.update_one({"_id": message.id}, {"$set": fields})
+
+    async def claim_due(
+        self, *, now: datetime, lease: timedelta, token: str
+    ) -> ScheduledMessage | None:
+        claim = {
+            "$set": {
+                "status": ScheduleStatus.CLAIMED,
+                "token": token,
+                "claimed_until": iso_utc(now + lease),
+            }
+        }
+        for query in (
+            {"status": ScheduleStatus.SCHEDULED, "due_at": {"$lte": iso_utc(now)}},
+            # a dispatcher that died mid-claim: its lease has run out
+            {"status": ScheduleStatus.CLAIMED, "claimed_until": {"$lte": iso_utc(now)}},
+        ):
+            document = await self.scheduled.find_one_and_update(
+                query, claim, return_document=ReturnDocument.AFTER
+            )
+            if document is not None:
+                return _scheduled(document)
+        return None
+
+    async def finish_scheduled(self, message_id: str, *, token: str, status: str) -> None:
+        await self.scheduled.update_one(
+            {"_id": message_id, "token": token, "status": ScheduleStatus.CLAIMED},
+            {"$set": {"status": status, "token": None}},
+        )
+
+    async def retry_scheduled(self, message_id: str, *, token: str, due_at: datetime) -> None:
+        await self.scheduled.update_one(
+            {"_id": message_id, "token": token, "status": ScheduleStatus.CLAIMED},
+            {
+                "$set": {
+                    "status": ScheduleStatus.SCHEDULED,
+                    "token": None,
+                    "due_at": iso_utc(due_at),
+                },
+                "$inc": {"attempts": 1},
+            },
+        )
+
+    async def cancel_scheduled(
+        self, *, registration_id: str | None = None, dialogue_event_id: str | None = None
+    ) -> int:
+        query: dict[str, Any] = {"status": {"$in": ACTIVE_SCHEDULE}}
+        if registration_id is not None:
+            query["registration_id"] = registration_id
+        if dialogue_event_id is not None:
+            query["dialogue_event_id"] = dialogue_event_id
+        result = await self.scheduled.update_many(
+            query, {"$set": {"status": ScheduleStatus.CANCELLED, "token": None}}
+        )
+        return int(result.modified_count)
+
+    async def get_scheduled(self, message_id: str) -> ScheduledMessage | None:
+        document = await self.scheduled.find_one({"_id": message_id})
+        return _scheduled(document) if document else None
 
     async def _insert_delivery(self, document: dict[str, Any]) -> bool:
         try:
@@ -293,8 +598,15 @@ class MongoNotificationRepository(_DeliveryTransitions):
         )
         return bool(result.matched_count)
 
-    async def list_deliveries(self, *, limit: int) -> list[Delivery]:
-        cursor = self.deliveries.find({}).sort("created_at", DESCENDING).limit(limit)
+    async def list_deliveries(
+        self, *, limit: int, status: str | None = None, kind: str | None = None
+    ) -> list[Delivery]:
+        query: dict[str, Any] = {}
+        if status is not None:
+            query["status"] = status
+        if kind is not None:
+            query["kind"] = kind
+        cursor = self.deliveries.find(query).sort("created_at", DESCENDING).limit(limit)
         return [_delivery(document) async for document in cursor]
 
 
@@ -309,6 +621,7 @@ class InMemoryNotificationRepository(_DeliveryTransitions):
         self.events: dict[str, dict[str, Any]] = {}
         self.contacts: dict[str, dict[str, Any]] = {}
         self.deliveries: dict[str, dict[str, Any]] = {}
+        self.scheduled: dict[str, dict[str, Any]] = {}
 
     def outbox_sources(self) -> list[InMemoryOutboxSource]:
         return [InMemoryOutboxSource(self.deliveries)]
@@ -322,14 +635,113 @@ class InMemoryNotificationRepository(_DeliveryTransitions):
         document = self.events.get(dialogue_event_id)
         return _event(document) if document else None
 
-    async def save_contact(self, contact: Contact) -> None:
-        self.contacts[contact.registration_id] = _contact_document(
-            contact, stored_at=datetime.now(UTC)
-        )
+    async def save_contact(self, contact: Contact, *, status: ParticipantStatus) -> None:
+        fields = _contact_fields(contact)
+        stored = self.contacts.get(contact.registration_id)
+        if stored is None:
+            self.contacts[contact.registration_id] = {
+                "_id": contact.registration_id,
+                **fields,
+                "status": status.value,
+                "stored_at": datetime.now(UTC),
+            }
+        else:
+            stored.update(fields)
 
     async def get_contact(self, registration_id: str) -> Contact | None:
+        participant = await self.get_participant(registration_id)
+        return participant.contact if participant else None
+
+    async def set_participant_status(
+        self, registration_id: str, *, dialogue_event_id: str, status: ParticipantStatus
+    ) -> None:
+        stored = self.contacts.setdefault(registration_id, {"_id": registration_id})
+        stored.update({"dialogue_event_id": dialogue_event_id, "status": status.value})
+
+    async def get_participant(self, registration_id: str) -> Participant | None:
         document = self.contacts.get(registration_id)
-        return _contact(document) if document else None
+        return _participant(document) if document else None
+
+    async def participants(
+        self, dialogue_event_id: str, *, statuses: Sequence[ParticipantStatus]
+    ) -> list[Participant]:
+        wanted = {status.value for status in statuses}
+        return [
+            _participant(document)
+            for document in self.contacts.values()
+            if document["dialogue_event_id"] == dialogue_event_id
+            and document.get("status") in wanted
+        ]
+
+    async def erase_participant(self, registration_id: str) -> None:
+        self.contacts.pop(registration_id, None)
+        for key in [
+            k for k, d in self.scheduled.items() if d["registration_id"] == registration_id
+        ]:
+            del self.scheduled[key]
+        await self._scrub_deliveries(registration_id)
+
+    async def _delivery_ids_of(self, registration_id: str) -> list[str]:
+        return [k for k, d in self.deliveries.items() if d["registration_id"] == registration_id]
+
+    async def schedule(self, message: ScheduledMessage, *, rearm: bool) -> None:
+        if message.id not in self.scheduled or rearm:
+            self.scheduled[message.id] = _scheduled_document(message)
+
+    async def claim_due(
+        self, *, now: datetime, lease: timedelta, token: str
+    ) -> ScheduledMessage | None:
+        for document in self.scheduled.values():
+            due = document["status"] == ScheduleStatus.SCHEDULED and document["due_at"] <= iso_utc(
+                now
+            )
+            expired = document["status"] == ScheduleStatus.CLAIMED and document.get(
+                "claimed_until", ""
+            ) <= iso_utc(now)
+            if due or expired:
+                document.update(
+                    status=ScheduleStatus.CLAIMED, token=token, claimed_until=iso_utc(now + lease)
+                )
+                return _scheduled(document)
+        return None
+
+    def _claimed(self, message_id: str, token: str) -> dict[str, Any] | None:
+        document = self.scheduled.get(message_id)
+        if document and document["status"] == ScheduleStatus.CLAIMED and document["token"] == token:
+            return document
+        return None
+
+    async def finish_scheduled(self, message_id: str, *, token: str, status: str) -> None:
+        if (document := self._claimed(message_id, token)) is not None:
+            document.update(status=status, token=None)
+
+    async def retry_scheduled(self, message_id: str, *, token: str, due_at: datetime) -> None:
+        if (document := self._claimed(message_id, token)) is not None:
+            document.update(
+                status=ScheduleStatus.SCHEDULED,
+                token=None,
+                due_at=iso_utc(due_at),
+                attempts=document.get("attempts", 0) + 1,
+            )
+
+    async def cancel_scheduled(
+        self, *, registration_id: str | None = None, dialogue_event_id: str | None = None
+    ) -> int:
+        cancelled = 0
+        for document in self.scheduled.values():
+            if document["status"] not in ACTIVE_SCHEDULE:
+                continue
+            if registration_id is not None and document["registration_id"] != registration_id:
+                continue
+            if dialogue_event_id is not None and document["dialogue_event_id"] != dialogue_event_id:
+                continue
+            document.update(status=ScheduleStatus.CANCELLED, token=None)
+            cancelled += 1
+        return cancelled
+
+    async def get_scheduled(self, message_id: str) -> ScheduledMessage | None:
+        document = self.scheduled.get(message_id)
+        return _scheduled(document) if document else None
 
     async def _insert_delivery(self, document: dict[str, Any]) -> bool:
         if document["_id"] in self.deliveries:
@@ -348,6 +760,13 @@ class InMemoryNotificationRepository(_DeliveryTransitions):
         self.deliveries[document["_id"]] = copy.deepcopy(document)
         return True
 
-    async def list_deliveries(self, *, limit: int) -> list[Delivery]:
-        newest = sorted(self.deliveries.values(), key=lambda d: d["created_at"], reverse=True)
+    async def list_deliveries(
+        self, *, limit: int, status: str | None = None, kind: str | None = None
+    ) -> list[Delivery]:
+        chosen = [
+            d
+            for d in self.deliveries.values()
+            if (status is None or d["status"] == status) and (kind is None or d["kind"] == kind)
+        ]
+        newest = sorted(chosen, key=lambda d: d["created_at"], reverse=True)
         return [_delivery(document) for document in newest[:limit]]

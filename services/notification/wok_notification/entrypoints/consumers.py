@@ -5,6 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from wok_contracts import DialogueEventScheduled, EventData, ParticipantRegistered
+from wok_contracts.events.registration import (
+    DialogueEventCancelled,
+    DialogueEventChanged,
+    DialogueEventRescheduled,
+    ParticipantCancelled,
+    ParticipantErased,
+    ParticipantPromoted,
+)
 from wok_notification.handlers import NotificationHandlers
 from wok_runtime.consumer import Handler
 
@@ -14,5 +22,11 @@ CONSUMER_GROUP = "notification"
 def event_handlers(handlers: NotificationHandlers) -> Mapping[type[EventData], Handler]:
     return {
         DialogueEventScheduled: handlers.remember_dialogue_event,
+        DialogueEventChanged: handlers.remember_dialogue_event,
+        DialogueEventRescheduled: handlers.announce_reschedule,
+        DialogueEventCancelled: handlers.announce_cancellation,
         ParticipantRegistered: handlers.send_confirmation,
+        ParticipantPromoted: handlers.send_promotion,
+        ParticipantCancelled: handlers.forget_cancelled,
+        ParticipantErased: handlers.confirm_erasure,
     }

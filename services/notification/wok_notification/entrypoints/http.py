@@ -1,4 +1,5 @@
-"""HTTP routes: the delivery log (ids and states only: no bodies, no addresses).
+"""HTTP routes: the delivery log (ids and states only: no bodies, no addresses) and the
+operator's redrive of a mail given up during a mail server outage.
 
 No `from __future__ import annotations` here: FastAPI resolves the dependency aliases
 defined inside `build_router` at runtime.
@@ -13,7 +14,7 @@ from pydantic import BaseModel
 
 from wok_contracts import NotificationKind
 from wok_notification import domain
-from wok_notification.handlers import NotificationHandlers
+from wok_notification.handlers import DeliveryNotFound, NotificationHandlers
 from wok_notification.settings import NotificationSettings
 
 bearer = HTTPBearer(auto_error=False)
@@ -27,6 +28,10 @@ class DeliveryPublic(BaseModel):
     dialogue_event_id: str
     status: domain.DeliveryStatus
     sent_at: datetime | None
+    revision: int | None = None
+    attempts: int = 0
+    failed_at: datetime | None = None
+    failure_reason: str | None = None
 
     @classmethod
     def of(cls, delivery: domain.Delivery) -> "DeliveryPublic":
@@ -37,6 +42,10 @@ class DeliveryPublic(BaseModel):
             dialogue_event_id=delivery.dialogue_event_id,
             status=delivery.status,
             sent_at=delivery.sent_at,
+            revision=delivery.revision,
+            attempts=delivery.attempts,
+            failed_at=delivery.failed_at,
+            failure_reason=delivery.failure_reason,
         )
 
 
@@ -59,7 +68,26 @@ def build_router(handlers: NotificationHandlers, settings: NotificationSettings)
     async def list_deliveries(
         _: Service,
         limit: Annotated[int, Query(ge=1, le=1000, description="Newest first")] = 100,
+        delivery_status: Annotated[domain.DeliveryStatus | None, Query(alias="status")] = None,
+        kind: NotificationKind | None = None,
     ) -> list[DeliveryPublic]:
-        return [DeliveryPublic.of(d) for d in await handlers.list_deliveries(limit=limit)]
+        found = await handlers.list_deliveries(
+            limit=limit,
+            status=delivery_status.value if delivery_status else None,
+            kind=kind.value if kind else None,
+        )
+        return [DeliveryPublic.of(d) for d in found]
+
+    @router.post(
+        "/v1/deliveries/{delivery_id}/redrive", response_model=DeliveryPublic, tags=["deliveries"]
+    )
+    async def redrive(delivery_id: str, _: Service) -> DeliveryPublic:
+        """Try an undeliverable mail (given up during an outage) once more; 409 otherwise."""
+        try:
+            return DeliveryPublic.of(await handlers.redrive(delivery_id))
+        except DeliveryNotFound as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such delivery") from error
+        except domain.DeliveryStateError as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
 
     return router
