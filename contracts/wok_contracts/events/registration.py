@@ -6,9 +6,9 @@ No payload carries a person's name or e-mail address: people appear as opaque id
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from wok_contracts.ags import Ags
 from wok_contracts.envelope import EventData
@@ -41,6 +41,25 @@ class RegistrationStatus(StrEnum):
     WAITLISTED = "waitlisted"
 
 
+class AgeBand(StrEnum):
+    """Optional self-description, only ever aggregated (DESIGN.md section 5)."""
+
+    UNDER_18 = "under_18"
+    FROM_18_TO_29 = "18_29"
+    FROM_30_TO_49 = "30_49"
+    FROM_50_TO_64 = "50_64"
+    FROM_65 = "65_plus"
+    NO_ANSWER = "no_answer"
+
+
+class MigrationBackground(StrEnum):
+    """Optional self-description, only ever aggregated (DESIGN.md section 5)."""
+
+    YES = "yes"
+    NO = "no"
+    NO_ANSWER = "no_answer"
+
+
 class MunicipalityRegistered(EventData):
     event_type: ClassVar[str] = "registration.municipality.registered.v1"
 
@@ -49,6 +68,9 @@ class MunicipalityRegistered(EventData):
     kind: MunicipalityKind
     land: str = Field(pattern=r"^(0[1-9]|1[0-6])$", description="Two-digit Land code")
     population: int | None = Field(default=None, ge=0)
+    contact_office: str | None = Field(
+        default=None, max_length=200, description="An office, e.g. 'Integrationsbüro'; no person"
+    )
 
 
 class DialogueEventScheduled(EventData):
@@ -66,6 +88,12 @@ class DialogueEventScheduled(EventData):
     registration_deadline: AwareDatetime
     languages: list[str] = Field(default_factory=lambda: ["de"])
     revision: int = Field(default=0, ge=0, description="Grows on every change; the ICS SEQUENCE")
+    reserved_places: int = Field(
+        default=0, ge=0, description="Kept back from public booking (capacity - reserved is public)"
+    )
+    target_sectors: list[Sector] = Field(
+        default_factory=list, description="Whom the event addresses; empty means everyone"
+    )
 
 
 class ParticipantRegistered(EventData):
@@ -77,6 +105,9 @@ class ParticipantRegistered(EventData):
     status: RegistrationStatus
     sector: Sector
     language: str = Field(default="de", pattern=r"^[a-z]{2}$")
+    age_band: AgeBand | None = Field(default=None, description="Optional; only ever aggregated")
+    # Migration background is never published per registration (DESIGN.md section 5: only
+    # ever aggregated); registration keeps the answer and erases it with the person.
 
 
 class MunicipalityKeyIssued(EventData):
@@ -135,6 +166,8 @@ class DialogueEventChanged(EventData):
     registration_deadline: AwareDatetime
     languages: list[str] = Field(default_factory=lambda: ["de"])
     revision: int = Field(ge=0)
+    reserved_places: int = Field(default=0, ge=0)
+    target_sectors: list[Sector] = Field(default_factory=list)
 
 
 class DialogueEventRescheduled(EventData):
@@ -237,6 +270,68 @@ class TaskforceMemberRemoved(EventData):
     ags: Ags
 
 
+# -- commands: what a municipality's own system may send instead of calling the HTTP API ---
+
+REGISTRATION_COMMANDS = "registration.commands.v1"
+"""Inbound topic for municipal systems (key: their AGS; envelope `municipality` = data.ags).
+Rejections come back on `registration.events.v1` as `CommandRejected`; the original goes to
+`dead-letter.registration-commands.v1`."""
+
+
+class ScheduleDialogueEvent(EventData):
+    """The same fields and rules as `POST /v1/municipalities/{ags}/dialogue-events`.
+
+    The dialogue event's id is derived from the envelope id, so a command delivered twice
+    schedules one event.
+    """
+
+    event_type: ClassVar[str] = "registration.command.schedule_dialogue_event.v1"
+
+    ags: Ags
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=5000)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    format: EventFormat
+    place: str | None = Field(default=None, max_length=500)
+    online_link: str | None = Field(default=None, max_length=1000)
+    capacity: int = Field(ge=1, le=100_000)
+    reserved_places: int = Field(default=0, ge=0, le=100_000)
+    registration_deadline: AwareDatetime
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(
+        default_factory=lambda: ["de"], min_length=1, max_length=20
+    )
+    target_sectors: list[Sector] = Field(default_factory=list)
+
+
+class CancelDialogueEvent(EventData):
+    """The same as `POST /v1/municipalities/{ags}/dialogue-events/{id}/cancel`."""
+
+    event_type: ClassVar[str] = "registration.command.cancel_dialogue_event.v1"
+
+    ags: Ags
+    dialogue_event_id: str = Field(min_length=1, max_length=100)
+    reason: str = Field(default="", max_length=1000)
+
+
+class FieldProblem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    field: str = Field(description="Dotted path in the envelope, e.g. data.starts_at")
+    reason: str
+
+
+class CommandRejected(EventData):
+    """A command from a municipal system was refused; nothing was changed."""
+
+    event_type: ClassVar[str] = "registration.command.rejected.v1"
+
+    ags: str | None = Field(default=None, description="The sender's AGS, if it could be read")
+    command_id: str = Field(description="The id of the refused command's envelope")
+    command_type: str
+    problems: list[FieldProblem] = Field(min_length=1)
+
+
 EVENT_TYPES: tuple[type[EventData], ...] = (
     MunicipalityRegistered,
     MunicipalityKeyIssued,
@@ -253,4 +348,7 @@ EVENT_TYPES: tuple[type[EventData], ...] = (
     ParticipantErased,
     TaskforceMemberAdded,
     TaskforceMemberRemoved,
+    ScheduleDialogueEvent,
+    CancelDialogueEvent,
+    CommandRejected,
 )

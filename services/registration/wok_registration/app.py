@@ -2,17 +2,69 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
+from wok_contracts.events.registration import REGISTRATION_COMMANDS
+from wok_registration import domain
 from wok_registration.adapters.repository import (
     InMemoryRegistrationRepository,
     MongoRegistrationRepository,
     RegistrationRepository,
 )
+from wok_registration.entrypoints.commands import CommandProcessor, command_topics
 from wok_registration.entrypoints.http import build_router
+from wok_registration.entrypoints.limits import RequestLimits
 from wok_registration.handlers import RegistrationHandlers
 from wok_registration.settings import RegistrationSettings
+from wok_runtime.consumer import InMemoryProcessedStore, ProcessedStore, RetryPolicy
+from wok_runtime.kafka import ensure_topics, subscribe
+from wok_runtime.mongo import MongoProcessedStore
 from wok_runtime.service import ServiceRuntime
+
+
+def build_handlers(
+    settings: RegistrationSettings, *, repository: RegistrationRepository, runtime: ServiceRuntime
+) -> RegistrationHandlers:
+    return RegistrationHandlers(
+        repository=repository,
+        events_stored=runtime.relay.wake,
+        link_secret=domain.link_secret(
+            configured=settings.registration_link_secret.get_secret_value(),
+            service_key=settings.service_key.get_secret_value(),
+        ),
+        public_url=settings.public_url(),
+        erasure_link_ttl=timedelta(days=settings.erasure_link_ttl_days),
+        online_link_release=timedelta(hours=settings.online_link_release_hours),
+    )
+
+
+def consume_commands(
+    runtime: ServiceRuntime,
+    handlers: RegistrationHandlers,
+    settings: RegistrationSettings,
+    *,
+    processed: ProcessedStore,
+) -> CommandProcessor:
+    """Municipal systems' commands from `registration.commands.v1` (see entrypoints.commands)."""
+    processor = CommandProcessor(
+        handlers=handlers,
+        processed=processed,
+        publisher=runtime.publisher,
+        retry=RetryPolicy(
+            max_attempts=settings.consumer_max_attempts,
+            initial_backoff_s=settings.consumer_backoff_initial_s,
+            max_backoff_s=settings.consumer_backoff_max_s,
+        ),
+    )
+
+    async def provision() -> None:
+        await ensure_topics(settings, command_topics(settings.topic_partitions))
+
+    runtime.on_startup(provision)
+    subscribe(runtime.broker, processor, topics=[REGISTRATION_COMMANDS], settings=settings)
+    return processor
 
 
 def build_app(
@@ -27,14 +79,25 @@ def build_app(
         runtime.on_startup(mongo.ensure_indexes)
         runtime.add_outbox(mongo.municipalities)
         runtime.add_outbox(mongo.dialogue_events)
+        runtime.add_outbox(mongo.taskforce)
         repository = mongo
     elif isinstance(repository, InMemoryRegistrationRepository):
         for source in repository.outbox_sources():
             runtime.add_outbox(source)
-    handlers = RegistrationHandlers(repository=repository, events_stored=runtime.relay.wake)
+    handlers = build_handlers(settings, repository=repository, runtime=runtime)
+    processed: ProcessedStore
+    if isinstance(repository, MongoRegistrationRepository):
+        store = MongoProcessedStore(runtime.database)
+        runtime.on_startup(store.ensure_indexes)
+        processed = store
+    else:
+        processed = InMemoryProcessedStore()
+    app_commands = consume_commands(runtime, handlers, settings, processed=processed)
     app = runtime.http_app(
         title="Weltoffene Kommune: registration",
         routers=[build_router(handlers, settings)],
     )
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.state.handlers = handlers
+    app.state.commands = app_commands
     return app

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from wok_contracts import EventData, RegistrationStatus, new_envelope
+from wok_contracts import EventData, ParticipantPromoted, RegistrationStatus, new_envelope
 from wok_contracts.topics import REGISTRATION_EVENTS
 from wok_registration import domain
 from wok_registration.adapters.repository import (
@@ -18,6 +20,8 @@ from wok_runtime.logging import current_correlation_id, get_logger
 from wok_runtime.outbox import OutboundEvent
 
 SOURCE = "/wok/registration"
+# A whole-event change retries while registrations keep changing the document meanwhile.
+PLAN_ATTEMPTS = 50
 
 log = get_logger(__name__)
 
@@ -30,12 +34,14 @@ class Conflict(Exception):
     pass
 
 
-def _outbound(data: EventData, *, ags: str, subject: str) -> OutboundEvent:
+def _outbound(data: EventData, *, ags: str, subject: str | None = None) -> OutboundEvent:
+    if subject is None:
+        subject = getattr(data, "registration_id", None) or getattr(data, "dialogue_event_id", None)
     envelope = new_envelope(
         data,
         source=SOURCE,
         municipality=ags,
-        subject=subject,
+        subject=subject or ags,
         correlation_id=current_correlation_id(),
     )
     return OutboundEvent(topic=REGISTRATION_EVENTS, envelope=envelope)
@@ -49,6 +55,23 @@ class Registration:
     created: bool
 
 
+@dataclass(frozen=True)
+class Links:
+    cancel_url: str
+    erasure_url: str
+
+
+@dataclass(frozen=True)
+class Access:
+    event: domain.DialogueEvent
+    online_link_released_at: datetime
+    online_link: str | None
+
+
+def _promotions(plan: domain.Plan | None) -> list[ParticipantPromoted]:
+    return [data for data in (plan.events if plan else []) if isinstance(data, ParticipantPromoted)]
+
+
 class RegistrationHandlers:
     def __init__(
         self,
@@ -56,24 +79,39 @@ class RegistrationHandlers:
         repository: RegistrationRepository,
         events_stored: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        link_secret: bytes = b"",
+        public_url: str = "http://127.0.0.1:8001",
+        erasure_link_ttl: timedelta = timedelta(days=365),
+        online_link_release: timedelta = timedelta(hours=24),
     ) -> None:
         self.repository = repository
         self._events_stored = events_stored
-        self._clock = clock
+        self.clock = clock
+        self._link_secret = link_secret
+        self._public_url = public_url.rstrip("/")
+        self._erasure_link_ttl = erasure_link_ttl
+        self._online_link_release = online_link_release
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    # -- municipalities and keys -------------------------------------------------------
 
     async def onboard_municipality(
-        self, *, ags: str, name: str, kind: domain.MunicipalityKind, population: int | None
+        self,
+        *,
+        ags: str,
+        name: str,
+        kind: domain.MunicipalityKind,
+        population: int | None,
+        contact_office: str | None = None,
     ) -> tuple[domain.Municipality, str]:
         municipality, key, event = domain.onboard_municipality(
-            ags=ags, name=name, kind=kind, population=population
+            ags=ags, name=name, kind=kind, population=population, contact_office=contact_office
         )
         try:
             await self.repository.add_municipality(
-                municipality,
-                [
-                    _outbound(event, ags=ags, subject=ags),
-                    _outbound(key.event, ags=ags, subject=ags),
-                ],
+                municipality, [_outbound(event, ags=ags), _outbound(key.event, ags=ags)]
             )
         except AlreadyExists as error:
             raise Conflict(f"municipality {ags} is already onboarded") from error
@@ -81,10 +119,18 @@ class RegistrationHandlers:
         log.info("municipality onboarded", ags=ags)
         return municipality, key.api_key
 
+    async def get_municipality(self, ags: str) -> domain.Municipality:
+        municipality = await self.repository.get_municipality(ags)
+        if municipality is None:
+            raise NotFound(f"municipality {ags} is not onboarded")
+        return municipality
+
     async def rotate_key(self, *, ags: str) -> str:
         key = domain.issue_key(ags)
-        replaced = await self.repository.replace_key_hash(
-            ags, key.key_hash, [_outbound(key.event, ags=ags, subject=ags)]
+        replaced = await self.repository.update_municipality(
+            ags,
+            set_fields={"key_hash": key.key_hash, "key_id": key.key_id},
+            events=[_outbound(key.event, ags=ags)],
         )
         if not replaced:
             raise NotFound(f"municipality {ags} is not onboarded")
@@ -92,16 +138,47 @@ class RegistrationHandlers:
         log.info("municipality key rotated", ags=ags)
         return key.api_key
 
+    async def revoke_key(self, *, ags: str) -> str:
+        municipality = await self.get_municipality(ags)
+        try:
+            event = domain.revoke_key(municipality)
+        except domain.DomainError as error:
+            raise Conflict(str(error)) from error
+        revoked = await self.repository.update_municipality(
+            ags,
+            set_fields={"key_hash": domain.revoked_marker()},
+            events=[_outbound(event, ags=ags)],
+            expected_key_hash=municipality.key_hash,
+        )
+        if not revoked:
+            raise Conflict("the key changed meanwhile; nothing was revoked")
+        self._events_stored()
+        log.info("municipality key revoked", ags=ags, key_id=event.key_id)
+        return event.key_id
+
+    async def update_profile(self, *, ags: str, changes: dict[str, Any]) -> domain.Municipality:
+        municipality = await self.get_municipality(ags)
+        updated, event = domain.update_profile(municipality, changes)
+        await self.repository.update_municipality(
+            ags, set_fields=changes, events=[_outbound(event, ags=ags)]
+        )
+        self._events_stored()
+        log.info("municipality profile updated", ags=ags, fields=sorted(changes))
+        return updated
+
     async def municipality_for_key(self, api_key: str) -> domain.Municipality | None:
         return await self.repository.municipality_for_key_hash(domain.hash_key(api_key))
 
+    # -- dialogue events ---------------------------------------------------------------
+
     async def schedule_dialogue_event(
-        self, *, ags: str, fields: dict[str, object]
+        self, *, ags: str, fields: dict[str, Any], dialogue_event_id: str | None = None
     ) -> domain.DialogueEvent:
-        event, scheduled = domain.schedule_dialogue_event(ags=ags, **fields)  # type: ignore[arg-type]
-        await self.repository.add_dialogue_event(
-            event, [_outbound(scheduled, ags=ags, subject=event.id)]
+        """Schedule; with a given id, a second call with it changes nothing (AlreadyExists)."""
+        event, scheduled = domain.schedule_dialogue_event(
+            ags=ags, now=self.now(), dialogue_event_id=dialogue_event_id, **fields
         )
+        await self.repository.add_dialogue_event(event, [_outbound(scheduled, ags=ags)])
         self._events_stored()
         log.info("dialogue event scheduled", ags=ags, dialogue_event_id=event.id)
         return event
@@ -112,9 +189,117 @@ class RegistrationHandlers:
             raise NotFound(f"dialogue event {dialogue_event_id} does not exist")
         return event
 
+    async def _apply_plan(
+        self,
+        dialogue_event_id: str,
+        make_plan: Callable[
+            [domain.DialogueEvent, dict[str, domain.RegistrationRecord]], domain.Plan | None
+        ],
+        *,
+        ags: str | None = None,
+    ) -> tuple[domain.DialogueEvent, domain.Plan | None]:
+        """Read, plan, write if nothing changed meanwhile; otherwise again."""
+        for attempt in range(PLAN_ATTEMPTS):
+            loaded = await self.repository.load_dialogue_event(dialogue_event_id)
+            if loaded is None or (ags is not None and loaded[0].ags != ags):
+                raise NotFound(f"dialogue event {dialogue_event_id} does not exist")
+            event, records = loaded
+            plan = make_plan(event, records)
+            if plan is None:
+                return event, None
+            events = [_outbound(data, ags=event.ags) for data in plan.events]
+            if await self.repository.apply_plan(event.id, plan, events, now=self.now()):
+                self._events_stored()
+                return event, plan
+            await asyncio.sleep(min(0.05, 0.001 * attempt))
+        raise Conflict("the event changed too often meanwhile; please try again")
+
+    async def change_dialogue_event(
+        self, *, ags: str, dialogue_event_id: str, changes: dict[str, Any]
+    ) -> domain.DialogueEvent:
+        now = self.now()
+        await self._apply_plan(
+            dialogue_event_id,
+            lambda event, records: domain.change_dialogue_event(event, records, changes, now=now)[
+                1
+            ],
+            ags=ags,
+        )
+        log.info("dialogue event changed", ags=ags, dialogue_event_id=dialogue_event_id)
+        return await self.get_dialogue_event(dialogue_event_id)
+
+    async def reschedule_dialogue_event(
+        self,
+        *,
+        ags: str,
+        dialogue_event_id: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        registration_deadline: datetime | None,
+        place: str | None,
+    ) -> domain.DialogueEvent:
+        now = self.now()
+        await self._apply_plan(
+            dialogue_event_id,
+            lambda event, records: domain.reschedule_dialogue_event(
+                event,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                registration_deadline=registration_deadline,
+                place=place,
+                now=now,
+            )[1],
+            ags=ags,
+        )
+        log.info("dialogue event rescheduled", ags=ags, dialogue_event_id=dialogue_event_id)
+        return await self.get_dialogue_event(dialogue_event_id)
+
+    async def cancel_dialogue_event(
+        self, *, ags: str, dialogue_event_id: str, reason: str
+    ) -> domain.DialogueEvent:
+        now = self.now()
+        _, plan = await self._apply_plan(
+            dialogue_event_id,
+            lambda event, records: domain.cancel_dialogue_event(
+                event, records, reason=reason, now=now
+            ),
+            ags=ags,
+        )
+        log.info(
+            "dialogue event cancelled",
+            ags=ags,
+            dialogue_event_id=dialogue_event_id,
+            registrations_cancelled=len(plan.statuses) if plan else 0,
+        )
+        return await self.get_dialogue_event(dialogue_event_id)
+
+    async def record_attendance(
+        self, *, ags: str, dialogue_event_id: str, attended: int
+    ) -> domain.DialogueEvent:
+        now = self.now()
+        await self._apply_plan(
+            dialogue_event_id,
+            lambda event, records: domain.record_attendance(event, attended=attended, now=now),
+            ags=ags,
+        )
+        log.info("attendance recorded", ags=ags, dialogue_event_id=dialogue_event_id)
+        return await self.get_dialogue_event(dialogue_event_id)
+
+    async def access(self, dialogue_event_id: str) -> Access:
+        event = await self.get_dialogue_event(dialogue_event_id)
+        released_at = event.online_link_released_at(self._online_link_release)
+        released = self.now() >= released_at and not event.cancelled
+        return Access(
+            event=event,
+            online_link_released_at=released_at,
+            online_link=event.online_link if released else None,
+        )
+
+    # -- participants ------------------------------------------------------------------
+
     async def register_participant(self, request: domain.RegistrationRequest) -> Registration:
         event = await self.get_dialogue_event(request.dialogue_event_id)
-        now = self._clock()
+        now = self.now()
         domain.check_registration_open(event, now=now)
         fingerprint = domain.email_fingerprint(dialogue_event_id=event.id, email=request.email)
         existing = await self.repository.existing_registration(event.id, fingerprint)
@@ -132,48 +317,179 @@ class RegistrationHandlers:
             ),
             expires_at=now + UNCONFIRMED_PARTICIPANT_TTL,
         )
-        statuses = [domain.seat_status(event)]
-        if statuses[0] is RegistrationStatus.CONFIRMED:
-            statuses.append(RegistrationStatus.WAITLISTED)  # the last place may go meanwhile
-        for status in statuses:
-            taken = await self.repository.take_place(
-                dialogue_event_id=event.id,
-                registration_id=request.registration_id,
-                fingerprint=fingerprint,
-                status=status,
-                capacity=event.capacity,
-                record={
-                    "sector": request.sector.value,
-                    "language": request.language,
-                    "registered_at": now,
-                },
-                events=[
-                    _outbound(
-                        domain.registered_event(event, request, status),
-                        ags=event.ags,
-                        subject=request.registration_id,
+        record = {
+            "sector": request.sector,
+            "language": request.language,
+            "registered_at": now,
+            "position": domain.new_position(),
+            "age_band": request.age_band,
+            "migration_background": request.migration_background,
+        }
+        try:
+            for attempt in range(PLAN_ATTEMPTS):
+                # Confirmed while places are left, waitlisted when none are: exactly one of
+                # the two conditional writes fits unless the event changed meanwhile.
+                for status in (RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLISTED):
+                    taken = await self.repository.take_place(
+                        event=event,
+                        registration_id=request.registration_id,
+                        fingerprint=fingerprint,
+                        status=status,
+                        record=record,
+                        events=[
+                            _outbound(
+                                domain.registered_event(event, request, status), ags=event.ags
+                            )
+                        ],
                     )
-                ],
-            )
-            if taken:
-                await self.repository.keep_participant(request.registration_id)
-                self._events_stored()
-                log.info(
-                    "participant registered",
-                    dialogue_event_id=event.id,
-                    registration_id=request.registration_id,
-                    status=status.value,
-                )
-                return Registration(request.registration_id, event.id, status, created=True)
-        # Someone registered the same address concurrently: answer with their registration.
+                    if taken:
+                        await self.repository.keep_participant(request.registration_id)
+                        self._events_stored()
+                        log.info(
+                            "participant registered",
+                            dialogue_event_id=event.id,
+                            registration_id=request.registration_id,
+                            status=status.value,
+                        )
+                        return Registration(request.registration_id, event.id, status, created=True)
+                existing = await self.repository.existing_registration(event.id, fingerprint)
+                if existing is not None:
+                    # The same address registered concurrently: answer with that registration.
+                    await self.repository.remove_participant(request.registration_id)
+                    return Registration(existing[0], event.id, existing[1], created=False)
+                event = await self.get_dialogue_event(event.id)
+                domain.check_registration_open(event, now=now)
+                await asyncio.sleep(min(0.05, 0.001 * attempt))
+        except BaseException:
+            await self.repository.remove_participant(request.registration_id)
+            raise
         await self.repository.remove_participant(request.registration_id)
-        existing = await self.repository.existing_registration(event.id, fingerprint)
-        if existing is None:
-            raise Conflict("the registration could not be stored; please try again")
-        return Registration(existing[0], event.id, existing[1], created=False)
+        raise Conflict("the registration could not be stored; please try again")
 
-    async def contact(self, registration_id: str) -> domain.Participant:
+    async def contact(self, registration_id: str) -> tuple[domain.Participant, Links]:
         participant = await self.repository.get_participant(registration_id)
         if participant is None:
             raise NotFound(f"registration {registration_id} does not exist or was erased")
-        return participant
+        event = await self.get_dialogue_event(participant.dialogue_event_id)
+        return participant, Links(
+            cancel_url=self._link(domain.LinkAction.CANCEL, registration_id, event.ends_at),
+            # valid for the whole TTL after the event, too
+            erasure_url=self._link(
+                domain.LinkAction.ERASURE,
+                registration_id,
+                max(self.now(), event.ends_at) + self._erasure_link_ttl,
+            ),
+        )
+
+    def _link(self, action: domain.LinkAction, registration_id: str, expires_at: datetime) -> str:
+        expires = int(expires_at.timestamp())
+        signature = domain.link_signature(
+            secret=self._link_secret,
+            action=action,
+            registration_id=registration_id,
+            expires=expires,
+        )
+        return (
+            f"{self._public_url}/v1/registrations/{registration_id}/{action.value}"
+            f"?expires={expires}&signature={signature}"
+        )
+
+    def verify_link(
+        self, *, action: domain.LinkAction, registration_id: str, expires: int, signature: str
+    ) -> None:
+        domain.verify_link(
+            secret=self._link_secret,
+            action=action,
+            registration_id=registration_id,
+            expires=expires,
+            signature=signature,
+            now=self.now(),
+        )
+
+    async def registration_view(
+        self, registration_id: str
+    ) -> tuple[domain.DialogueEvent, domain.RegistrationRecord] | None:
+        """The event and the registration, for the link pages; None once erased."""
+        participant = await self.repository.get_participant(registration_id)
+        if participant is None:
+            return None
+        loaded = await self.repository.load_dialogue_event(participant.dialogue_event_id)
+        if loaded is None or registration_id not in loaded[1]:
+            return None
+        return loaded[0], loaded[1][registration_id]
+
+    async def cancel_registration(self, registration_id: str) -> bool:
+        """Cancel; True if it was cancelled now, False if it was already."""
+        participant = await self.repository.get_participant(registration_id)
+        if participant is None:
+            raise NotFound(f"registration {registration_id} does not exist or was erased")
+        now = self.now()
+        _, plan = await self._apply_plan(
+            participant.dialogue_event_id,
+            lambda event, records: domain.cancel_registration(
+                event, records, registration_id, now=now
+            ),
+        )
+        log.info(
+            "registration cancelled",
+            registration_id=registration_id,
+            promoted=[data.registration_id for data in _promotions(plan)],
+        )
+        return plan is not None
+
+    async def erase_participant(self, registration_id: str) -> None:
+        """Remove the person's data here and announce it, so every service removes theirs.
+
+        The announcement is stored first: if the process dies before the personal document
+        is deleted, the link still works and finishes the job.
+        """
+        participant = await self.repository.get_participant(registration_id)
+        if participant is None:
+            return  # erased already (the signed link proves the registration existed)
+        now = self.now()
+        loaded = await self.repository.load_dialogue_event(participant.dialogue_event_id)
+        if loaded is not None and registration_id in loaded[1]:
+            await self._apply_plan(
+                participant.dialogue_event_id,
+                lambda event, records: domain.erase_registration(
+                    event, records, registration_id, now=now
+                ),
+            )
+        await self.repository.remove_participant(registration_id)
+        log.info("participant erased", registration_id=registration_id)
+
+    # -- taskforce ---------------------------------------------------------------------
+
+    async def add_taskforce_member(
+        self,
+        *,
+        ags: str,
+        name: str,
+        email: str | None,
+        role: domain.TaskforceRole,
+        sector: domain.TaskforceSector,
+    ) -> domain.TaskforceMember:
+        await self.get_municipality(ags)
+        member, event = domain.add_taskforce_member(
+            ags=ags, name=name, email=email, role=role, sector=sector
+        )
+        await self.repository.add_taskforce_member(
+            member, [_outbound(event, ags=ags, subject=member.member_id)]
+        )
+        self._events_stored()
+        log.info("taskforce member added", ags=ags, member_id=member.member_id)
+        return member
+
+    async def remove_taskforce_member(self, *, ags: str, member_id: str) -> None:
+        event = domain.remove_taskforce_member(ags=ags, member_id=member_id)
+        removed = await self.repository.remove_taskforce_member(
+            ags, member_id, [_outbound(event, ags=ags, subject=member_id)]
+        )
+        if not removed:
+            raise NotFound(f"taskforce member {member_id} does not exist in {ags}")
+        self._events_stored()
+        log.info("taskforce member removed", ags=ags, member_id=member_id)
+
+    async def taskforce_members(self, ags: str) -> list[domain.TaskforceMember]:
+        await self.get_municipality(ags)
+        return await self.repository.taskforce_members(ags)

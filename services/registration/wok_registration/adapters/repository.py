@@ -1,15 +1,23 @@
-"""Storage of municipalities, dialogue events and participants, with the outbox in each write.
+"""Storage of municipalities, dialogue events, participants and taskforce members, with the
+outbox in each write.
 
-Seats are taken with one conditional update of the dialogue-event document, which also
-records the registration (without personal data) and its pending event: a registration,
-its seat and its event exist together or not at all. The person's name and address live
-in a separate document written first with an expiry, which is lifted once the seat write
+A dialogue event's document holds the event, its registrations (a map keyed by id, no
+personal data), the address fingerprints and the pending events; every change to it is one
+conditional update built from a domain `Plan`, so a registration, its seat, a promotion
+and their events exist together or not at all. The person's name and address live in a
+separate document written first with an expiry, which is lifted once the seat write
 succeeded; a crash in between leaves nothing personal behind for long.
+
+nx-27017 (the embedded MongoDB) dictates some shapes: maps instead of arrays, times as ISO
+strings (a datetime `$set` on an existing document loses its zone), no booleans in `$set`
+(a top-level `False` is stored as 0), string ids. Both implementations below run the same
+filter and update documents, the in-memory one through a small evaluator.
 """
 
 from __future__ import annotations
 
 import copy
+import enum
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -17,11 +25,29 @@ from typing import Any, Protocol
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from wok_contracts import EventFormat, MunicipalityKind, RegistrationStatus
-from wok_registration.domain import DialogueEvent, Municipality, Participant
+from wok_contracts import (
+    EventFormat,
+    MunicipalityKind,
+    RegistrationStatus,
+    Sector,
+    TaskforceRole,
+    TaskforceSector,
+)
+from wok_registration.domain import (
+    DialogueEvent,
+    EventState,
+    Municipality,
+    Participant,
+    Plan,
+    RecordStatus,
+    RegistrationRecord,
+    TaskforceMember,
+    new_position,
+)
 from wok_runtime.outbox import InMemoryOutboxSource, OutboundEvent, outbox_update, with_outbox
 
 UNCONFIRMED_PARTICIPANT_TTL = timedelta(hours=1)
+SELF_DESCRIPTION = ("age_band", "migration_background")
 
 
 class AlreadyExists(Exception):
@@ -37,8 +63,13 @@ class RegistrationRepository(Protocol):
 
     async def municipality_for_key_hash(self, key_hash: str) -> Municipality | None: ...
 
-    async def replace_key_hash(
-        self, ags: str, key_hash: str, events: list[OutboundEvent]
+    async def update_municipality(
+        self,
+        ags: str,
+        *,
+        set_fields: dict[str, Any],
+        events: list[OutboundEvent],
+        expected_key_hash: str | None = None,
     ) -> bool: ...
 
     async def add_dialogue_event(
@@ -47,9 +78,34 @@ class RegistrationRepository(Protocol):
 
     async def get_dialogue_event(self, dialogue_event_id: str) -> DialogueEvent | None: ...
 
+    async def load_dialogue_event(
+        self, dialogue_event_id: str
+    ) -> tuple[DialogueEvent, dict[str, RegistrationRecord]] | None: ...
+
+    async def apply_plan(
+        self, dialogue_event_id: str, plan: Plan, events: list[OutboundEvent], *, now: datetime
+    ) -> bool:
+        """Apply the plan if its guard still holds; False if it does not (re-read, re-plan)."""
+        ...
+
     async def existing_registration(
         self, dialogue_event_id: str, fingerprint: str
     ) -> tuple[str, RegistrationStatus] | None: ...
+
+    async def take_place(
+        self,
+        *,
+        event: DialogueEvent,
+        registration_id: str,
+        fingerprint: str,
+        status: RegistrationStatus,
+        record: dict[str, Any],
+        events: list[OutboundEvent],
+    ) -> bool:
+        """Record the registration with `status` if that is the status it gets now: confirmed
+        while places are left, waitlisted when none are; False otherwise, for a duplicate
+        address, or if capacity or state changed since `event` was read."""
+        ...
 
     async def add_participant(self, participant: Participant, *, expires_at: datetime) -> None: ...
 
@@ -59,19 +115,36 @@ class RegistrationRepository(Protocol):
 
     async def get_participant(self, registration_id: str) -> Participant | None: ...
 
-    async def take_place(
-        self,
-        *,
-        dialogue_event_id: str,
-        registration_id: str,
-        fingerprint: str,
-        status: RegistrationStatus,
-        capacity: int,
-        record: dict[str, Any],
-        events: list[OutboundEvent],
-    ) -> bool:
-        """Record the registration with `status`; False if no place (confirmed) or a duplicate."""
-        ...
+    async def add_taskforce_member(
+        self, member: TaskforceMember, events: list[OutboundEvent]
+    ) -> None: ...
+
+    async def remove_taskforce_member(
+        self, ags: str, member_id: str, events: list[OutboundEvent]
+    ) -> bool: ...
+
+    async def taskforce_members(self, ags: str) -> list[TaskforceMember]: ...
+
+
+# -- documents -------------------------------------------------------------------------
+
+
+def _stored(value: Any) -> Any:
+    """A value as it is written: times as ISO strings, enums as values, tuples as lists."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_stored(item) for item in value]
+    if isinstance(value, bool):
+        raise TypeError("booleans are not stored (nx-27017 turns a $set False into 0)")
+    return value
+
+
+def _time(value: Any) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _municipality_document(municipality: Municipality) -> dict[str, Any]:
@@ -89,21 +162,49 @@ def _municipality(document: dict[str, Any]) -> Municipality:
         land=document["land"],
         population=document.get("population"),
         key_hash=document["key_hash"],
+        contact_office=document.get("contact_office"),
+        key_id=document.get("key_id", ""),
     )
 
 
+EVENT_FIELDS = (
+    "ags",
+    "title",
+    "description",
+    "starts_at",
+    "ends_at",
+    "format",
+    "place",
+    "online_link",
+    "capacity",
+    "registration_deadline",
+    "languages",
+    "revision",
+    "confirmed_count",
+    "waitlisted_count",
+    "reserved_places",
+    "target_sectors",
+    "state",
+    "attended",
+    "changes",
+)
+
+
 def _event_document(event: DialogueEvent) -> dict[str, Any]:
-    document = asdict(event)
-    document["_id"] = document.pop("id")
-    document["format"] = event.format.value
-    document["languages"] = list(event.languages)
+    document = {name: _stored(getattr(event, name)) for name in EVENT_FIELDS}
+    document["_id"] = event.id
     document["registrations"] = {}
     document["fingerprints"] = {}
     return document
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+# Older documents lack these; they are filled in at start-up.
+EVENT_DEFAULTS: dict[str, Any] = {
+    "state": EventState.SCHEDULED.value,
+    "reserved_places": 0,
+    "changes": 0,
+    "target_sectors": [],
+}
 
 
 def _dialogue_event(document: dict[str, Any]) -> DialogueEvent:
@@ -112,18 +213,38 @@ def _dialogue_event(document: dict[str, Any]) -> DialogueEvent:
         ags=document["ags"],
         title=document["title"],
         description=document.get("description", ""),
-        starts_at=_aware(document["starts_at"]),
-        ends_at=_aware(document["ends_at"]),
+        starts_at=_time(document["starts_at"]),
+        ends_at=_time(document["ends_at"]),
         format=EventFormat(document["format"]),
         place=document.get("place"),
         online_link=document.get("online_link"),
         capacity=document["capacity"],
-        registration_deadline=_aware(document["registration_deadline"]),
+        registration_deadline=_time(document["registration_deadline"]),
         languages=tuple(document.get("languages", ["de"])),
         revision=document.get("revision", 0),
         confirmed_count=document.get("confirmed_count", 0),
         waitlisted_count=document.get("waitlisted_count", 0),
+        reserved_places=document.get("reserved_places", 0),
+        target_sectors=tuple(Sector(s) for s in document.get("target_sectors", [])),
+        state=EventState(document.get("state", EventState.SCHEDULED.value)),
+        attended=document.get("attended"),
+        changes=document.get("changes", 0),
     )
+
+
+def _records(document: dict[str, Any]) -> dict[str, RegistrationRecord]:
+    return {
+        registration_id: RegistrationRecord(
+            registration_id=registration_id,
+            status=RecordStatus(record["status"]),
+            sector=Sector(record["sector"]),
+            language=record.get("language", "de"),
+            position=record.get("position", 0),
+            fingerprint=record.get("fingerprint"),
+            erased="erased_at" in record,
+        )
+        for registration_id, record in (document.get("registrations") or {}).items()
+    }
 
 
 def _participant_document(participant: Participant, expires_at: datetime) -> dict[str, Any]:
@@ -140,23 +261,52 @@ def _participant(document: dict[str, Any]) -> Participant:
         name=document["name"],
         email=document["email"],
         language=document["language"],
-        consent_at=_aware(document["consent_at"]),
+        consent_at=_time(document["consent_at"]),
     )
 
 
-def _place_filter(
-    *, dialogue_event_id: str, fingerprint: str, status: RegistrationStatus, capacity: int
+def _member_document(member: TaskforceMember, position: int) -> dict[str, Any]:
+    return {
+        "_id": member.member_id,
+        "ags": member.ags,
+        "name": member.name,
+        "email": member.email,
+        "role": member.role.value,
+        "sector": member.sector.value,
+        "state": "active",
+        "position": position,
+    }
+
+
+def _member(document: dict[str, Any]) -> TaskforceMember:
+    return TaskforceMember(
+        member_id=document["_id"],
+        ags=document["ags"],
+        name=document["name"],
+        email=document.get("email"),
+        role=TaskforceRole(document["role"]),
+        sector=TaskforceSector(document["sector"]),
+    )
+
+
+# -- filters and updates (shared by both implementations) ------------------------------
+
+
+def place_filter(
+    *, event: DialogueEvent, fingerprint: str, status: RegistrationStatus
 ) -> dict[str, Any]:
-    condition: dict[str, Any] = {
-        "_id": dialogue_event_id,
+    seats = "$lt" if status is RegistrationStatus.CONFIRMED else "$gte"
+    return {
+        "_id": event.id,
+        "state": EventState.SCHEDULED.value,
+        "capacity": event.capacity,
+        "reserved_places": event.reserved_places,
+        "confirmed_count": {seats: event.bookable},
         f"fingerprints.{fingerprint}": {"$exists": False},
     }
-    if status is RegistrationStatus.CONFIRMED:
-        condition["confirmed_count"] = {"$lt": capacity}
-    return condition
 
 
-def _place_update(
+def place_update(
     *,
     registration_id: str,
     fingerprint: str,
@@ -164,16 +314,79 @@ def _place_update(
     record: dict[str, Any],
     events: list[OutboundEvent],
 ) -> dict[str, Any]:
+    stored_record = {name: _stored(value) for name, value in record.items() if value is not None}
     update = outbox_update(
         events,
         set_fields={
-            f"registrations.{registration_id}": {**record, "status": status.value},
+            f"registrations.{registration_id}": {
+                **stored_record,
+                "status": status.value,
+                "fingerprint": fingerprint,
+            },
             f"fingerprints.{fingerprint}": registration_id,
         },
     )
     counter = "confirmed_count" if status is RegistrationStatus.CONFIRMED else "waitlisted_count"
     update["$inc"][counter] = 1
+    update["$inc"]["changes"] = 1
     return update
+
+
+def plan_filter(dialogue_event_id: str, plan: Plan) -> dict[str, Any]:
+    condition: dict[str, Any] = {"_id": dialogue_event_id}
+    if plan.expected_changes is not None:
+        condition["changes"] = plan.expected_changes
+    if plan.require_scheduled:
+        condition["state"] = EventState.SCHEDULED.value
+    if plan.expect_waitlist_empty:
+        condition["waitlisted_count"] = 0
+    for registration_id, status in plan.expected_statuses.items():
+        condition[f"registrations.{registration_id}.status"] = status.value
+    return condition
+
+
+def plan_update(plan: Plan, events: list[OutboundEvent], *, now: datetime) -> dict[str, Any]:
+    set_fields = {name: _stored(value) for name, value in plan.event_fields.items()}
+    for registration_id, status in plan.statuses.items():
+        set_fields[f"registrations.{registration_id}.status"] = status.value
+    for registration_id, reason in plan.cancelled_reasons.items():
+        set_fields[f"registrations.{registration_id}.cancelled_reason"] = reason.value
+    unset = {f"fingerprints.{fingerprint}": "" for fingerprint in plan.unset_fingerprints}
+    for registration_id in plan.erase:
+        set_fields[f"registrations.{registration_id}.erased_at"] = _stored(now)
+        for name in ("fingerprint", *SELF_DESCRIPTION):
+            unset[f"registrations.{registration_id}.{name}"] = ""
+    update = outbox_update(events, set_fields=set_fields)
+    update["$inc"]["changes"] = 1
+    if plan.confirmed_delta:
+        update["$inc"]["confirmed_count"] = plan.confirmed_delta
+    if plan.waitlisted_delta:
+        update["$inc"]["waitlisted_count"] = plan.waitlisted_delta
+    if unset:
+        update["$unset"] = unset
+    return update
+
+
+def _municipality_filter(ags: str, expected_key_hash: str | None) -> dict[str, Any]:
+    condition: dict[str, Any] = {"_id": ags}
+    if expected_key_hash is not None:
+        condition["key_hash"] = expected_key_hash
+    return condition
+
+
+def _municipality_update(set_fields: dict[str, Any], events: list[OutboundEvent]) -> dict[str, Any]:
+    return outbox_update(
+        events, set_fields={name: _stored(value) for name, value in set_fields.items()}
+    )
+
+
+def _member_removal(events: list[OutboundEvent]) -> dict[str, Any]:
+    update = outbox_update(events, set_fields={"state": "removed"})
+    update["$unset"] = {"name": "", "email": ""}
+    return update
+
+
+# -- MongoDB ---------------------------------------------------------------------------
 
 
 class MongoRegistrationRepository:
@@ -181,10 +394,18 @@ class MongoRegistrationRepository:
         self.municipalities = database["municipalities"]
         self.dialogue_events = database["dialogue_events"]
         self.participants = database["participants"]
+        self.taskforce = database["taskforce_members"]
 
     async def ensure_indexes(self) -> None:
         await self.municipalities.create_index("key_hash", unique=True)
         await self.participants.create_index("expires_at", expireAfterSeconds=0)
+        await self.taskforce.create_index("ags")
+        for name, value in EVENT_DEFAULTS.items():
+            await self.dialogue_events.update_many(
+                {name: {"$exists": False}}, {"$set": {name: value}}
+            )
+
+    # municipalities
 
     async def add_municipality(
         self, municipality: Municipality, events: list[OutboundEvent]
@@ -197,21 +418,34 @@ class MongoRegistrationRepository:
             raise AlreadyExists(municipality.ags) from error
 
     async def get_municipality(self, ags: str) -> Municipality | None:
-        document = await self.municipalities.find_one({"_id": ags})
+        document = await self.municipalities.find_one({"_id": ags}, {"outbox": 0})
         return _municipality(document) if document else None
 
     async def municipality_for_key_hash(self, key_hash: str) -> Municipality | None:
-        document = await self.municipalities.find_one({"key_hash": key_hash})
+        document = await self.municipalities.find_one({"key_hash": key_hash}, {"outbox": 0})
         return _municipality(document) if document else None
 
-    async def replace_key_hash(self, ags: str, key_hash: str, events: list[OutboundEvent]) -> bool:
+    async def update_municipality(
+        self,
+        ags: str,
+        *,
+        set_fields: dict[str, Any],
+        events: list[OutboundEvent],
+        expected_key_hash: str | None = None,
+    ) -> bool:
         result = await self.municipalities.update_one(
-            {"_id": ags}, outbox_update(events, set_fields={"key_hash": key_hash})
+            _municipality_filter(ags, expected_key_hash),
+            _municipality_update(set_fields, events),
         )
         return bool(result.matched_count)
 
+    # dialogue events
+
     async def add_dialogue_event(self, event: DialogueEvent, events: list[OutboundEvent]) -> None:
-        await self.dialogue_events.insert_one(with_outbox(_event_document(event), events))
+        try:
+            await self.dialogue_events.insert_one(with_outbox(_event_document(event), events))
+        except DuplicateKeyError as error:
+            raise AlreadyExists(event.id) from error
 
     async def get_dialogue_event(self, dialogue_event_id: str) -> DialogueEvent | None:
         document = await self.dialogue_events.find_one(
@@ -219,20 +453,67 @@ class MongoRegistrationRepository:
         )
         return _dialogue_event(document) if document else None
 
+    async def load_dialogue_event(
+        self, dialogue_event_id: str
+    ) -> tuple[DialogueEvent, dict[str, RegistrationRecord]] | None:
+        document = await self.dialogue_events.find_one(
+            {"_id": dialogue_event_id}, {"fingerprints": 0, "outbox": 0}
+        )
+        return (_dialogue_event(document), _records(document)) if document else None
+
+    async def apply_plan(
+        self, dialogue_event_id: str, plan: Plan, events: list[OutboundEvent], *, now: datetime
+    ) -> bool:
+        document = await self.dialogue_events.find_one_and_update(
+            plan_filter(dialogue_event_id, plan),
+            plan_update(plan, events, now=now),
+            projection={"_id": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return document is not None
+
     async def existing_registration(
         self, dialogue_event_id: str, fingerprint: str
     ) -> tuple[str, RegistrationStatus] | None:
-        document = await self.dialogue_events.find_one(
-            {"_id": dialogue_event_id},
-            {f"fingerprints.{fingerprint}": 1, "registrations": 1},
+        found = await self.dialogue_events.find_one(
+            {"_id": dialogue_event_id}, {f"fingerprints.{fingerprint}": 1}
         )
-        registration_id = ((document or {}).get("fingerprints") or {}).get(fingerprint)
+        registration_id = _projected(found, f"fingerprints.{fingerprint}")
         if not registration_id:
             return None
-        record = (document or {}).get("registrations", {}).get(registration_id)
-        if record is None:
+        found = await self.dialogue_events.find_one(
+            {"_id": dialogue_event_id}, {f"registrations.{registration_id}.status": 1}
+        )
+        status = _projected(found, f"registrations.{registration_id}.status")
+        if status is None or status == RecordStatus.CANCELLED.value:
             return None
-        return registration_id, RegistrationStatus(record["status"])
+        return registration_id, RegistrationStatus(status)
+
+    async def take_place(
+        self,
+        *,
+        event: DialogueEvent,
+        registration_id: str,
+        fingerprint: str,
+        status: RegistrationStatus,
+        record: dict[str, Any],
+        events: list[OutboundEvent],
+    ) -> bool:
+        document = await self.dialogue_events.find_one_and_update(
+            place_filter(event=event, fingerprint=fingerprint, status=status),
+            place_update(
+                registration_id=registration_id,
+                fingerprint=fingerprint,
+                status=status,
+                record=record,
+                events=events,
+            ),
+            projection={"_id": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return document is not None
+
+    # participants
 
     async def add_participant(self, participant: Participant, *, expires_at: datetime) -> None:
         await self.participants.insert_one(_participant_document(participant, expires_at))
@@ -247,49 +528,71 @@ class MongoRegistrationRepository:
         document = await self.participants.find_one({"_id": registration_id})
         return _participant(document) if document else None
 
-    async def take_place(
-        self,
-        *,
-        dialogue_event_id: str,
-        registration_id: str,
-        fingerprint: str,
-        status: RegistrationStatus,
-        capacity: int,
-        record: dict[str, Any],
-        events: list[OutboundEvent],
-    ) -> bool:
-        document = await self.dialogue_events.find_one_and_update(
-            _place_filter(
-                dialogue_event_id=dialogue_event_id,
-                fingerprint=fingerprint,
-                status=status,
-                capacity=capacity,
-            ),
-            _place_update(
-                registration_id=registration_id,
-                fingerprint=fingerprint,
-                status=status,
-                record=record,
-                events=events,
-            ),
-            projection={"_id": 1},
-            return_document=ReturnDocument.AFTER,
+    # taskforce
+
+    async def add_taskforce_member(
+        self, member: TaskforceMember, events: list[OutboundEvent]
+    ) -> None:
+        await self.taskforce.insert_one(
+            with_outbox(_member_document(member, new_position()), events)
         )
-        return document is not None
+
+    async def remove_taskforce_member(
+        self, ags: str, member_id: str, events: list[OutboundEvent]
+    ) -> bool:
+        result = await self.taskforce.update_one(
+            {"_id": member_id, "ags": ags, "state": "active"}, _member_removal(events)
+        )
+        return bool(result.matched_count)
+
+    async def taskforce_members(self, ags: str) -> list[TaskforceMember]:
+        cursor = self.taskforce.find({"ags": ags, "state": "active"}, {"outbox": 0}).sort(
+            "position", 1
+        )
+        return [_member(document) async for document in cursor]
+
+
+def _projected(document: dict[str, Any] | None, path: str) -> Any:
+    """A projected nested value; nx-27017 answers a dotted projection with a flat "a.b" key,
+    MongoDB with nested documents."""
+    if document is None:
+        return None
+    if path in document:
+        return document[path]
+    value = _get_path(document, path)
+    return None if value is _MISSING else value
+
+
+def _existing(
+    document: dict[str, Any] | None, fingerprint: str
+) -> tuple[str, RegistrationStatus] | None:
+    registration_id = ((document or {}).get("fingerprints") or {}).get(fingerprint)
+    if not registration_id:
+        return None
+    record = (document or {}).get("registrations", {}).get(registration_id)
+    if record is None or record["status"] == RecordStatus.CANCELLED.value:
+        return None
+    return registration_id, RegistrationStatus(record["status"])
+
+
+# -- in memory (fast tests) ------------------------------------------------------------
 
 
 class InMemoryRegistrationRepository:
-    """The same behaviour in dicts of MongoDB-shaped documents, for fast tests."""
+    """The same behaviour on dicts of MongoDB-shaped documents, through the same filters
+    and updates (a small evaluator of the operators used here)."""
 
     def __init__(self) -> None:
         self.municipalities: dict[str, dict[str, Any]] = {}
         self.dialogue_events: dict[str, dict[str, Any]] = {}
         self.participants: dict[str, dict[str, Any]] = {}
+        self.taskforce: dict[str, dict[str, Any]] = {}
 
     def outbox_sources(self) -> list[InMemoryOutboxSource]:
         return [
             InMemoryOutboxSource(self.municipalities),
             InMemoryOutboxSource(self.dialogue_events),
+            InMemoryOutboxSource(self.taskforce),
         ]
 
     async def add_municipality(
@@ -311,28 +614,69 @@ class InMemoryRegistrationRepository:
                 return _municipality(document)
         return None
 
-    async def replace_key_hash(self, ags: str, key_hash: str, events: list[OutboundEvent]) -> bool:
-        if ags not in self.municipalities:
-            return False
-        _apply(self.municipalities[ags], outbox_update(events, set_fields={"key_hash": key_hash}))
-        return True
+    async def update_municipality(
+        self,
+        ags: str,
+        *,
+        set_fields: dict[str, Any],
+        events: list[OutboundEvent],
+        expected_key_hash: str | None = None,
+    ) -> bool:
+        return _update_one(
+            self.municipalities,
+            _municipality_filter(ags, expected_key_hash),
+            _municipality_update(set_fields, events),
+        )
 
     async def add_dialogue_event(self, event: DialogueEvent, events: list[OutboundEvent]) -> None:
+        if event.id in self.dialogue_events:
+            raise AlreadyExists(event.id)
         self.dialogue_events[event.id] = with_outbox(_event_document(event), events)
 
     async def get_dialogue_event(self, dialogue_event_id: str) -> DialogueEvent | None:
         document = self.dialogue_events.get(dialogue_event_id)
         return _dialogue_event(document) if document else None
 
+    async def load_dialogue_event(
+        self, dialogue_event_id: str
+    ) -> tuple[DialogueEvent, dict[str, RegistrationRecord]] | None:
+        document = self.dialogue_events.get(dialogue_event_id)
+        return (_dialogue_event(document), _records(document)) if document else None
+
+    async def apply_plan(
+        self, dialogue_event_id: str, plan: Plan, events: list[OutboundEvent], *, now: datetime
+    ) -> bool:
+        return _update_one(
+            self.dialogue_events,
+            plan_filter(dialogue_event_id, plan),
+            plan_update(plan, events, now=now),
+        )
+
     async def existing_registration(
         self, dialogue_event_id: str, fingerprint: str
     ) -> tuple[str, RegistrationStatus] | None:
-        document = self.dialogue_events.get(dialogue_event_id) or {}
-        registration_id = document.get("fingerprints", {}).get(fingerprint)
-        if not registration_id:
-            return None
-        return registration_id, RegistrationStatus(
-            document["registrations"][registration_id]["status"]
+        return _existing(self.dialogue_events.get(dialogue_event_id), fingerprint)
+
+    async def take_place(
+        self,
+        *,
+        event: DialogueEvent,
+        registration_id: str,
+        fingerprint: str,
+        status: RegistrationStatus,
+        record: dict[str, Any],
+        events: list[OutboundEvent],
+    ) -> bool:
+        return _update_one(
+            self.dialogue_events,
+            place_filter(event=event, fingerprint=fingerprint, status=status),
+            place_update(
+                registration_id=registration_id,
+                fingerprint=fingerprint,
+                status=status,
+                record=record,
+                events=events,
+            ),
         )
 
     async def add_participant(self, participant: Participant, *, expires_at: datetime) -> None:
@@ -350,43 +694,85 @@ class InMemoryRegistrationRepository:
         document = self.participants.get(registration_id)
         return _participant(document) if document else None
 
-    async def take_place(
-        self,
-        *,
-        dialogue_event_id: str,
-        registration_id: str,
-        fingerprint: str,
-        status: RegistrationStatus,
-        capacity: int,
-        record: dict[str, Any],
-        events: list[OutboundEvent],
-    ) -> bool:
-        document = self.dialogue_events.get(dialogue_event_id)
-        if document is None or fingerprint in document["fingerprints"]:
-            return False
-        if status is RegistrationStatus.CONFIRMED and document["confirmed_count"] >= capacity:
-            return False
-        update = _place_update(
-            registration_id=registration_id,
-            fingerprint=fingerprint,
-            status=status,
-            record=record,
-            events=events,
+    async def add_taskforce_member(
+        self, member: TaskforceMember, events: list[OutboundEvent]
+    ) -> None:
+        self.taskforce[member.member_id] = with_outbox(
+            _member_document(member, new_position()), events
         )
-        _apply(document, update)
-        return True
+
+    async def remove_taskforce_member(
+        self, ags: str, member_id: str, events: list[OutboundEvent]
+    ) -> bool:
+        return _update_one(
+            self.taskforce,
+            {"_id": member_id, "ags": ags, "state": "active"},
+            _member_removal(events),
+        )
+
+    async def taskforce_members(self, ags: str) -> list[TaskforceMember]:
+        found = [d for d in self.taskforce.values() if d["ags"] == ags and d["state"] == "active"]
+        return [_member(d) for d in sorted(found, key=lambda d: d["position"])]
+
+
+_MISSING = object()
+
+
+def _get_path(document: dict[str, Any], path: str) -> Any:
+    value: Any = document
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _matches(document: dict[str, Any], condition: dict[str, Any]) -> bool:
+    for path, expected in condition.items():
+        value = _get_path(document, path)
+        if isinstance(expected, dict) and expected and next(iter(expected)).startswith("$"):
+            for operator, operand in expected.items():
+                if operator == "$exists":
+                    if (value is not _MISSING) != operand:
+                        return False
+                elif operator == "$lt":
+                    if value is _MISSING or not value < operand:
+                        return False
+                elif operator == "$gte":
+                    if value is _MISSING or not value >= operand:
+                        return False
+                else:
+                    raise NotImplementedError(operator)
+        elif value is _MISSING or value != expected:
+            return False
+    return True
+
+
+def _update_one(
+    documents: dict[str, dict[str, Any]], condition: dict[str, Any], update: dict[str, Any]
+) -> bool:
+    document = documents.get(condition["_id"])
+    if document is None or not _matches(document, condition):
+        return False
+    _apply(document, update)
+    return True
 
 
 def _apply(document: dict[str, Any], update: dict[str, Any]) -> None:
-    """Play a `$set`/`$inc` update onto an in-memory document as MongoDB would."""
+    """Play a `$set`/`$unset`/`$inc` update onto an in-memory document as MongoDB would."""
     for path, value in update.get("$set", {}).items():
-        _set_path(document, path, copy.deepcopy(value))
+        *parents, leaf = path.split(".")
+        _parent(document, parents)[leaf] = copy.deepcopy(value)
+    for path in update.get("$unset", {}):
+        *parents, leaf = path.split(".")
+        _parent(document, parents).pop(leaf, None)
     for path, amount in update.get("$inc", {}).items():
-        document[path] = document.get(path, 0) + amount
+        *parents, leaf = path.split(".")
+        parent = _parent(document, parents)
+        parent[leaf] = parent.get(leaf, 0) + amount
 
 
-def _set_path(document: dict[str, Any], path: str, value: Any) -> None:
-    *parents, leaf = path.split(".")
+def _parent(document: dict[str, Any], parents: list[str]) -> dict[str, Any]:
     for part in parents:
         document = document.setdefault(part, {})
-    document[leaf] = value
+    return document

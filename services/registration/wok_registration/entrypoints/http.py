@@ -2,23 +2,63 @@
 
 No `from __future__ import annotations` here: FastAPI resolves the dependency aliases
 defined inside `build_router` at runtime.
+
+Who may write what (every other caller gets 403, a missing, unknown or revoked key 401):
+onboarding and key rotation take the admin key; the profile and key revocation take the
+admin key or the municipality's own; everything a municipality does with its dialogue
+events and taskforce takes its own key. The federal office's key reads aggregates
+elsewhere and writes nothing here.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    model_validator,
+)
 
-from wok_contracts import Ags, EventFormat, MunicipalityKind, RegistrationStatus, Sector
+from wok_contracts import (
+    AgeBand,
+    Ags,
+    EventFormat,
+    MigrationBackground,
+    MunicipalityKind,
+    RegistrationStatus,
+    Sector,
+    TaskforceRole,
+    TaskforceSector,
+)
 from wok_registration import domain
+from wok_registration.entrypoints import pages
 from wok_registration.handlers import Conflict, NotFound, RegistrationHandlers
 from wok_registration.settings import RegistrationSettings
 
 bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 AgsPath = Annotated[Ags, Path(description="AGS of the municipality, e.g. 07312000")]
+
+
+def _name(value: str) -> str:
+    try:
+        return domain.clean_name(value)
+    except domain.InvalidName as error:
+        raise ValueError(str(error)) from error
+
+
+PersonName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_name)]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2}$")]
+Office = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_name)]
 
 
 class MunicipalityCreate(BaseModel):
@@ -28,19 +68,62 @@ class MunicipalityCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     kind: MunicipalityKind
     population: int | None = Field(default=None, ge=0)
+    contact_office: Office | None = None
 
 
-class MunicipalityCreated(BaseModel):
+class MunicipalityUpdate(BaseModel):
+    """Only the fields given change; `population` and `contact_office` may be set to null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    kind: MunicipalityKind | None = None
+    population: int | None = Field(default=None, ge=0)
+    contact_office: Office | None = None
+
+    @model_validator(mode="after")
+    def required_stay_set(self) -> "MunicipalityUpdate":
+        for name in ("name", "kind"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be removed")
+        if not self.model_fields_set:
+            raise ValueError("nothing to change")
+        return self
+
+
+class MunicipalityPublic(BaseModel):
     ags: str
     name: str
     kind: MunicipalityKind
     land: str
+    population: int | None
+    contact_office: str | None
+
+    @classmethod
+    def of(cls, municipality: domain.Municipality) -> "MunicipalityPublic":
+        return cls(
+            ags=municipality.ags,
+            name=municipality.name,
+            kind=municipality.kind,
+            land=municipality.land,
+            population=municipality.population,
+            contact_office=municipality.contact_office,
+        )
+
+
+class MunicipalityCreated(MunicipalityPublic):
     api_key: str = Field(description="Shown once; store it safely")
 
 
 class KeyRotated(BaseModel):
     ags: str
     api_key: str
+
+
+class KeyRevoked(BaseModel):
+    ags: str
+    key_id: str
+    revoked: bool = True
 
 
 class DialogueEventCreate(BaseModel):
@@ -54,53 +137,140 @@ class DialogueEventCreate(BaseModel):
     place: str | None = Field(default=None, max_length=500)
     online_link: str | None = Field(default=None, max_length=1000)
     capacity: int = Field(ge=1, le=100_000)
+    reserved_places: int = Field(default=0, ge=0, le=100_000)
     registration_deadline: AwareDatetime
-    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(
-        default_factory=lambda: ["de"], min_length=1
-    )
+    languages: list[Language] = Field(default_factory=lambda: ["de"], min_length=1, max_length=20)
+    target_sectors: list[Sector] = Field(default_factory=list, max_length=len(Sector))
+
+
+class DialogueEventUpdate(BaseModel):
+    """Only the fields given change; the times change through reschedule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    description: str | None = Field(default=None, max_length=5000)
+    format: EventFormat | None = None
+    place: str | None = Field(default=None, max_length=500)
+    online_link: str | None = Field(default=None, max_length=1000)
+    capacity: int | None = Field(default=None, ge=1, le=100_000)
+    reserved_places: int | None = Field(default=None, ge=0, le=100_000)
+    registration_deadline: AwareDatetime | None = None
+    languages: list[Language] | None = Field(default=None, min_length=1, max_length=20)
+    target_sectors: list[Sector] | None = Field(default=None, max_length=len(Sector))
+
+    @model_validator(mode="after")
+    def required_stay_set(self) -> "DialogueEventUpdate":
+        nullable = {"place", "online_link"}
+        for name in self.model_fields_set - nullable:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be removed")
+        if not self.model_fields_set:
+            raise ValueError("nothing to change")
+        return self
+
+
+class DialogueEventReschedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    registration_deadline: AwareDatetime | None = None
+    place: str | None = Field(default=None, max_length=500)
+
+
+class DialogueEventCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=1000, description="Shown to participants")
+
+
+class AttendanceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attended: int = Field(ge=0, le=100_000, description="How many came (a count, no names)")
+
+
+class EventStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    CANCELLED = "cancelled"
 
 
 class DialogueEventPublic(BaseModel):
+    """The public view; times in Europe/Berlin. The online link is never shown here."""
+
     id: str
     ags: str
     title: str
     description: str
+    status: EventStatus
     starts_at: datetime
     ends_at: datetime
+    timezone: str = "Europe/Berlin"
+    when: str = Field(description="Date and time in words (German, Europe/Berlin)")
     format: EventFormat
     place: str | None
     capacity: int
+    reserved_places: int
     places_left: int
     registration_deadline: datetime
+    registration_open: bool
     languages: list[str]
+    target_sectors: list[Sector]
+    revision: int
+    attended: int | None
 
     @classmethod
-    def of(cls, event: domain.DialogueEvent) -> "DialogueEventPublic":
+    def of(cls, event: domain.DialogueEvent, *, now: datetime) -> "DialogueEventPublic":
         return cls(
             id=event.id,
             ags=event.ags,
             title=event.title,
             description=event.description,
-            starts_at=event.starts_at,
-            ends_at=event.ends_at,
+            status=EventStatus(event.state.value),
+            starts_at=event.starts_at.astimezone(domain.BERLIN),
+            ends_at=event.ends_at.astimezone(domain.BERLIN),
+            when=domain.german_period(event.starts_at, event.ends_at),
             format=event.format,
             place=event.place,
             capacity=event.capacity,
+            reserved_places=event.reserved_places,
             places_left=event.places_left,
-            registration_deadline=event.registration_deadline,
+            registration_deadline=event.registration_deadline.astimezone(domain.BERLIN),
+            registration_open=not event.cancelled and now <= event.registration_deadline,
             languages=list(event.languages),
+            target_sectors=list(event.target_sectors),
+            revision=event.revision,
+            attended=event.attended,
         )
+
+
+class AccessInformation(BaseModel):
+    dialogue_event_id: str
+    status: EventStatus
+    format: EventFormat
+    place: str | None
+    online_link: str | None = Field(description="null until released (or for in-person events)")
+    online_link_released_at: datetime
+    starts_at: datetime
+    ends_at: datetime
 
 
 class RegistrationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: PersonName
     email: EmailStr
     sector: Sector
-    language: str = Field(default="de", pattern=r"^[a-z]{2}$")
+    language: Language = "de"
     consent: Literal[True] = Field(
         description="Explicit consent to the privacy notice; registration is refused without it"
+    )
+    age_band: AgeBand | None = Field(
+        default=None, description="Optional self-description; only ever counted, never shown"
+    )
+    migration_background: MigrationBackground | None = Field(
+        default=None, description="Optional self-description; only ever counted, never shown"
     )
 
 
@@ -116,6 +286,59 @@ class Contact(BaseModel):
     name: str
     email: str
     language: str
+    cancel_url: str = Field(description="Signed; valid until the event ends")
+    erasure_url: str = Field(
+        description="Signed; valid until WOK_ERASURE_LINK_TTL_DAYS after the event"
+    )
+
+
+class LinkOutcome(BaseModel):
+    registration_id: str
+    status: Literal["cancelled", "already_cancelled", "erased"]
+
+
+class TaskforceMemberCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: PersonName
+    email: EmailStr | None = None
+    role: TaskforceRole
+    sector: TaskforceSector
+
+
+class TaskforceMemberPublic(BaseModel):
+    member_id: str
+    ags: str
+    name: str
+    email: str | None
+    role: TaskforceRole
+    sector: TaskforceSector
+
+    @classmethod
+    def of(cls, member: domain.TaskforceMember) -> "TaskforceMemberPublic":
+        return cls(
+            member_id=member.member_id,
+            ags=member.ags,
+            name=member.name,
+            email=member.email,
+            role=member.role,
+            sector=member.sector,
+        )
+
+
+# -- access ------------------------------------------------------------------------------
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    FEDERAL = "federal"
+    MUNICIPALITY = "municipality"
+
+
+@dataclass(frozen=True)
+class Caller:
+    role: Role
+    ags: str | None = None
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -124,14 +347,73 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
+def _forbidden(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
+
+
+def _field_error(field: str, reason: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own, naming the field."""
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"loc": ["body", field], "msg": reason, "type": "value_error"}],
+    )
+
+
+def _errors(error: Exception) -> HTTPException:
+    if isinstance(error, NotFound):
+        return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error))
+    if isinstance(error, domain.InvalidSchedule):
+        return _field_error(error.field, error.reason)
+    if isinstance(error, Conflict | domain.DomainError):
+        return HTTPException(status.HTTP_409_CONFLICT, detail=str(error))
+    raise error
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
 def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings) -> APIRouter:
     router = APIRouter()
 
-    def require_admin(credentials: Credentials) -> None:
+    async def identify(credentials: Credentials) -> Caller:
         if credentials is None:
-            raise _unauthorized("an admin key is required")
-        if not domain.keys_match(credentials.credentials, settings.admin_key.get_secret_value()):
-            raise _unauthorized("invalid admin key")
+            raise _unauthorized("a key is required (Authorization: Bearer <key>)")
+        presented = credentials.credentials
+        if domain.keys_match(presented, settings.admin_key.get_secret_value()):
+            return Caller(Role.ADMIN)
+        if domain.keys_match(presented, settings.federal_key.get_secret_value()):
+            return Caller(Role.FEDERAL)
+        municipality = await handlers.municipality_for_key(presented)
+        if municipality is None:
+            raise _unauthorized("unknown or revoked key")
+        return Caller(Role.MUNICIPALITY, municipality.ags)
+
+    def _refuse_federal(caller: Caller) -> None:
+        if caller.role is Role.FEDERAL:
+            raise _forbidden("the federal office's key reads aggregates only; it writes nothing")
+
+    async def require_admin(credentials: Credentials) -> None:
+        caller = await identify(credentials)
+        _refuse_federal(caller)
+        if caller.role is not Role.ADMIN:
+            raise _forbidden("this needs the admin key")
+
+    async def require_admin_or_own(ags: AgsPath, credentials: Credentials) -> str:
+        caller = await identify(credentials)
+        _refuse_federal(caller)
+        if caller.role is Role.MUNICIPALITY and caller.ags != ags:
+            raise _forbidden(f"this key may act only for {caller.ags}")
+        return ags
+
+    async def require_own(ags: AgsPath, credentials: Credentials) -> str:
+        caller = await identify(credentials)
+        _refuse_federal(caller)
+        if caller.role is Role.ADMIN:
+            raise _forbidden("this needs the municipality's own key, not the admin key")
+        if caller.ags != ags:
+            raise _forbidden(f"this key may act only for {caller.ags}")
+        return ags
 
     def require_service(credentials: Credentials) -> None:
         if credentials is None or not domain.keys_match(
@@ -139,21 +421,17 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         ):
             raise _unauthorized("a valid service key is required")
 
-    async def require_municipality(ags: AgsPath, credentials: Credentials) -> str:
-        if credentials is None:
-            raise _unauthorized("the municipality's key is required")
-        municipality = await handlers.municipality_for_key(credentials.credentials)
-        if municipality is None:
-            raise _unauthorized("unknown or revoked key")
-        if municipality.ags != ags:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, detail=f"this key may act only for {municipality.ags}"
-            )
-        return ags
-
     Admin = Annotated[None, Depends(require_admin)]
+    AdminOrOwn = Annotated[str, Depends(require_admin_or_own)]
+    Own = Annotated[str, Depends(require_own)]
     Service = Annotated[None, Depends(require_service)]
-    OwnMunicipality = Annotated[str, Depends(require_municipality)]
+    Expires = Annotated[int, Query(ge=0, le=2**40)]
+    Signature = Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")]
+
+    def public(event: domain.DialogueEvent) -> DialogueEventPublic:
+        return DialogueEventPublic.of(event, now=handlers.now())
+
+    # -- municipalities ----------------------------------------------------------------
 
     @router.post(
         "/v1/municipalities",
@@ -164,17 +442,38 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
     async def onboard_municipality(body: MunicipalityCreate, _: Admin) -> MunicipalityCreated:
         try:
             municipality, api_key = await handlers.onboard_municipality(
-                ags=body.ags, name=body.name, kind=body.kind, population=body.population
+                ags=body.ags,
+                name=body.name,
+                kind=body.kind,
+                population=body.population,
+                contact_office=body.contact_office,
             )
         except Conflict as error:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+            raise _errors(error) from error
         return MunicipalityCreated(
-            ags=municipality.ags,
-            name=municipality.name,
-            kind=municipality.kind,
-            land=municipality.land,
-            api_key=api_key,
+            **MunicipalityPublic.of(municipality).model_dump(), api_key=api_key
         )
+
+    @router.get(
+        "/v1/municipalities/{ags}", response_model=MunicipalityPublic, tags=["municipalities"]
+    )
+    async def get_municipality(ags: AgsPath) -> MunicipalityPublic:
+        try:
+            return MunicipalityPublic.of(await handlers.get_municipality(ags))
+        except NotFound as error:
+            raise _errors(error) from error
+
+    @router.patch(
+        "/v1/municipalities/{ags}", response_model=MunicipalityPublic, tags=["municipalities"]
+    )
+    async def update_profile(body: MunicipalityUpdate, ags: AdminOrOwn) -> MunicipalityPublic:
+        try:
+            municipality = await handlers.update_profile(
+                ags=ags, changes=body.model_dump(include=body.model_fields_set)
+            )
+        except (NotFound, domain.DomainError) as error:
+            raise _errors(error) from error
+        return MunicipalityPublic.of(municipality)
 
     @router.post(
         "/v1/municipalities/{ags}/keys",
@@ -186,7 +485,18 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         try:
             return KeyRotated(ags=ags, api_key=await handlers.rotate_key(ags=ags))
         except NotFound as error:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
+            raise _errors(error) from error
+
+    @router.delete(
+        "/v1/municipalities/{ags}/keys", response_model=KeyRevoked, tags=["municipalities"]
+    )
+    async def revoke_key(ags: AdminOrOwn) -> KeyRevoked:
+        try:
+            return KeyRevoked(ags=ags, key_id=await handlers.revoke_key(ags=ags))
+        except (NotFound, Conflict) as error:
+            raise _errors(error) from error
+
+    # -- dialogue events ---------------------------------------------------------------
 
     @router.post(
         "/v1/municipalities/{ags}/dialogue-events",
@@ -194,16 +504,15 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         response_model=DialogueEventPublic,
         tags=["dialogue events"],
     )
-    async def schedule_dialogue_event(
-        body: DialogueEventCreate, ags: OwnMunicipality
-    ) -> DialogueEventPublic:
+    async def schedule_dialogue_event(body: DialogueEventCreate, ags: Own) -> DialogueEventPublic:
         fields = body.model_dump()
         fields["languages"] = tuple(fields["languages"])
+        fields["target_sectors"] = tuple(body.target_sectors)
         try:
             event = await handlers.schedule_dialogue_event(ags=ags, fields=fields)
-        except domain.InvalidSchedule as error:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from error
-        return DialogueEventPublic.of(event)
+        except domain.DomainError as error:
+            raise _errors(error) from error
+        return public(event)
 
     @router.get(
         "/v1/dialogue-events/{dialogue_event_id}",
@@ -212,9 +521,105 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
     )
     async def get_dialogue_event(dialogue_event_id: str) -> DialogueEventPublic:
         try:
-            return DialogueEventPublic.of(await handlers.get_dialogue_event(dialogue_event_id))
+            return public(await handlers.get_dialogue_event(dialogue_event_id))
         except NotFound as error:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
+            raise _errors(error) from error
+
+    @router.patch(
+        "/v1/municipalities/{ags}/dialogue-events/{dialogue_event_id}",
+        response_model=DialogueEventPublic,
+        tags=["dialogue events"],
+    )
+    async def change_dialogue_event(
+        dialogue_event_id: str, body: DialogueEventUpdate, ags: Own
+    ) -> DialogueEventPublic:
+        changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
+        for name in ("languages", "target_sectors"):
+            if name in changes:
+                changes[name] = tuple(changes[name])
+        try:
+            event = await handlers.change_dialogue_event(
+                ags=ags, dialogue_event_id=dialogue_event_id, changes=changes
+            )
+        except (NotFound, Conflict, domain.DomainError) as error:
+            raise _errors(error) from error
+        return public(event)
+
+    @router.post(
+        "/v1/municipalities/{ags}/dialogue-events/{dialogue_event_id}/reschedule",
+        response_model=DialogueEventPublic,
+        tags=["dialogue events"],
+    )
+    async def reschedule_dialogue_event(
+        dialogue_event_id: str, body: DialogueEventReschedule, ags: Own
+    ) -> DialogueEventPublic:
+        try:
+            event = await handlers.reschedule_dialogue_event(
+                ags=ags,
+                dialogue_event_id=dialogue_event_id,
+                starts_at=body.starts_at,
+                ends_at=body.ends_at,
+                registration_deadline=body.registration_deadline,
+                place=body.place,
+            )
+        except (NotFound, Conflict, domain.DomainError) as error:
+            raise _errors(error) from error
+        return public(event)
+
+    @router.post(
+        "/v1/municipalities/{ags}/dialogue-events/{dialogue_event_id}/cancel",
+        response_model=DialogueEventPublic,
+        tags=["dialogue events"],
+    )
+    async def cancel_dialogue_event(
+        dialogue_event_id: str, body: DialogueEventCancel, ags: Own
+    ) -> DialogueEventPublic:
+        try:
+            event = await handlers.cancel_dialogue_event(
+                ags=ags, dialogue_event_id=dialogue_event_id, reason=body.reason
+            )
+        except (NotFound, Conflict, domain.DomainError) as error:
+            raise _errors(error) from error
+        return public(event)
+
+    @router.post(
+        "/v1/municipalities/{ags}/dialogue-events/{dialogue_event_id}/attendance",
+        response_model=DialogueEventPublic,
+        tags=["dialogue events"],
+    )
+    async def record_attendance(
+        dialogue_event_id: str, body: AttendanceCreate, ags: Own
+    ) -> DialogueEventPublic:
+        try:
+            event = await handlers.record_attendance(
+                ags=ags, dialogue_event_id=dialogue_event_id, attended=body.attended
+            )
+        except (NotFound, Conflict, domain.DomainError) as error:
+            raise _errors(error) from error
+        return public(event)
+
+    @router.get(
+        "/internal/v1/dialogue-events/{dialogue_event_id}/access",
+        response_model=AccessInformation,
+        tags=["internal"],
+    )
+    async def access(dialogue_event_id: str, _: Service) -> AccessInformation:
+        try:
+            found = await handlers.access(dialogue_event_id)
+        except NotFound as error:
+            raise _errors(error) from error
+        return AccessInformation(
+            dialogue_event_id=found.event.id,
+            status=EventStatus(found.event.state.value),
+            format=found.event.format,
+            place=found.event.place,
+            online_link=found.online_link,
+            online_link_released_at=found.online_link_released_at,
+            starts_at=found.event.starts_at,
+            ends_at=found.event.ends_at,
+        )
+
+    # -- participants ------------------------------------------------------------------
 
     @router.post(
         "/v1/dialogue-events/{dialogue_event_id}/registrations",
@@ -234,14 +639,12 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
                     email=str(body.email),
                     sector=body.sector,
                     language=body.language,
+                    age_band=body.age_band,
+                    migration_background=body.migration_background,
                 )
             )
-        except NotFound as error:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
-        except domain.RegistrationClosed as error:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
-        except Conflict as error:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+        except (NotFound, Conflict, domain.DomainError) as error:
+            raise _errors(error) from error
         return RegistrationPublic(
             registration_id=registration.registration_id,
             dialogue_event_id=registration.dialogue_event_id,
@@ -255,15 +658,187 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
     )
     async def contact(registration_id: str, _: Service) -> Contact:
         try:
-            participant = await handlers.contact(registration_id)
+            participant, links = await handlers.contact(registration_id)
         except NotFound as error:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
+            raise _errors(error) from error
         return Contact(
             registration_id=participant.registration_id,
             dialogue_event_id=participant.dialogue_event_id,
             name=participant.name,
             email=participant.email,
             language=participant.language,
+            cancel_url=links.cancel_url,
+            erasure_url=links.erasure_url,
         )
 
+    def check_link(
+        action: domain.LinkAction, registration_id: str, expires: int, signature: str
+    ) -> None:
+        try:
+            handlers.verify_link(
+                action=action,
+                registration_id=registration_id,
+                expires=expires,
+                signature=signature,
+            )
+        except domain.ExpiredLink as error:
+            raise HTTPException(status.HTTP_410_GONE, detail=str(error)) from error
+        except domain.InvalidLink as error:
+            raise _forbidden(str(error)) from error
+
+    def link_problem(error: HTTPException) -> HTMLResponse:
+        return HTMLResponse(
+            pages.problem("Link nicht gültig", _german_link_problem(error.status_code)),
+            status_code=error.status_code,
+        )
+
+    @router.get(
+        "/v1/registrations/{registration_id}/cancel",
+        response_class=HTMLResponse,
+        tags=["registrations"],
+    )
+    async def cancel_page(
+        request: Request, registration_id: str, expires: Expires, signature: Signature
+    ) -> Response:
+        try:
+            check_link(domain.LinkAction.CANCEL, registration_id, expires, signature)
+        except HTTPException as error:
+            return link_problem(error)
+        view = await handlers.registration_view(registration_id)
+        if view is None:
+            return HTMLResponse(
+                pages.problem("Anmeldung nicht gefunden", "Diese Anmeldung gibt es nicht mehr."),
+                status_code=404,
+            )
+        event, record = view
+        if record.status is domain.RecordStatus.CANCELLED:
+            return HTMLResponse(pages.cancelled(event))
+        return HTMLResponse(pages.confirm_cancel(event, str(request.url)))
+
+    @router.post(
+        "/v1/registrations/{registration_id}/cancel",
+        response_model=LinkOutcome,
+        tags=["registrations"],
+    )
+    async def cancel_registration(
+        request: Request, registration_id: str, expires: Expires, signature: Signature
+    ) -> Response:
+        html = _wants_html(request)
+        try:
+            check_link(domain.LinkAction.CANCEL, registration_id, expires, signature)
+            cancelled_now = await handlers.cancel_registration(registration_id)
+        except HTTPException as error:
+            if html:
+                return link_problem(error)
+            raise
+        except (NotFound, Conflict, domain.DomainError) as error:
+            failure = _errors(error)
+            if html:
+                return HTMLResponse(
+                    pages.problem("Stornierung nicht möglich", str(failure.detail)),
+                    status_code=failure.status_code,
+                )
+            raise failure from error
+        if html:
+            view = await handlers.registration_view(registration_id)
+            return HTMLResponse(pages.cancelled(view[0] if view else None))
+        return JSONResponse(
+            LinkOutcome(
+                registration_id=registration_id,
+                status="cancelled" if cancelled_now else "already_cancelled",
+            ).model_dump()
+        )
+
+    @router.get(
+        "/v1/registrations/{registration_id}/erasure",
+        response_class=HTMLResponse,
+        tags=["registrations"],
+    )
+    async def erasure_page(
+        request: Request, registration_id: str, expires: Expires, signature: Signature
+    ) -> Response:
+        try:
+            check_link(domain.LinkAction.ERASURE, registration_id, expires, signature)
+        except HTTPException as error:
+            return link_problem(error)
+        view = await handlers.registration_view(registration_id)
+        if view is None:
+            return HTMLResponse(pages.erased())
+        return HTMLResponse(pages.confirm_erasure(view[0], str(request.url)))
+
+    @router.post(
+        "/v1/registrations/{registration_id}/erasure",
+        response_model=LinkOutcome,
+        tags=["registrations"],
+    )
+    async def erase_participant(
+        request: Request, registration_id: str, expires: Expires, signature: Signature
+    ) -> Response:
+        html = _wants_html(request)
+        try:
+            check_link(domain.LinkAction.ERASURE, registration_id, expires, signature)
+        except HTTPException as error:
+            if html:
+                return link_problem(error)
+            raise
+        try:
+            await handlers.erase_participant(registration_id)
+        except Conflict as error:
+            raise _errors(error) from error
+        if html:
+            return HTMLResponse(pages.erased())
+        return JSONResponse(
+            LinkOutcome(registration_id=registration_id, status="erased").model_dump()
+        )
+
+    # -- taskforce ---------------------------------------------------------------------
+
+    @router.post(
+        "/v1/municipalities/{ags}/taskforce",
+        status_code=status.HTTP_201_CREATED,
+        response_model=TaskforceMemberPublic,
+        tags=["taskforce"],
+    )
+    async def add_taskforce_member(body: TaskforceMemberCreate, ags: Own) -> TaskforceMemberPublic:
+        try:
+            member = await handlers.add_taskforce_member(
+                ags=ags,
+                name=body.name,
+                email=str(body.email) if body.email else None,
+                role=body.role,
+                sector=body.sector,
+            )
+        except NotFound as error:
+            raise _errors(error) from error
+        return TaskforceMemberPublic.of(member)
+
+    @router.get(
+        "/v1/municipalities/{ags}/taskforce",
+        response_model=list[TaskforceMemberPublic],
+        tags=["taskforce"],
+    )
+    async def taskforce_members(ags: AdminOrOwn) -> list[TaskforceMemberPublic]:
+        try:
+            return [TaskforceMemberPublic.of(m) for m in await handlers.taskforce_members(ags)]
+        except NotFound as error:
+            raise _errors(error) from error
+
+    @router.delete(
+        "/v1/municipalities/{ags}/taskforce/{member_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        tags=["taskforce"],
+    )
+    async def remove_taskforce_member(member_id: str, ags: Own) -> Response:
+        try:
+            await handlers.remove_taskforce_member(ags=ags, member_id=member_id)
+        except NotFound as error:
+            raise _errors(error) from error
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
     return router
+
+
+def _german_link_problem(status_code: int) -> str:
+    if status_code == status.HTTP_410_GONE:
+        return "Dieser Link ist abgelaufen."
+    return "Dieser Link ist nicht gültig. Bitte verwenden Sie den Link aus Ihrer E-Mail."

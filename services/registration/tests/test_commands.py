@@ -1,0 +1,144 @@
+"""A municipality's own system sends commands over Kafka with the contracts package as its
+SDK: the same rules as HTTP; a refused command comes back as `CommandRejected` (keyed by the
+AGS, one reason per field) and the original goes to the dead-letter topic."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.registration.tests.conftest import KAISERSLAUTERN, STARTS, Harness
+from wok_contracts import (
+    CancelDialogueEvent,
+    EventFormat,
+    ScheduleDialogueEvent,
+    new_envelope,
+)
+from wok_contracts.events.registration import REGISTRATION_COMMANDS
+
+
+def schedule_command(**overrides: Any) -> ScheduleDialogueEvent:
+    fields: dict[str, Any] = {
+        "ags": KAISERSLAUTERN,
+        "title": "Dialog aus dem Fachverfahren",
+        "starts_at": STARTS,
+        "ends_at": STARTS + timedelta(hours=2),
+        "format": EventFormat.IN_PERSON,
+        "place": "Rathaus",
+        "capacity": 30,
+        "registration_deadline": STARTS - timedelta(days=5),
+    }
+    return ScheduleDialogueEvent(**(fields | overrides))
+
+
+async def send(harness: Harness, value: bytes, key: str = KAISERSLAUTERN) -> None:
+    await harness.runtime.broker.publish(value, topic=REGISTRATION_COMMANDS, key=key.encode())
+
+
+def envelope_bytes(data: Any, municipality: str = KAISERSLAUTERN) -> bytes:
+    return new_envelope(
+        data, source="/kaiserslautern/fachverfahren", municipality=municipality
+    ).to_json_bytes()
+
+
+async def rejections(harness: Harness) -> list[Any]:
+    return [e for e in await harness.published_events() if e.type.endswith("rejected.v1")]
+
+
+async def test_a_schedule_command_schedules_once_even_when_delivered_twice(
+    harness: Harness,
+) -> None:
+    await harness.onboard()
+    value = envelope_bytes(schedule_command())
+    await send(harness, value)
+    await send(harness, value)
+    scheduled = [e for e in await harness.published_events() if "scheduled" in e.type]
+    assert len(scheduled) == 1
+    event_id = scheduled[0].data.dialogue_event_id
+    view = await harness.event(event_id)
+    assert view["title"] == "Dialog aus dem Fachverfahren"
+    assert view["when"] == "Dienstag, 10. Dezember 2030, 18:00–20:00 Uhr"
+    assert harness.dead_letters == [] and await rejections(harness) == []
+
+    await send(
+        harness,
+        envelope_bytes(
+            CancelDialogueEvent(ags=KAISERSLAUTERN, dialogue_event_id=event_id, reason="Umzug")
+        ),
+    )
+    assert (await harness.event(event_id))["status"] == "cancelled"
+
+
+def _raw_schedule(**data_overrides: Any) -> bytes:
+    envelope = json.loads(envelope_bytes(schedule_command()))
+    envelope["data"].update(data_overrides)
+    envelope["data"] = {k: v for k, v in envelope["data"].items() if v is not ...}
+    return json.dumps(envelope).encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        (_raw_schedule(title=...), "data.title"),
+        (_raw_schedule(starts_at="2030-12-10T18:00:00"), "data.starts_at"),
+        (_raw_schedule(capacity=0), "data.capacity"),
+        (_raw_schedule(ags="17000000"), "data.ags"),
+        (_raw_schedule(format="in_person", place=None), "data.place"),
+        (
+            _raw_schedule(
+                starts_at=(datetime.now(UTC) - timedelta(days=2)).isoformat(),
+                ends_at=(datetime.now(UTC) - timedelta(days=1)).isoformat(),
+                registration_deadline=(datetime.now(UTC) - timedelta(days=3)).isoformat(),
+            ),
+            "data.starts_at",
+        ),
+        (_raw_schedule(ends_at=(STARTS - timedelta(hours=1)).isoformat()), "data.ends_at"),
+        (_raw_schedule(ags="05911000"), "municipality"),
+    ],
+)
+async def test_an_invalid_command_is_rejected_per_field_and_dead_lettered(
+    harness: Harness, value: bytes, field: str
+) -> None:
+    await harness.onboard()
+    before = [e for e in await harness.published_events() if not e.type.endswith("rejected.v1")]
+    await send(harness, value)
+    [rejection] = await rejections(harness)
+    assert rejection.municipality == KAISERSLAUTERN
+    assert rejection.data.ags == KAISERSLAUTERN
+    assert field in [problem.field for problem in rejection.data.problems]
+    assert rejection.data.command_id == json.loads(value)["id"]
+    [dead] = harness.dead_letters
+    assert dead.value == value
+    assert field in dict(dead.headers)["wok-dlq-reason"].decode()
+    after = [e for e in await harness.published_events() if not e.type.endswith("rejected.v1")]
+    assert after == before, "nothing was scheduled"
+
+
+@pytest.mark.parametrize("harness", ["memory"], indirect=True)
+async def test_a_command_for_a_municipality_not_onboarded_or_unreadable_is_rejected(
+    harness: Harness,
+) -> None:
+    await send(harness, envelope_bytes(schedule_command()))
+    await send(harness, b"not json at all", key="07312000")
+    await send(harness, json.dumps({"type": "registration.command.delete_everything.v1"}).encode())
+    found = await rejections(harness)
+    assert [[p.field for p in r.data.problems] for r in found] == [
+        ["data.ags"],
+        ["message"],
+        ["type"],
+    ]
+    assert "not onboarded" in found[0].data.problems[0].reason
+    assert len(harness.dead_letters) == 3
+    assert harness.dead_letters[1].value == b"not json at all"
+
+
+async def test_cancelling_an_unknown_event_by_command_is_rejected(harness: Harness) -> None:
+    await harness.onboard()
+    await send(
+        harness, envelope_bytes(CancelDialogueEvent(ags=KAISERSLAUTERN, dialogue_event_id="nope"))
+    )
+    [rejection] = await rejections(harness)
+    assert [p.field for p in rejection.data.problems] == ["data.dialogue_event_id"]
