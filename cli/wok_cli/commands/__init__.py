@@ -13,6 +13,14 @@ from wok_cli.commands.demo import demo
 from wok_cli.commands.dev import dev
 from wok_cli.commands.dlq import dlq_app
 from wok_cli.commands.docs import docs
+from wok_cli.commands.reporting import reporting_app
 from wok_cli.commands.topics import topics_app
 
-COMMANDS: tuple[Callable[..., Any] | typer.Typer, ...] = (dev, demo, topics_app, dlq_app, docs)
+COMMANDS: tuple[Callable[..., Any] | typer.Typer, ...] = (
+    dev,
+    demo,
+    topics_app,
+    dlq_app,
+    docs,
+    reporting_app,
+)

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from wok_contracts.ags import Ags
 from wok_contracts.envelope import EventData
 
 
@@ -31,6 +32,41 @@ class AggregateSnapshot(EventData):
     suppressed: list[str] = Field(
         default_factory=list, description="Metrics withheld by disclosure control"
     )
+    daily_registrations: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="Registrations per day (ISO date in Europe/Berlin); None where withheld, "
+        "listed in `suppressed` as 'daily_registrations:<date>'. Days without any are absent.",
+    )
 
 
-EVENT_TYPES: tuple[type[EventData], ...] = (AggregateSnapshot,)
+class ActivityKind(StrEnum):
+    MUNICIPALITY_JOINED = "municipality_joined"
+    PROFILE_UPDATED = "profile_updated"
+    DIALOGUE_EVENT_SCHEDULED = "dialogue_event_scheduled"
+    DIALOGUE_EVENT_CHANGED = "dialogue_event_changed"
+    DIALOGUE_EVENT_RESCHEDULED = "dialogue_event_rescheduled"
+    DIALOGUE_EVENT_CANCELLED = "dialogue_event_cancelled"
+    ATTENDANCE_RECORDED = "attendance_recorded"
+
+
+class ActivityDigest(EventData):
+    """One activity of a model municipality, for every other one to read (exchange.activity.v1).
+
+    Keyed by the municipality's AGS. Never personal data: activities of residents
+    (registrations, cancellations, erasures) have no digest, and no digest carries a count
+    of people.
+    """
+
+    event_type: ClassVar[str] = "reporting.activity.digest.v1"
+
+    municipality: Ags
+    municipality_name: str = Field(description="As known when the activity happened; else the AGS")
+    kind: ActivityKind
+    text_de: str
+    text_en: str
+    occurred_at: datetime = Field(description="Time of the event the digest is made from")
+    subject_id: str = Field(description="What it is about: a dialogue event id, or the AGS")
+    source_event_id: str = Field(description="Id of the domain event the digest is made from")
+
+
+EVENT_TYPES: tuple[type[EventData], ...] = (AggregateSnapshot, ActivityDigest)

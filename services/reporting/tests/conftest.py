@@ -10,20 +10,29 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from wok_contracts import (
+    AttendanceRecorded,
+    CancellationReason,
+    DialogueEventCancelled,
+    DialogueEventRescheduled,
     DialogueEventScheduled,
     Envelope,
     EventData,
     EventFormat,
     MunicipalityKind,
+    MunicipalityProfileUpdated,
     MunicipalityRegistered,
     NotificationKind,
     NotificationSent,
+    ParticipantCancelled,
+    ParticipantErased,
+    ParticipantPromoted,
     ParticipantRegistered,
     RegistrationStatus,
     Sector,
     new_envelope,
 )
 from wok_reporting.adapters.repository import (
+    InMemoryActivityRepository,
     InMemoryProjectionRepository,
     InMemorySnapshotRepository,
 )
@@ -60,6 +69,7 @@ class ReportingService:
     runtime: ServiceRuntime
     projections: InMemoryProjectionRepository
     snapshots: InMemorySnapshotRepository
+    activities: InMemoryActivityRepository
 
     federal_key: str = FEDERAL_KEY
 
@@ -74,14 +84,22 @@ def service(settings: ReportingSettings) -> ReportingService:
     runtime = ServiceRuntime(name=SERVICE, settings=settings)
     projections = InMemoryProjectionRepository()
     snapshots = InMemorySnapshotRepository()
+    activities = InMemoryActivityRepository()
     app = build_app(
         settings,
         runtime=runtime,
         projections=projections,
         snapshots=snapshots,
+        activities=activities,
         processed=InMemoryProcessedStore(),
     )
-    return ReportingService(app=app, runtime=runtime, projections=projections, snapshots=snapshots)
+    return ReportingService(
+        app=app,
+        runtime=runtime,
+        projections=projections,
+        snapshots=snapshots,
+        activities=activities,
+    )
 
 
 class Events:
@@ -91,9 +109,73 @@ class Events:
     MAINZ = MAINZ
 
     @staticmethod
-    def municipality_registered(ags: str = KAISERSLAUTERN) -> MunicipalityRegistered:
+    def municipality_registered(
+        ags: str = KAISERSLAUTERN, *, name: str | None = None
+    ) -> MunicipalityRegistered:
         return MunicipalityRegistered(
-            ags=ags, name=f"Gemeinde {ags}", kind=MunicipalityKind.CITY, land=ags[:2]
+            ags=ags, name=name or f"Gemeinde {ags}", kind=MunicipalityKind.CITY, land=ags[:2]
+        )
+
+    @staticmethod
+    def profile_updated(
+        ags: str = KAISERSLAUTERN, *, name: str, kind: MunicipalityKind
+    ) -> MunicipalityProfileUpdated:
+        return MunicipalityProfileUpdated(ags=ags, name=name, kind=kind, land=ags[:2])
+
+    @staticmethod
+    def dialogue_event_cancelled(
+        scheduled: DialogueEventScheduled,
+    ) -> DialogueEventCancelled:
+        return DialogueEventCancelled(
+            dialogue_event_id=scheduled.dialogue_event_id, ags=scheduled.ags, revision=1
+        )
+
+    @staticmethod
+    def dialogue_event_rescheduled(
+        scheduled: DialogueEventScheduled, *, starts_at: datetime
+    ) -> DialogueEventRescheduled:
+        return DialogueEventRescheduled(
+            dialogue_event_id=scheduled.dialogue_event_id,
+            ags=scheduled.ags,
+            title=scheduled.title,
+            starts_at=starts_at,
+            ends_at=starts_at + (scheduled.ends_at - scheduled.starts_at),
+            previous_starts_at=scheduled.starts_at,
+            format=scheduled.format,
+            registration_deadline=scheduled.registration_deadline,
+            revision=1,
+        )
+
+    @staticmethod
+    def attendance_recorded(scheduled: DialogueEventScheduled, attended: int) -> AttendanceRecorded:
+        return AttendanceRecorded(
+            dialogue_event_id=scheduled.dialogue_event_id, ags=scheduled.ags, attended=attended
+        )
+
+    @staticmethod
+    def participant_cancelled(registered: ParticipantRegistered) -> ParticipantCancelled:
+        return ParticipantCancelled(
+            registration_id=registered.registration_id,
+            dialogue_event_id=registered.dialogue_event_id,
+            ags=registered.ags,
+            previous_status=registered.status,
+            reason=CancellationReason.BY_PARTICIPANT,
+        )
+
+    @staticmethod
+    def participant_promoted(registered: ParticipantRegistered) -> ParticipantPromoted:
+        return ParticipantPromoted(
+            registration_id=registered.registration_id,
+            dialogue_event_id=registered.dialogue_event_id,
+            ags=registered.ags,
+        )
+
+    @staticmethod
+    def participant_erased(registered: ParticipantRegistered) -> ParticipantErased:
+        return ParticipantErased(
+            registration_id=registered.registration_id,
+            dialogue_event_id=registered.dialogue_event_id,
+            ags=registered.ags,
         )
 
     @staticmethod
@@ -116,13 +198,14 @@ class Events:
         ags: str = KAISERSLAUTERN,
         status: RegistrationStatus = RegistrationStatus.CONFIRMED,
         registration_id: str | None = None,
+        sector: Sector = Sector.RESIDENT,
     ) -> ParticipantRegistered:
         return ParticipantRegistered(
             registration_id=registration_id or random_ref("registration"),
             dialogue_event_id=dialogue_event_id,
             ags=ags,
             status=status,
-            sector=Sector.RESIDENT,
+            sector=sector,
         )
 
     @staticmethod

@@ -12,7 +12,7 @@ from wok_reporting.adapters.repository import (
     InMemoryProjectionRepository,
     InMemorySnapshotRepository,
 )
-from wok_reporting.domain import PROGRAM, REGISTRATIONS_TOTAL, RegistrationRow
+from wok_reporting.domain import PROGRAM, REGISTRATION, REGISTRATIONS_TOTAL, Fact
 from wok_reporting.snapshots import SnapshotPublisher
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -32,7 +32,8 @@ class RecordingPublisher:
 
     def snapshots(self, key: str | None = None) -> list[AggregateSnapshot]:
         return [
-            decode_envelope(value).data for _, sent_key, value, _ in self.sent
+            decode_envelope(value).data
+            for _, sent_key, value, _ in self.sent
             if key is None or sent_key == key
         ]
 
@@ -51,13 +52,20 @@ class Setup:
 
     async def register(self, count: int, *, ags: str = KL, at: datetime = T0) -> None:
         for index in range(count):
-            await self.projections.save(
-                RegistrationRow(
-                    registration_id=f"r-{ags}-{at.isoformat()}-{index}",
-                    dialogue_event_id="event-1",
+            registration_id = f"r-{ags}-{at.isoformat()}-{index}"
+            await self.projections.record(
+                Fact(
+                    entity=REGISTRATION,
+                    entity_id=registration_id,
                     ags=ags,
-                    status="confirmed",
-                    event_time=at,
+                    event_id=f"event-of-{registration_id}",
+                    event_type="registration.participant.registered.v1",
+                    time=at,
+                    fields={
+                        "dialogue_event_id": "d-1",
+                        "status": "confirmed",
+                        "sector": "resident",
+                    },
                 )
             )
             self.publisher.changed()
@@ -99,8 +107,8 @@ async def test_each_change_gives_the_changed_scopes_a_higher_sequence() -> None:
     await setup.register(1, at=T0 + timedelta(minutes=1))
     second = await setup.publisher.publish_changes()
 
-    assert [(s.scope_key, s.sequence) for s in first] == [(PROGRAM, 2), (KL, 1)]
-    assert [(s.scope_key, s.sequence) for s in second] == [(PROGRAM, 3), (KL, 2)]
+    assert [(s.scope_key, s.sequence) for s in first] == [(PROGRAM, 2), ("07", 1), (KL, 1)]
+    assert [(s.scope_key, s.sequence) for s in second] == [(PROGRAM, 3), ("07", 2), (KL, 2)]
     assert second[0].metrics[REGISTRATIONS_TOTAL] == 7
     assert second[0].as_of == T0 + timedelta(minutes=1)
 
@@ -122,10 +130,14 @@ async def test_municipality_snapshots_carry_the_ags_and_are_keyed_by_scope() -> 
     await setup.publisher.publish_changes()
 
     keys = [key for _, key, _, _ in setup.wire.sent]
-    assert keys == [PROGRAM, f"municipality:{KL}"]
-    envelope = decode_envelope(setup.wire.sent[1][2])
+    assert keys == [PROGRAM, "land:07", f"municipality:{KL}"]
+    land = decode_envelope(setup.wire.sent[1][2])
+    assert land.municipality is None
+    assert land.data.scope is AggregateScope.LAND
+    envelope = decode_envelope(setup.wire.sent[2][2])
     assert envelope.municipality == KL
     assert envelope.subject == f"municipality:{KL}"
+    assert envelope.data.daily_registrations == {"2026-11-01": 5}
 
 
 async def test_a_snapshot_stored_but_not_sent_is_sent_unchanged_next_time() -> None:
@@ -136,7 +148,7 @@ async def test_a_snapshot_stored_but_not_sent_is_sent_unchanged_next_time() -> N
         await setup.publisher.publish_changes()
     retried = await setup.publisher.publish_changes()
 
-    assert [(s.scope_key, s.sequence) for s in retried] == [(PROGRAM, 1), (KL, 1)]
+    assert [(s.scope_key, s.sequence) for s in retried] == [(PROGRAM, 1), ("07", 1), (KL, 1)]
     stored = await setup.store.latest(PROGRAM)
     assert stored is not None and stored.published
 

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from wok_reporting.adapters.mongo import MongoProjectionRepository, MongoSnapshotRepository
-from wok_reporting.adapters.repository import ProjectionRepository, SnapshotRepository
+from wok_reporting.adapters.mongo import (
+    MongoActivityRepository,
+    MongoProjectionRepository,
+    MongoSnapshotRepository,
+)
+from wok_reporting.adapters.repository import (
+    ActivityRepository,
+    InMemoryActivityRepository,
+    ProjectionRepository,
+    SnapshotRepository,
+)
 from wok_reporting.entrypoints.consumers import GROUP, TOPICS, event_handlers
 from wok_reporting.entrypoints.http import aggregates_router
+from wok_reporting.handlers import Projector
 from wok_reporting.settings import ReportingSettings
 from wok_reporting.snapshots import SnapshotPublisher
 from wok_runtime.consumer import ProcessedStore
+from wok_runtime.outbox import InMemoryOutboxSource
 from wok_runtime.service import ServiceRuntime
 
 SERVICE = "reporting"
@@ -22,28 +33,38 @@ def build_app(
     runtime: ServiceRuntime | None = None,
     projections: ProjectionRepository | None = None,
     snapshots: SnapshotRepository | None = None,
+    activities: ActivityRepository | None = None,
     processed: ProcessedStore | None = None,
 ) -> FastAPI:
     runtime = runtime or ServiceRuntime(name=SERVICE, settings=settings)
     projections = projections or MongoProjectionRepository(runtime.database)
     snapshots = snapshots or MongoSnapshotRepository(runtime.database)
+    if activities is None:
+        activities = MongoActivityRepository(runtime.database)
+    if isinstance(activities, MongoActivityRepository):
+        runtime.add_outbox(activities.collection)
+    elif isinstance(activities, InMemoryActivityRepository):
+        runtime.add_outbox(InMemoryOutboxSource(activities.documents))
     publisher = SnapshotPublisher(
         projections=projections,
         snapshots=snapshots,
         publisher=runtime.publisher,
         interval_s=settings.snapshot_interval_s,
     )
+
+    def changed() -> None:
+        publisher.changed()
+        runtime.relay.wake()
+
+    projector = Projector(projections=projections, activities=activities, on_change=changed)
     runtime.consume(
-        group=GROUP,
-        topics=TOPICS,
-        handlers=event_handlers(projections, on_change=publisher.changed),
-        processed=processed,
+        group=GROUP, topics=TOPICS, handlers=event_handlers(projector), processed=processed
     )
     app = runtime.http_app(
         title="Weltoffene Kommune: reporting",
         routers=[aggregates_router(snapshots=publisher, federal_key=settings.federal_key)],
     )
     app.state.snapshots = publisher
+    app.state.projector = projector
     runtime.run_while_started(publisher.run, name="snapshots")
     return app
-

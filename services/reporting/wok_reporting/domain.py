@@ -1,44 +1,84 @@
-"""Reporting rules as plain code: projection rows, aggregates per scope, disclosure control.
+"""Reporting rules as plain code: facts, projection rows, aggregates per scope.
 
-Nothing here does I/O. The projections hold one row per entity (keyed by its id), so
-counting rows counts entities, however often an event announcing one was delivered.
+Nothing here does I/O. Every consumed event becomes a `Fact` about one entity (a
+municipality, dialogue event, registration or notification), stored under the entity's
+id and the event's id. An entity's row is the fold of its facts: for each field, the value
+of the newest fact that sets it. Storing a fact twice changes nothing, and the fold does
+not depend on the order facts arrive in, so live consumption and a rebuild from the topics
+end in the same rows; counting rows counts entities, however often an event announcing
+one was delivered. Disclosure control is in `wok_reporting.disclosure`.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from wok_contracts import AggregateScope, AggregateSnapshot, NotificationKind, RegistrationStatus
+from wok_contracts import AggregateScope, MunicipalityKind, NotificationKind, Sector
 
 PROGRAM = "program"
 MIN_PUBLISHABLE = 5  # DESIGN.md section 5: a cell counting fewer than 5 people is withheld
+BERLIN = ZoneInfo("Europe/Berlin")
+
+# Entity kinds: one collection of facts each.
+MUNICIPALITY = "municipality"
+DIALOGUE_EVENT = "dialogue_event"
+REGISTRATION = "registration"
+NOTIFICATION = "notification"
+ENTITY_KINDS = (MUNICIPALITY, DIALOGUE_EVENT, REGISTRATION, NOTIFICATION)
+
+# Registration and dialogue-event statuses as the projection knows them.
+CONFIRMED = "confirmed"
+WAITLISTED = "waitlisted"
+CANCELLED = "cancelled"
+SCHEDULED = "scheduled"
 
 MUNICIPALITIES = "municipalities"
 DIALOGUE_EVENTS = "dialogue_events"
+DIALOGUE_EVENTS_CANCELLED = "dialogue_events_cancelled"
 REGISTRATIONS_TOTAL = "registrations_total"
 REGISTRATIONS_CONFIRMED = "registrations_confirmed"
 REGISTRATIONS_WAITLISTED = "registrations_waitlisted"
+REGISTRATIONS_CANCELLED = "registrations_cancelled"
+ATTENDED = "attended"
 CONFIRMATIONS_SENT = "confirmations_sent"
+
+
+def kind_metric(kind: str) -> str:
+    return f"municipalities_{kind}"
+
+
+def sector_metric(sector: str) -> str:
+    return f"registrations_sector_{sector}"
+
+
+def daily_cell(day: str) -> str:
+    """The name of a day's registrations cell, as listed in a snapshot's `suppressed`."""
+    return f"daily_registrations:{day}"
+
+
+KIND_METRICS = tuple(kind_metric(kind.value) for kind in MunicipalityKind)
+SECTOR_METRICS = tuple(sector_metric(sector.value) for sector in Sector)
+# total = confirmed + waitlisted + cancelled, in every scope.
+STATUS_PARTS = (REGISTRATIONS_CONFIRMED, REGISTRATIONS_WAITLISTED, REGISTRATIONS_CANCELLED)
 
 METRICS = (
     MUNICIPALITIES,
+    *KIND_METRICS,
     DIALOGUE_EVENTS,
+    DIALOGUE_EVENTS_CANCELLED,
     REGISTRATIONS_TOTAL,
-    REGISTRATIONS_CONFIRMED,
-    REGISTRATIONS_WAITLISTED,
+    *STATUS_PARTS,
+    *SECTOR_METRICS,
+    ATTENDED,
     CONFIRMATIONS_SENT,
 )
 # Metrics whose value is a number of people; only these are subject to disclosure control.
-PEOPLE_METRICS = (
-    REGISTRATIONS_TOTAL,
-    REGISTRATIONS_CONFIRMED,
-    REGISTRATIONS_WAITLISTED,
-    CONFIRMATIONS_SENT,
-)
-# total = confirmed + waitlisted holds in every scope; a reader can use it to recompute cells.
-STATUS_PARTS = (REGISTRATIONS_CONFIRMED, REGISTRATIONS_WAITLISTED)
+PEOPLE_METRICS = (REGISTRATIONS_TOTAL, *STATUS_PARTS, *SECTOR_METRICS, ATTENDED, CONFIRMATIONS_SENT)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -48,7 +88,57 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-# --- projection rows: one per entity, the newest event about it wins ---------------------
+def berlin_day(moment: datetime) -> str:
+    return as_utc(moment).astimezone(BERLIN).date().isoformat()
+
+
+# --- facts ---------------------------------------------------------------------------------
+
+FactValue = str | int | bool | None
+
+
+@dataclass(frozen=True)
+class Fact:
+    """What one event says about one entity: the fields it sets, as of the event's time."""
+
+    entity: str  # one of ENTITY_KINDS
+    entity_id: str
+    ags: str
+    event_id: str
+    event_type: str
+    time: datetime
+    fields: Mapping[str, FactValue]
+
+    def order(self) -> tuple[datetime, int, str]:
+        return (as_utc(self.time), PRECEDENCE.get(self.event_type, 1), self.event_id)
+
+
+# At equal times, which fact is newer: a cancellation after the registration it ends.
+PRECEDENCE = {
+    "registration.participant.registered.v1": 0,
+    "registration.participant.promoted.v1": 1,
+    "registration.participant.cancelled.v1": 2,
+    "registration.participant.erased.v1": 3,
+    "registration.municipality.registered.v1": 0,
+    "registration.dialogue_event.scheduled.v1": 0,
+    "registration.dialogue_event.cancelled.v1": 2,
+    "registration.dialogue_event.attendance_recorded.v1": 3,
+}
+
+
+def fold(facts: Iterable[Fact]) -> dict[str, Any]:
+    """Each field's value from the newest fact setting it, plus `_first` and `_last` times."""
+    ordered = sorted(facts, key=Fact.order)
+    values: dict[str, Any] = {}
+    for fact in ordered:
+        values.update(fact.fields)
+    if ordered:
+        values["_first"] = as_utc(ordered[0].time)
+        values["_last"] = as_utc(ordered[-1].time)
+    return values
+
+
+# --- projection rows ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -56,36 +146,43 @@ class MunicipalityRow:
     ags: str
     name: str
     kind: str
-    land: str
     event_time: datetime
 
     @property
-    def entity_id(self) -> str:
-        return self.ags
+    def land(self) -> str:
+        return self.ags[:2]
 
 
 @dataclass(frozen=True)
 class DialogueEventRow:
     dialogue_event_id: str
     ags: str
+    status: str
+    starts_at: str | None
+    attended: int | None
     event_time: datetime
-
-    @property
-    def entity_id(self) -> str:
-        return self.dialogue_event_id
 
 
 @dataclass(frozen=True)
 class RegistrationRow:
+    """A registration; `status` and `sector` are None until its registration event is known.
+
+    Erased registrations stay (marked): the row holds no personal data, only an opaque id,
+    and keeping it keeps the counts and stops a redelivered event from counting it again.
+    """
+
     registration_id: str
     dialogue_event_id: str
     ags: str
-    status: str
+    status: str | None
+    sector: str | None
+    registered_on: str  # the day (Europe/Berlin) of its first fact
+    erased: bool
     event_time: datetime
 
     @property
-    def entity_id(self) -> str:
-        return self.registration_id
+    def counted(self) -> bool:
+        return self.status is not None and self.sector is not None
 
 
 @dataclass(frozen=True)
@@ -96,26 +193,46 @@ class NotificationRow:
     kind: str
     event_time: datetime
 
-    @property
-    def entity_id(self) -> str:
-        return self.notification_id
-
 
 ProjectionRow = MunicipalityRow | DialogueEventRow | RegistrationRow | NotificationRow
-ROW_TYPES: tuple[type[ProjectionRow], ...] = (
-    MunicipalityRow,
-    DialogueEventRow,
-    RegistrationRow,
-    NotificationRow,
-)
 
 
-def supersedes(new: ProjectionRow, stored: ProjectionRow | None) -> bool:
-    """Whether `new` may replace `stored`: a late, older event must not undo a newer one.
-
-    Equal times replace (the same event delivered again writes the same row).
-    """
-    return stored is None or as_utc(new.event_time) >= as_utc(stored.event_time)
+def row_of(entity: str, entity_id: str, ags: str, facts: Iterable[Fact]) -> ProjectionRow | None:
+    values = fold(facts)
+    if not values:
+        return None
+    last: datetime = values["_last"]
+    if entity == MUNICIPALITY:
+        if "name" not in values:
+            return None
+        return MunicipalityRow(ags=ags, name=values["name"], kind=values["kind"], event_time=last)
+    if entity == DIALOGUE_EVENT:
+        return DialogueEventRow(
+            dialogue_event_id=entity_id,
+            ags=ags,
+            status=values.get("status", SCHEDULED),
+            starts_at=values.get("starts_at"),
+            attended=values.get("attended"),
+            event_time=last,
+        )
+    if entity == REGISTRATION:
+        return RegistrationRow(
+            registration_id=entity_id,
+            dialogue_event_id=values.get("dialogue_event_id", ""),
+            ags=ags,
+            status=values.get("status"),
+            sector=values.get("sector"),
+            registered_on=berlin_day(values["_first"]),
+            erased=bool(values.get("erased", False)),
+            event_time=last,
+        )
+    return NotificationRow(
+        notification_id=entity_id,
+        registration_id=values.get("registration_id", ""),
+        ags=ags,
+        kind=values.get("kind", ""),
+        event_time=last,
+    )
 
 
 @dataclass(frozen=True)
@@ -128,12 +245,27 @@ class Projection:
     @classmethod
     def of(cls, rows: Iterable[ProjectionRow]) -> Projection:
         rows = list(rows)
+
+        def pick(row_type: type[Any]) -> tuple[Any, ...]:
+            return tuple(sorted((r for r in rows if isinstance(r, row_type)), key=repr))
+
         return cls(
-            municipalities=tuple(r for r in rows if isinstance(r, MunicipalityRow)),
-            dialogue_events=tuple(r for r in rows if isinstance(r, DialogueEventRow)),
-            registrations=tuple(r for r in rows if isinstance(r, RegistrationRow)),
-            notifications=tuple(r for r in rows if isinstance(r, NotificationRow)),
+            municipalities=pick(MunicipalityRow),
+            dialogue_events=pick(DialogueEventRow),
+            registrations=pick(RegistrationRow),
+            notifications=pick(NotificationRow),
         )
+
+    @classmethod
+    def from_facts(cls, facts: Iterable[Fact]) -> Projection:
+        by_entity: dict[tuple[str, str], list[Fact]] = defaultdict(list)
+        for fact in facts:
+            by_entity[(fact.entity, fact.entity_id)].append(fact)
+        rows = (
+            row_of(entity, entity_id, entity_facts[0].ags, entity_facts)
+            for (entity, entity_id), entity_facts in by_entity.items()
+        )
+        return cls.of(row for row in rows if row is not None)
 
     def rows(self) -> Iterator[ProjectionRow]:
         yield from self.municipalities
@@ -144,16 +276,32 @@ class Projection:
     def only(self, ags: str) -> Projection:
         return Projection.of(row for row in self.rows() if row.ags == ags)
 
+    def in_land(self, land: str) -> Projection:
+        return Projection.of(row for row in self.rows() if row.ags[:2] == land)
+
     def known_ags(self) -> list[str]:
         return sorted({row.ags for row in self.rows()})
+
+    def municipality_name(self, ags: str) -> str:
+        return next((row.name for row in self.municipalities if row.ags == ags), ags)
 
 
 # --- aggregates ---------------------------------------------------------------------------
 
 
 def scope_id(scope: AggregateScope, key: str) -> str:
-    """A scope's id and the Kafka key of its snapshots: `program`, `municipality:07312000`."""
+    """A scope's id and the Kafka key of its snapshots: `program`, `land:07`,
+    `municipality:07312000`."""
     return PROGRAM if scope is AggregateScope.PROGRAM else f"{scope.value}:{key}"
+
+
+def parent_of(scope: str) -> str | None:
+    """The scope a scope is a part of: a municipality's Land, a Land's program."""
+    if scope.startswith("municipality:"):
+        return f"land:{scope.removeprefix('municipality:')[:2]}"
+    if scope.startswith("land:"):
+        return PROGRAM
+    return None
 
 
 @dataclass(frozen=True)
@@ -163,15 +311,24 @@ class ScopeFigures:
     scope: AggregateScope
     key: str
     metrics: dict[str, int]
+    daily: dict[str, int]
     as_of: datetime | None
 
     @property
     def id(self) -> str:
         return scope_id(self.scope, self.key)
 
+    def cells(self) -> dict[str, int]:
+        """Every published cell of the scope: the metrics and the days' registrations."""
+        return {**self.metrics, **{daily_cell(day): n for day, n in self.daily.items()}}
+
 
 def count(projection: Projection) -> dict[str, int]:
-    statuses = [row.status for row in projection.registrations]
+    counted = [row for row in projection.registrations if row.counted]
+    statuses = [row.status for row in counted]
+    sectors = [row.sector for row in counted]
+    kinds = [row.kind for row in projection.municipalities]
+    held = [row for row in projection.dialogue_events if row.status != CANCELLED]
     # People who were sent a confirmation: a second confirmation mail to the same
     # registration (a resend under a new notification id) is still one person.
     confirmed_by_mail = {
@@ -181,153 +338,41 @@ def count(projection: Projection) -> dict[str, int]:
     }
     return {
         MUNICIPALITIES: len(projection.municipalities),
-        DIALOGUE_EVENTS: len(projection.dialogue_events),
-        REGISTRATIONS_TOTAL: len(statuses),
-        REGISTRATIONS_CONFIRMED: statuses.count(RegistrationStatus.CONFIRMED.value),
-        REGISTRATIONS_WAITLISTED: statuses.count(RegistrationStatus.WAITLISTED.value),
+        **{kind_metric(kind.value): kinds.count(kind.value) for kind in MunicipalityKind},
+        DIALOGUE_EVENTS: len(held),
+        DIALOGUE_EVENTS_CANCELLED: len(projection.dialogue_events) - len(held),
+        REGISTRATIONS_TOTAL: len(counted),
+        REGISTRATIONS_CONFIRMED: statuses.count(CONFIRMED),
+        REGISTRATIONS_WAITLISTED: statuses.count(WAITLISTED),
+        REGISTRATIONS_CANCELLED: statuses.count(CANCELLED),
+        **{sector_metric(sector.value): sectors.count(sector.value) for sector in Sector},
+        ATTENDED: sum(row.attended or 0 for row in held),
         CONFIRMATIONS_SENT: len(confirmed_by_mail),
     }
+
+
+def daily_registrations(projection: Projection) -> dict[str, int]:
+    days: dict[str, int] = defaultdict(int)
+    for row in projection.registrations:
+        if row.counted:
+            days[row.registered_on] += 1
+    return dict(sorted(days.items()))
 
 
 def newest_event_time(projection: Projection) -> datetime | None:
     return max((as_utc(row.event_time) for row in projection.rows()), default=None)
 
 
+def _figures(scope: AggregateScope, key: str, part: Projection) -> ScopeFigures:
+    return ScopeFigures(scope, key, count(part), daily_registrations(part), newest_event_time(part))
+
+
 def aggregate(projection: Projection) -> dict[str, ScopeFigures]:
-    """The program scope and one scope per municipality that anything is known about."""
-    figures = [
-        ScopeFigures(
-            AggregateScope.PROGRAM, PROGRAM, count(projection), newest_event_time(projection)
-        )
-    ]
-    for ags in projection.known_ags():
-        part = projection.only(ags)
-        figures.append(
-            ScopeFigures(AggregateScope.MUNICIPALITY, ags, count(part), newest_event_time(part))
-        )
+    """The program, each Land and each municipality that anything is known about."""
+    figures = [_figures(AggregateScope.PROGRAM, PROGRAM, projection)]
+    known = projection.known_ags()
+    for land in sorted({ags[:2] for ags in known}):
+        figures.append(_figures(AggregateScope.LAND, land, projection.in_land(land)))
+    for ags in known:
+        figures.append(_figures(AggregateScope.MUNICIPALITY, ags, projection.only(ags)))
     return {figure.id: figure for figure in figures}
-
-
-# --- disclosure control -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Disclosed:
-    """The metrics of one scope as they may be published; withheld ones are None."""
-
-    metrics: dict[str, int | None]
-    suppressed: tuple[str, ...] = field(default=())
-
-
-Cell = tuple[str, str]  # (scope id, metric)
-
-
-def needs_primary_suppression(metric: str, value: int) -> bool:
-    """A count of 1 to 4 people could point at someone; it is withheld.
-
-    0 is published: it counts nobody, so it points at nobody. The most a 0 adds is a group
-    fact (waitlisted 0: everyone who registered there was confirmed), about people who
-    stay unnamed, and uncounted when they are few, and about an administrative status,
-    not a personal attribute. Hiding zeros would blank most of a young program's table
-    for that. Counts that are not people are never withheld.
-    """
-    return metric in PEOPLE_METRICS and 0 < value < MIN_PUBLISHABLE
-
-
-def _relations(table: Mapping[str, Mapping[str, int]], whole: str) -> list[list[Cell]]:
-    """The cell groups that sum up (with signs) to zero, which a reader can solve for one cell.
-
-    Within every scope: total - confirmed - waitlisted = 0. Across scopes, for each people
-    metric: the whole (program) minus the sum over its parts (municipalities) = 0.
-    """
-    relations: list[list[Cell]] = []
-    for scope, metrics in table.items():
-        cells = [(scope, m) for m in (REGISTRATIONS_TOTAL, *STATUS_PARTS) if m in metrics]
-        if len(cells) == 3:
-            relations.append(cells)
-    parts = [scope for scope in table if scope != whole]
-    if whole in table and parts:
-        for metric in PEOPLE_METRICS:
-            cells = [(scope, metric) for scope in (whole, *parts) if metric in table[scope]]
-            relations.append(cells)
-    return relations
-
-
-def protect(
-    table: Mapping[str, Mapping[str, int]], *, whole: str = PROGRAM
-) -> dict[str, Disclosed]:
-    """Disclosure control over a set of scopes published together.
-
-    `table` maps scope ids to their true counts; every scope other than `whole` must be a
-    part of it, the parts adding up to the whole (municipalities within the program).
-
-    Primary suppression withholds people counts of 1 to 4. Complementary suppression then
-    withholds more cells until no relation (see `_relations`) has exactly one withheld
-    cell, because from such a relation the cell is the difference of published ones. The
-    relations form a two-way table (scopes by confirmed/waitlisted/total, with the program
-    as the margin row) plus the one-way confirmations column; in such tables a withheld
-    cell can be recomputed only if it lies on no cycle of withheld cells, which with three
-    columns cannot happen once every relation holds none or at least two withheld cells.
-    The complement chosen is the smallest non-zero published cell of the relation: least
-    information lost, and a withheld 0 beside a small cell is easily guessed, which would
-    give the small cell away.
-
-    Not covered: differences between successive snapshots of one scope (a total going
-    from 12 to 13 says one more person registered), and the bounds non-negativity puts on
-    withheld cells; the exact value of a withheld cell cannot be derived.
-    """
-    values: dict[Cell, int] = {
-        (scope, metric): value
-        for scope, metrics in table.items()
-        for metric, value in metrics.items()
-    }
-    hidden = {cell for cell, value in values.items() if needs_primary_suppression(cell[1], value)}
-    relations = _relations(table, whole)
-    changed = True
-    while changed:
-        changed = False
-        for cells in relations:
-            if sum(cell in hidden for cell in cells) != 1:
-                continue
-            shown = [cell for cell in cells if cell not in hidden]
-            candidates = [cell for cell in shown if values[cell] > 0] or shown
-            if not candidates:
-                continue
-            complement = min(
-                candidates, key=lambda cell: (values[cell], cell[0] == whole, cell[0], cell[1])
-            )
-            hidden.add(complement)
-            changed = True
-    return {
-        scope: Disclosed(
-            metrics={m: None if (scope, m) in hidden else v for m, v in metrics.items()},
-            suppressed=tuple(m for m in metrics if (scope, m) in hidden),
-        )
-        for scope, metrics in table.items()
-    }
-
-
-def snapshot(
-    figures: ScopeFigures, disclosed: Disclosed, *, sequence: int, generated_at: datetime
-) -> AggregateSnapshot:
-    return AggregateSnapshot(
-        scope=figures.scope,
-        scope_key=figures.key,
-        sequence=sequence,
-        as_of=figures.as_of,
-        generated_at=generated_at,
-        metrics=dict(disclosed.metrics),
-        suppressed=list(disclosed.suppressed),
-    )
-
-
-def same_content(a: AggregateSnapshot, b: AggregateSnapshot) -> bool:
-    """Whether two snapshots tell the same (sequence and generation time aside)."""
-    return (
-        a.scope == b.scope
-        and a.scope_key == b.scope_key
-        and a.metrics == b.metrics
-        and sorted(a.suppressed) == sorted(b.suppressed)
-        and (a.as_of is None) == (b.as_of is None)
-        and (a.as_of is None or b.as_of is None or as_utc(a.as_of) == as_utc(b.as_of))
-    )

@@ -1,90 +1,154 @@
-"""One handler per consumed event: contract in, projection row out, stored by entity id.
+"""One handler per consumed event: contract in, facts and (maybe) a digest out, stored by key.
 
-Each write is an upsert keyed by the entity's id, so a second delivery of the same fact,
-even under another event id, leaves one row: the count cannot grow twice.
+Facts are stored under their entity's id and the event's id, so a second delivery of the
+same event changes nothing, and a second announcement of the same fact under another
+event id folds into the same row: the count cannot grow twice. A digest is stored once per
+source event (its document is keyed by the source event id and carries its outbox), so
+it is published once, however often its event is delivered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from wok_contracts import (
+    AttendanceRecorded,
+    DialogueEventCancelled,
+    DialogueEventChanged,
+    DialogueEventRescheduled,
     DialogueEventScheduled,
     Envelope,
+    EventData,
+    MunicipalityProfileUpdated,
     MunicipalityRegistered,
     NotificationSent,
+    ParticipantCancelled,
+    ParticipantErased,
+    ParticipantPromoted,
     ParticipantRegistered,
 )
-from wok_reporting.adapters.repository import ProjectionRepository
+from wok_reporting.adapters.repository import ActivityRepository, ProjectionRepository
+from wok_reporting.digests import digest_of
 from wok_reporting.domain import (
-    DialogueEventRow,
-    MunicipalityRow,
-    NotificationRow,
-    ProjectionRow,
-    RegistrationRow,
+    CANCELLED,
+    CONFIRMED,
+    DIALOGUE_EVENT,
+    MUNICIPALITY,
+    NOTIFICATION,
+    REGISTRATION,
+    SCHEDULED,
+    Fact,
+    FactValue,
     as_utc,
 )
 
 OnChange = Callable[[], None]
-# A handler below, before its repository and change callback are bound.
-ProjectionHandler = Callable[..., Awaitable[None]]
 
 
-async def _store(
-    row: ProjectionRow, *, projections: ProjectionRepository, on_change: OnChange
-) -> None:
-    if await projections.save(row):
-        on_change()
+def _fields(data: Any) -> tuple[str, str, dict[str, FactValue]] | None:
+    """(entity kind, entity id, the fields it sets) of a consumed event."""
+    if isinstance(data, MunicipalityRegistered | MunicipalityProfileUpdated):
+        return MUNICIPALITY, data.ags, {"name": data.name, "kind": data.kind.value}
+    if isinstance(data, DialogueEventScheduled):
+        fields: dict[str, FactValue] = {
+            "status": SCHEDULED,
+            "starts_at": data.starts_at.isoformat(),
+        }
+        return DIALOGUE_EVENT, data.dialogue_event_id, fields
+    if isinstance(data, DialogueEventChanged | DialogueEventRescheduled):
+        return DIALOGUE_EVENT, data.dialogue_event_id, {"starts_at": data.starts_at.isoformat()}
+    if isinstance(data, DialogueEventCancelled):
+        return DIALOGUE_EVENT, data.dialogue_event_id, {"status": CANCELLED}
+    if isinstance(data, AttendanceRecorded):
+        return DIALOGUE_EVENT, data.dialogue_event_id, {"attended": data.attended}
+    if isinstance(data, ParticipantRegistered):
+        fields = {
+            "dialogue_event_id": data.dialogue_event_id,
+            "status": data.status.value,
+            "sector": data.sector.value,
+        }
+        return REGISTRATION, data.registration_id, fields
+    if isinstance(data, ParticipantCancelled):
+        fields = {"dialogue_event_id": data.dialogue_event_id, "status": CANCELLED}
+        return REGISTRATION, data.registration_id, fields
+    if isinstance(data, ParticipantPromoted):
+        return REGISTRATION, data.registration_id, {"status": CONFIRMED}
+    if isinstance(data, ParticipantErased):
+        # Reporting holds nothing personal about the person; the anonymous counts stay.
+        return REGISTRATION, data.registration_id, {"erased": True}
+    if isinstance(data, NotificationSent):
+        fields = {"registration_id": data.registration_id, "kind": data.kind.value}
+        return NOTIFICATION, data.notification_id, fields
+    return None
 
 
-async def record_municipality(
-    envelope: Envelope[Any], *, projections: ProjectionRepository, on_change: OnChange
-) -> None:
-    data: MunicipalityRegistered = envelope.data
-    row = MunicipalityRow(
-        ags=data.ags,
-        name=data.name,
-        kind=data.kind.value,
-        land=data.land,
-        event_time=as_utc(envelope.time),
+def fact_of(envelope: Envelope[Any]) -> Fact | None:
+    found = _fields(envelope.data)
+    if found is None:
+        return None
+    entity, entity_id, fields = found
+    return Fact(
+        entity=entity,
+        entity_id=entity_id,
+        ags=envelope.data.ags,
+        event_id=envelope.id,
+        event_type=envelope.type,
+        time=as_utc(envelope.time),
+        fields=fields,
     )
-    await _store(row, projections=projections, on_change=on_change)
 
 
-async def record_dialogue_event(
-    envelope: Envelope[Any], *, projections: ProjectionRepository, on_change: OnChange
-) -> None:
-    data: DialogueEventScheduled = envelope.data
-    row = DialogueEventRow(
-        dialogue_event_id=data.dialogue_event_id, ags=data.ags, event_time=as_utc(envelope.time)
-    )
-    await _store(row, projections=projections, on_change=on_change)
+@dataclass(frozen=True)
+class Projector:
+    """Applies consumed events to the projections; `publish` False stores digests as
+    already published (a rebuild must not announce old activities again)."""
+
+    projections: ProjectionRepository
+    activities: ActivityRepository
+    on_change: OnChange = lambda: None
+    publish: bool = True
+
+    async def apply(self, envelope: Envelope[Any]) -> None:
+        if await self.record_fact(envelope):
+            await self.record_digest(envelope)
+            self.on_change()
+
+    async def record_fact(self, envelope: Envelope[Any]) -> bool:
+        fact = fact_of(envelope)
+        if fact is None:
+            return False
+        await self.projections.record(fact)
+        return True
+
+    async def record_digest(self, envelope: Envelope[Any]) -> None:
+        """The digest names the municipality as it was called at the event's time, so it
+        reads the same whenever it is made once the municipality's earlier facts are in."""
+        ags = envelope.data.ags
+        name = await self.projections.municipality_name(ags, as_of=as_utc(envelope.time))
+        digest = digest_of(envelope, municipality_name=name)
+        if digest is not None:
+            await self.activities.add(
+                digest, correlation_id=envelope.correlationid, publish=self.publish
+            )
 
 
-async def record_registration(
-    envelope: Envelope[Any], *, projections: ProjectionRepository, on_change: OnChange
-) -> None:
-    data: ParticipantRegistered = envelope.data
-    row = RegistrationRow(
-        registration_id=data.registration_id,
-        dialogue_event_id=data.dialogue_event_id,
-        ags=data.ags,
-        status=data.status.value,
-        event_time=as_utc(envelope.time),
-    )
-    await _store(row, projections=projections, on_change=on_change)
+CONSUMED: tuple[type[EventData], ...] = (
+    MunicipalityRegistered,
+    MunicipalityProfileUpdated,
+    DialogueEventScheduled,
+    DialogueEventChanged,
+    DialogueEventRescheduled,
+    DialogueEventCancelled,
+    AttendanceRecorded,
+    ParticipantRegistered,
+    ParticipantCancelled,
+    ParticipantPromoted,
+    ParticipantErased,
+    NotificationSent,
+)
 
 
-async def record_notification(
-    envelope: Envelope[Any], *, projections: ProjectionRepository, on_change: OnChange
-) -> None:
-    data: NotificationSent = envelope.data
-    row = NotificationRow(
-        notification_id=data.notification_id,
-        registration_id=data.registration_id,
-        ags=data.ags,
-        kind=data.kind.value,
-        event_time=as_utc(envelope.time),
-    )
-    await _store(row, projections=projections, on_change=on_change)
+def handlers_for(projector: Projector) -> Mapping[type[EventData], Any]:
+    return {event_type: projector.apply for event_type in CONSUMED}

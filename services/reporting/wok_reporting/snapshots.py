@@ -8,6 +8,7 @@ round instead of skipping it. Subscribers keep the highest sequence per key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
@@ -23,7 +24,8 @@ from wok_reporting.adapters.repository import (
     SnapshotRepository,
     StoredSnapshot,
 )
-from wok_reporting.domain import PROGRAM, aggregate, protect, same_content, snapshot
+from wok_reporting.disclosure import DAILY_PREFIX, Disclosed, protect
+from wok_reporting.domain import PROGRAM, ScopeFigures, aggregate, as_utc
 from wok_runtime.logging import get_logger
 from wok_runtime.outbox import Publisher
 
@@ -36,6 +38,39 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def snapshot(
+    figures: ScopeFigures, disclosed: Disclosed, *, sequence: int, generated_at: datetime
+) -> AggregateSnapshot:
+    cells = disclosed.metrics
+    return AggregateSnapshot(
+        scope=figures.scope,
+        scope_key=figures.key,
+        sequence=sequence,
+        as_of=figures.as_of,
+        generated_at=generated_at,
+        metrics={name: cells[name] for name in figures.metrics},
+        suppressed=list(disclosed.suppressed),
+        daily_registrations={
+            name.removeprefix(DAILY_PREFIX): value
+            for name, value in cells.items()
+            if name.startswith(DAILY_PREFIX)
+        },
+    )
+
+
+def same_content(a: AggregateSnapshot, b: AggregateSnapshot) -> bool:
+    """Whether two snapshots tell the same (sequence and generation time aside)."""
+    return (
+        a.scope == b.scope
+        and a.scope_key == b.scope_key
+        and a.metrics == b.metrics
+        and a.daily_registrations == b.daily_registrations
+        and sorted(a.suppressed) == sorted(b.suppressed)
+        and (a.as_of is None) == (b.as_of is None)
+        and (a.as_of is None or b.as_of is None or as_utc(a.as_of) == as_utc(b.as_of))
+    )
+
+
 class SnapshotPublisher:
     def __init__(
         self,
@@ -44,12 +79,14 @@ class SnapshotPublisher:
         snapshots: SnapshotRepository,
         publisher: Publisher,
         interval_s: float,
+        refresh_s: float = 5.0,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self._projections = projections
         self._snapshots = snapshots
         self._publisher = publisher
         self._interval_s = interval_s
+        self._refresh_s = refresh_s
         self._clock = clock
         self._changed = asyncio.Event()
 
@@ -62,6 +99,12 @@ class SnapshotPublisher:
         stored = await self._snapshots.latest(scope_id)
         return None if stored is None else stored.snapshot
 
+    async def all_current(self) -> list[AggregateSnapshot]:
+        """The newest snapshot of every scope: program, then Länder, then municipalities."""
+        order = {AggregateScope.PROGRAM: 0, AggregateScope.LAND: 1, AggregateScope.MUNICIPALITY: 2}
+        found = [stored.snapshot for stored in await self._snapshots.all()]
+        return sorted(found, key=lambda s: (order[s.scope], s.scope_key))
+
     async def publish_changes(self, *, force: Collection[str] = ()) -> list[AggregateSnapshot]:
         """Publish a new snapshot of every scope whose content changed, and of `force`d ones.
 
@@ -69,7 +112,7 @@ class SnapshotPublisher:
         complement withheld in another, so one change can republish several scopes.
         """
         figures = aggregate(await self._projections.load())
-        disclosed = protect({scope: figure.metrics for scope, figure in figures.items()})
+        disclosed = protect({scope: figure.cells() for scope, figure in figures.items()})
         published = []
         for scope, figure in figures.items():
             stored = await self._snapshots.latest(scope)
@@ -90,6 +133,16 @@ class SnapshotPublisher:
             ):
                 log.info("snapshot taken by another publisher", scope=scope)
                 continue
+            if disclosed[scope].suppressed:
+                log.info(
+                    "disclosure control",
+                    scope=scope,
+                    sequence=candidate.sequence,
+                    withheld_small=sorted(
+                        set(disclosed[scope].suppressed) - set(disclosed[scope].complementary)
+                    ),
+                    withheld_complementary=sorted(disclosed[scope].complementary),
+                )
             await self._send(scope, candidate)
             await self._snapshots.mark_published(scope, candidate.sequence)
             published.append(candidate)
@@ -124,7 +177,10 @@ class SnapshotPublisher:
         """
         await self._until_published(force=(PROGRAM,))
         while True:
-            await self._changed.wait()
+            # Also now and then without a change signal: a rebuild (`wok reporting rebuild`)
+            # replaces the projections from another process.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=self._refresh_s)
             await asyncio.sleep(self._interval_s)
             self._changed.clear()
             await self._until_published()

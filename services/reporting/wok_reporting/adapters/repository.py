@@ -1,20 +1,129 @@
-"""Where projections and published snapshots are kept: the Protocols and in-memory versions."""
+"""Where facts, digests and published snapshots are kept: the Protocols and in-memory versions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
-from wok_contracts import AggregateSnapshot
-from wok_reporting.domain import Projection, ProjectionRow, supersedes
+from wok_contracts import ActivityDigest, AggregateSnapshot, new_envelope
+from wok_contracts.topics import EXCHANGE_ACTIVITY
+from wok_reporting.digests import digest_id
+from wok_reporting.domain import MUNICIPALITY, Fact, Projection, as_utc, fold
+from wok_runtime.outbox import OutboundEvent, with_outbox
+
+SOURCE = "/wok/reporting"
 
 
 class ProjectionRepository(Protocol):
-    async def save(self, row: ProjectionRow) -> bool:
-        """Upsert the row by its entity id; False if a newer event about it is already stored."""
+    async def record(self, fact: Fact) -> None:
+        """Store a fact under its entity and event id (a second time changes nothing)."""
         ...
 
     async def load(self) -> Projection: ...
+
+    async def facts(self) -> list[Fact]: ...
+
+    async def municipality_name(self, ags: str, *, as_of: datetime) -> str:
+        """The name the municipality had at `as_of` (its AGS if none is known yet)."""
+        ...
+
+    async def replace_all(self, facts: Iterable[Fact]) -> None:
+        """Forget every fact, then store these (a rebuild)."""
+        ...
+
+
+def name_as_of(facts: Iterable[Fact], ags: str, as_of: datetime) -> str:
+    known = [fact for fact in facts if as_utc(fact.time) <= as_utc(as_of)]
+    name = fold(known).get("name")
+    return str(name) if name else ags
+
+
+class InMemoryProjectionRepository:
+    def __init__(self) -> None:
+        self.entities: dict[tuple[str, str], dict[str, Fact]] = {}
+
+    async def record(self, fact: Fact) -> None:
+        self.entities.setdefault((fact.entity, fact.entity_id), {})[fact.event_id] = fact
+
+    async def load(self) -> Projection:
+        return Projection.from_facts(await self.facts())
+
+    async def facts(self) -> list[Fact]:
+        return [fact for facts in self.entities.values() for fact in facts.values()]
+
+    async def municipality_name(self, ags: str, *, as_of: datetime) -> str:
+        return name_as_of(self.entities.get((MUNICIPALITY, ags), {}).values(), ags, as_of)
+
+    async def replace_all(self, facts: Iterable[Fact]) -> None:
+        self.entities.clear()
+        for fact in facts:
+            await self.record(fact)
+
+
+class ActivityRepository(Protocol):
+    async def add(self, digest: ActivityDigest, *, correlation_id: str, publish: bool) -> bool:
+        """Store the digest of a source event once, with its pending publication if
+        `publish`; False if that source event has its digest already."""
+        ...
+
+    async def recent(self, limit: int) -> list[ActivityDigest]:
+        """The newest digests first."""
+        ...
+
+    async def all(self) -> list[ActivityDigest]:
+        """Every digest, oldest first."""
+        ...
+
+
+def activity_document(
+    digest: ActivityDigest, *, correlation_id: str, publish: bool
+) -> dict[str, Any]:
+    """The document of one digest, keyed by its source event id, with its outbox."""
+    envelope = new_envelope(
+        digest,
+        source=SOURCE,
+        municipality=digest.municipality,
+        subject=digest.subject_id,
+        correlation_id=correlation_id,
+    ).model_copy(update={"id": digest_id(digest.source_event_id)})
+    document = {
+        "_id": digest.source_event_id,
+        "ags": digest.municipality,
+        "occurred_at": as_utc(digest.occurred_at).isoformat(timespec="microseconds"),
+        "digest": digest.model_dump_json(),
+    }
+    events = [OutboundEvent(topic=EXCHANGE_ACTIVITY, envelope=envelope)] if publish else []
+    return with_outbox(document, events)
+
+
+def digest_from(document: dict[str, Any]) -> ActivityDigest:
+    return ActivityDigest.model_validate_json(document["digest"])
+
+
+class InMemoryActivityRepository:
+    """Digest documents shaped like the MongoDB ones, so `InMemoryOutboxSource` relays them."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, dict[str, Any]] = {}
+
+    async def add(self, digest: ActivityDigest, *, correlation_id: str, publish: bool) -> bool:
+        if digest.source_event_id in self.documents:
+            return False
+        self.documents[digest.source_event_id] = activity_document(
+            digest, correlation_id=correlation_id, publish=publish
+        )
+        return True
+
+    async def recent(self, limit: int) -> list[ActivityDigest]:
+        newest = sorted(
+            self.documents.values(), key=lambda d: (d["occurred_at"], d["_id"]), reverse=True
+        )
+        return [digest_from(document) for document in newest[:limit]]
+
+    async def all(self) -> list[ActivityDigest]:
+        return (await self.recent(len(self.documents)))[::-1]
 
 
 @dataclass(frozen=True)
@@ -27,6 +136,8 @@ class StoredSnapshot:
 class SnapshotRepository(Protocol):
     async def latest(self, scope_id: str) -> StoredSnapshot | None: ...
 
+    async def all(self) -> list[StoredSnapshot]: ...
+
     async def save(self, stored: StoredSnapshot, *, previous_sequence: int | None) -> bool:
         """Store a new snapshot of a scope if the stored one still has `previous_sequence`
         (None: there is none yet); False if another writer got there first."""
@@ -35,27 +146,15 @@ class SnapshotRepository(Protocol):
     async def mark_published(self, scope_id: str, sequence: int) -> None: ...
 
 
-class InMemoryProjectionRepository:
-    def __init__(self) -> None:
-        self.rows: dict[tuple[type, str], ProjectionRow] = {}
-
-    async def save(self, row: ProjectionRow) -> bool:
-        key = (type(row), row.entity_id)
-        if not supersedes(row, self.rows.get(key)):
-            return False
-        self.rows[key] = row
-        return True
-
-    async def load(self) -> Projection:
-        return Projection.of(self.rows.values())
-
-
 class InMemorySnapshotRepository:
     def __init__(self) -> None:
         self.snapshots: dict[str, StoredSnapshot] = {}
 
     async def latest(self, scope_id: str) -> StoredSnapshot | None:
         return self.snapshots.get(scope_id)
+
+    async def all(self) -> list[StoredSnapshot]:
+        return list(self.snapshots.values())
 
     async def save(self, stored: StoredSnapshot, *, previous_sequence: int | None) -> bool:
         current = self.snapshots.get(stored.scope_id)

@@ -2,21 +2,70 @@
 
 from __future__ import annotations
 
+import csv
 import hmac
-from typing import Annotated
+import io
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
-from wok_contracts import AggregateScope, AggregateSnapshot, Ags
-from wok_reporting.domain import PROGRAM, scope_id
+from wok_contracts import LANDS, AggregateScope, AggregateSnapshot, Ags
+from wok_reporting.domain import METRICS, PROGRAM, scope_id
 from wok_reporting.snapshots import SnapshotPublisher
 
 _bearer = HTTPBearer(auto_error=False, description="The federal office's key (WOK_FEDERAL_KEY)")
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 AgsPath = Annotated[Ags, Path(description="AGS: 8 digits, or 5 for a district")]
+LandPath = Annotated[
+    str, Path(pattern=r"^(0[1-9]|1[0-6])$", description="Two-digit Land code, 01-16")
+]
+ScopeQuery = Annotated[
+    str | None,
+    Query(
+        pattern=r"^(program|land:(0[1-9]|1[0-6])|municipality:\d{5}(\d{3})?)$",
+        description="Only this scope: program, land:<code> or municipality:<AGS>",
+    ),
+]
+
+# The version of docs/data-dictionary.md that the exports follow.
+DATA_DICTIONARY_VERSION = "1.0"
+WITHHELD = "."  # in CSV: withheld by disclosure control (as in official German statistics)
+SCOPE_COLUMNS = ("scope", "scope_key", "land_name", "sequence", "as_of", "generated_at")
+DAILY_COLUMNS = ("scope", "scope_key", "date", "registrations")
+
+
+def _csv(header: tuple[str, ...], rows: list[list[Any]], filename: str) -> Response:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Data-Dictionary-Version": DATA_DICTIONARY_VERSION,
+        },
+    )
+
+
+def _cell(value: int | None) -> str:
+    return WITHHELD if value is None else str(value)
+
+
+def _land_name(snapshot: AggregateSnapshot) -> str:
+    return (
+        LANDS.get(snapshot.scope_key[:2], "")
+        if snapshot.scope is not AggregateScope.PROGRAM
+        else ""
+    )
+
+
+def _time(value: Any) -> str:
+    return "" if value is None else value.isoformat()
 
 
 def aggregates_router(*, snapshots: SnapshotPublisher, federal_key: SecretStr) -> APIRouter:
@@ -60,5 +109,88 @@ def aggregates_router(*, snapshots: SnapshotPublisher, federal_key: SecretStr) -
                 detail=f"no aggregates for municipality {ags}",
             )
         return current
+
+    @router.get("/lands/{land}", response_model=AggregateSnapshot)
+    async def get_land_aggregate(land: LandPath) -> AggregateSnapshot:
+        current = await snapshots.current(scope_id(AggregateScope.LAND, land))
+        if current is None:
+            raise HTTPException(
+                status_code=status.HTTP_404_NOT_FOUND, detail=f"no aggregates for Land {land}"
+            )
+        return current
+
+    @router.get("", response_model=list[AggregateSnapshot])
+    async def list_aggregates() -> list[AggregateSnapshot]:
+        """The newest snapshot of every scope: program, Länder, municipalities."""
+        return await snapshots.all_current()
+
+    async def selected(scope: str | None) -> list[AggregateSnapshot]:
+        found = await snapshots.all_current()
+        if scope is None:
+            return found
+        chosen = [s for s in found if scope_id(s.scope, s.scope_key) == scope]
+        if not chosen:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no aggregates for {scope}")
+        return chosen
+
+    @router.get("/export.csv", response_class=Response)
+    async def export_aggregates_csv(scope: ScopeQuery = None) -> Response:
+        """One row per scope, one column per metric (docs/data-dictionary.md); '.' = withheld."""
+        rows = [
+            [
+                s.scope.value,
+                s.scope_key,
+                _land_name(s),
+                s.sequence,
+                _time(s.as_of),
+                _time(s.generated_at),
+                *(_cell(s.metrics.get(metric)) for metric in METRICS),
+            ]
+            for s in await selected(scope)
+        ]
+        return _csv((*SCOPE_COLUMNS, *METRICS), rows, "wok-aggregates.csv")
+
+    @router.get("/export.json")
+    async def export_aggregates_json(scope: ScopeQuery = None) -> dict[str, Any]:
+        """The same as the CSV, as JSON; withheld cells are null and listed in `withheld`."""
+        return {
+            "data_dictionary_version": DATA_DICTIONARY_VERSION,
+            "rows": [
+                {
+                    "scope": s.scope.value,
+                    "scope_key": s.scope_key,
+                    "land_name": _land_name(s),
+                    "sequence": s.sequence,
+                    "as_of": _time(s.as_of) or None,
+                    "generated_at": _time(s.generated_at),
+                    "metrics": {metric: s.metrics.get(metric) for metric in METRICS},
+                    "withheld": [m for m in s.suppressed if m in METRICS],
+                }
+                for s in await selected(scope)
+            ],
+        }
+
+    def daily_rows(found: list[AggregateSnapshot]) -> list[tuple[str, str, str, int | None]]:
+        return [
+            (s.scope.value, s.scope_key, day, value)
+            for s in found
+            for day, value in sorted(s.daily_registrations.items())
+        ]
+
+    @router.get("/daily-registrations.csv", response_class=Response)
+    async def export_daily_csv(scope: ScopeQuery = None) -> Response:
+        """Registrations per day (Europe/Berlin) and scope; '.' = withheld."""
+        rows = [[*row[:3], _cell(row[3])] for row in daily_rows(await selected(scope))]
+        return _csv(DAILY_COLUMNS, rows, "wok-daily-registrations.csv")
+
+    @router.get("/daily-registrations.json")
+    async def export_daily_json(scope: ScopeQuery = None) -> dict[str, Any]:
+        return {
+            "data_dictionary_version": DATA_DICTIONARY_VERSION,
+            "rows": [
+                dict(zip(DAILY_COLUMNS, row, strict=True))
+                for row in daily_rows(await selected(scope))
+            ],
+        }
 
     return router

@@ -1,0 +1,118 @@
+"""Activity digests for exchange.activity.v1: what a municipality did, in German and English.
+
+Plain code, no I/O. Only activities of a municipality itself get a digest; what residents
+do (register, cancel, ask for erasure) never does, and no digest carries a count of people.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from wok_contracts import (
+    ActivityDigest,
+    ActivityKind,
+    AttendanceRecorded,
+    DialogueEventCancelled,
+    DialogueEventChanged,
+    DialogueEventRescheduled,
+    DialogueEventScheduled,
+    Envelope,
+    MunicipalityProfileUpdated,
+    MunicipalityRegistered,
+)
+from wok_reporting.domain import BERLIN, as_utc
+
+# Digest envelope ids derive from the source event id: a digest sent twice is one digest.
+DIGEST_NAMESPACE = uuid.UUID("5f0c6a52-93d4-4a0e-9a43-6d2b0c7f4e11")
+
+MONTHS_EN = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+
+
+def digest_id(source_event_id: str) -> str:
+    return str(uuid.uuid5(DIGEST_NAMESPACE, source_event_id))
+
+
+def _day_de(moment: datetime) -> str:
+    return as_utc(moment).astimezone(BERLIN).strftime("%d.%m.%Y")
+
+
+def _day_en(moment: datetime) -> str:
+    local = as_utc(moment).astimezone(BERLIN)
+    return f"{local.day} {MONTHS_EN[local.month - 1]} {local.year}"
+
+
+def _texts(data: Any, name: str) -> tuple[ActivityKind, str, str, str] | None:
+    """(kind, German text, English text, subject id) of an event, or None if it has none."""
+    if isinstance(data, MunicipalityRegistered):
+        return (
+            ActivityKind.MUNICIPALITY_JOINED,
+            f"{name} ist dem Programm „Weltoffene Kommune“ beigetreten.",
+            f"{name} joined the “Weltoffene Kommune” program.",
+            data.ags,
+        )
+    if isinstance(data, MunicipalityProfileUpdated):
+        return (
+            ActivityKind.PROFILE_UPDATED,
+            f"{name} hat das Profil aktualisiert.",
+            f"{name} updated its profile.",
+            data.ags,
+        )
+    if isinstance(data, DialogueEventScheduled):
+        return (
+            ActivityKind.DIALOGUE_EVENT_SCHEDULED,
+            f"{name} hat eine Dialogveranstaltung am {_day_de(data.starts_at)} angesetzt.",
+            f"{name} scheduled a dialogue event on {_day_en(data.starts_at)}.",
+            data.dialogue_event_id,
+        )
+    if isinstance(data, DialogueEventRescheduled):
+        return (
+            ActivityKind.DIALOGUE_EVENT_RESCHEDULED,
+            f"Die Dialogveranstaltung von {name} wurde auf den {_day_de(data.starts_at)} verlegt.",
+            f"{name}'s dialogue event was rescheduled to {_day_en(data.starts_at)}.",
+            data.dialogue_event_id,
+        )
+    if isinstance(data, DialogueEventChanged):
+        return (
+            ActivityKind.DIALOGUE_EVENT_CHANGED,
+            f"Die Dialogveranstaltung von {name} am {_day_de(data.starts_at)} wurde geändert.",
+            f"{name}'s dialogue event on {_day_en(data.starts_at)} was changed.",
+            data.dialogue_event_id,
+        )
+    if isinstance(data, DialogueEventCancelled):
+        return (
+            ActivityKind.DIALOGUE_EVENT_CANCELLED,
+            f"{name} hat eine Dialogveranstaltung abgesagt.",
+            f"{name} cancelled a dialogue event.",
+            data.dialogue_event_id,
+        )
+    if isinstance(data, AttendanceRecorded):
+        return (
+            ActivityKind.ATTENDANCE_RECORDED,
+            f"{name} hat eine Dialogveranstaltung durchgeführt.",
+            f"{name} held a dialogue event.",
+            data.dialogue_event_id,
+        )
+    return None
+
+
+def digest_of(envelope: Envelope[Any], *, municipality_name: str) -> ActivityDigest | None:
+    """The digest of a municipality's activity; None for events that have none."""
+    texts = _texts(envelope.data, municipality_name)
+    if texts is None:
+        return None
+    kind, text_de, text_en, subject_id = texts
+    return ActivityDigest(
+        municipality=envelope.data.ags,
+        municipality_name=municipality_name,
+        kind=kind,
+        text_de=text_de,
+        text_en=text_en,
+        occurred_at=as_utc(envelope.time),
+        subject_id=subject_id,
+        source_event_id=envelope.id,
+    )
