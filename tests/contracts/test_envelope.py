@@ -12,6 +12,8 @@ import pytest
 from wok_contracts import (
     CONTENT_TYPE,
     REGISTRY,
+    ActivityDigest,
+    ActivityKind,
     AggregateScope,
     AggregateSnapshot,
     ContractError,
@@ -86,9 +88,109 @@ def sample_events() -> list[EventData]:
             metrics={"registrations": 12, "sector.business": None},
             suppressed=["sector.business"],
         ),
+        ActivityDigest(
+            municipality="07312000",
+            municipality_name="Kaiserslautern",
+            kind=ActivityKind.DIALOGUE_EVENT_SCHEDULED,
+            text_de="Kaiserslautern hat eine Dialogveranstaltung am 10.12.2026 angesetzt.",
+            text_en="Kaiserslautern scheduled a dialogue event on 10 December 2026.",
+            occurred_at=STARTS_AT - timedelta(days=30),
+            subject_id="event-1",
+            source_event_id="00000000-0000-4000-8000-000000000001",
+        ),
         *registration_samples(),
         # assessment samples: append the assessment service's payloads here
+        *assessment_samples(),
         # notification samples: append the notification service's payloads here
+        NotificationSent(
+            notification_id="rescheduled:reg-1:2",
+            kind=NotificationKind.RESCHEDULED,
+            registration_id="reg-1",
+            dialogue_event_id="dlg-1",
+            ags=KAISERSLAUTERN,
+            language="ar",
+            sent_at=STARTS_AT - timedelta(days=5),
+            revision=2,
+        ),
+        events.NotificationFailed(
+            notification_id="reminder:reg-1",
+            kind=NotificationKind.REMINDER,
+            registration_id="reg-1",
+            dialogue_event_id="dlg-1",
+            ags=KAISERSLAUTERN,
+            attempts=8,
+            reason="mail server unavailable for 900 s after 8 attempts",
+            failed_at=STARTS_AT - timedelta(days=1),
+        ),
+    ]
+
+
+def assessment_samples() -> list[EventData]:
+    """The assessment service's payloads: a self-check, its score, a workshop, a measure."""
+    scores = [
+        events.FieldScore(
+            field=number,
+            score=None if number == 7 else 12.5 * number,
+            level="insufficient_data" if number == 7 else "developing",
+            coverage=0.25 if number == 7 else 0.875,
+            answered=2 if number == 7 else 7,
+            questions=8,
+        )
+        for number in range(1, 8)
+    ]
+    return [
+        events.SelfCheckStarted(
+            self_check_id="07312000-1", ags=KAISERSLAUTERN, sequence=1, catalogue_version="2026.1"
+        ),
+        events.SelfCheckSubmitted(
+            self_check_id="07312000-1",
+            ags=KAISERSLAUTERN,
+            sequence=1,
+            catalogue_version="2026.1",
+            questions=58,
+            answered=44,
+            dont_know=3,
+            submitted_at=STARTS_AT,
+        ),
+        events.AssessmentScored(
+            self_check_id="07312000-1",
+            ags=KAISERSLAUTERN,
+            sequence=1,
+            catalogue_version="2026.1",
+            fields=scores,
+            overall=43.8,
+            overall_level="developing",
+            strengths=[6],
+            deficits=[1, 2, 3],
+        ),
+        events.WorkshopPerspectiveRecorded(
+            perspective_id="psp-1",
+            ags=KAISERSLAUTERN,
+            workshop="2026-05 Auftakt",
+            stakeholder_group=events.StakeholderGroup.CIVIL_SOCIETY,
+            ratings=[
+                events.FieldRating(field=6, rating=40),
+                events.FieldRating(field=2, rating=35),
+            ],
+        ),
+        events.MeasurePlanned(
+            measure_id="msr-1",
+            ags=KAISERSLAUTERN,
+            field=6,
+            title="Offener Treffpunkt im Quartier",
+            owner_role="Quartiersmanagement",
+            status=events.MeasureStatus.PLANNED,
+            starts_on=STARTS_AT.date(),
+            due_on=STARTS_AT.date() + timedelta(days=180),
+        ),
+        events.MeasureStatusChanged(
+            measure_id="msr-1",
+            ags=KAISERSLAUTERN,
+            field=6,
+            previous_status=events.MeasureStatus.PLANNED,
+            status=events.MeasureStatus.RUNNING,
+            changed_on=STARTS_AT.date(),
+        ),
     ]
 
 
@@ -131,6 +233,29 @@ def registration_samples() -> list[EventData]:
         events.DialogueEventCancelled(
             dialogue_event_id="dlg-1", ags=KAISERSLAUTERN, revision=3, reason="Krankheit"
         ),
+        events.DialogueEventScheduled(
+            dialogue_event_id="dlg-2",
+            ags=KAISERSLAUTERN,
+            title="Jugend im Dialog",
+            starts_at=STARTS_AT,
+            ends_at=ends_at,
+            format=EventFormat.IN_PERSON,
+            place="Jugendzentrum",
+            capacity=40,
+            reserved_places=10,
+            registration_deadline=STARTS_AT - timedelta(days=3),
+            languages=["de", "tr", "ar"],
+            target_sectors=[Sector.YOUTH_PARLIAMENT, Sector.RESIDENT],
+        ),
+        events.ParticipantRegistered(
+            registration_id="reg-3",
+            dialogue_event_id="dlg-2",
+            ags=KAISERSLAUTERN,
+            status=RegistrationStatus.WAITLISTED,
+            sector=Sector.RESIDENT,
+            language="tr",
+            age_band=events.AgeBand.FROM_18_TO_29,
+        ),
         events.AttendanceRecorded(dialogue_event_id="dlg-1", ags=KAISERSLAUTERN, attended=31),
         events.ParticipantCancelled(
             registration_id="reg-1",
@@ -151,6 +276,24 @@ def registration_samples() -> list[EventData]:
             sector=events.TaskforceSector.MIGRANT_ADVISORY_COUNCIL,
         ),
         events.TaskforceMemberRemoved(member_id="tf-1", ags=KAISERSLAUTERN),
+        events.ScheduleDialogueEvent(
+            ags=KAISERSLAUTERN,
+            title="Dialog aus dem Fachverfahren",
+            starts_at=STARTS_AT,
+            ends_at=ends_at,
+            format=EventFormat.ONLINE,
+            online_link="https://meet.example.org/x",
+            capacity=25,
+            registration_deadline=STARTS_AT - timedelta(days=2),
+            target_sectors=[Sector.BUSINESS],
+        ),
+        events.CancelDialogueEvent(ags=KAISERSLAUTERN, dialogue_event_id="dlg-1", reason="Umzug"),
+        events.CommandRejected(
+            ags=KAISERSLAUTERN,
+            command_id="cmd-1",
+            command_type="registration.command.schedule_dialogue_event.v1",
+            problems=[events.FieldProblem(field="data.starts_at", reason="is in the past")],
+        ),
     ]
 
 
