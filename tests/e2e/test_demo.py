@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
+import email
+import json
 import os
 import subprocess
 import sys
+from collections import Counter
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from pathlib import Path
 
-from wok_cli.devstack import EmbeddedStack
+from wok_cli.demo import plan_registrations, preferred_language
+from wok_cli.devstack import STATE_FILE, EmbeddedStack
 from wok_cli.settings import SERVICE_NAMES, StackSettings
+
+CHECKS = (
+    "self-check scores",
+    "AssessmentScored published",
+    "benchmark ranks",
+    "workshops and measures",
+    "confirmation mails per language",
+    "Arabic mails right to left",
+    "mails addressed to their registration",
+)
 
 
 def run_wok(*arguments: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "wok_cli", *arguments],
-        env={**os.environ, "COLUMNS": "160", **env},
+        env={**os.environ, "COLUMNS": "200", **env},
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def check_lines(stdout: str) -> dict[str, str]:
+    """The outcome printed for each check (the row of the checks table that names it)."""
+    outcomes = {}
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("│┃ ").split("│")]
+        if len(cells) >= 2 and cells[0] in CHECKS:
+            outcomes[cells[0]] = cells[1]
+    return outcomes
 
 
 def test_demo_starts_its_own_stack_plays_and_agrees(tmp_path: Path) -> None:
@@ -37,11 +63,31 @@ def test_demo_starts_its_own_stack_plays_and_agrees(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Embedded stack started" in result.stdout
     assert "Kaiserslautern" in result.stdout and "07312000" in result.stdout
+    assert "overall index" in result.stdout and "weakest field" in result.stdout
     assert "The aggregates agree with what was played" in result.stdout
+    assert check_lines(result.stdout) == dict.fromkeys(CHECKS, "passed")
+    assert "All 7 checks passed." in result.stdout
     report = (tmp_path / "wok-report.html").read_text()
     assert "Bochum" in report and "agree" in report
-    mails = list((tmp_path / "wok" / "demo" / "mail").glob("*.eml"))
-    assert len(mails) == sum(6 + (i * 7) % 11 for i in range(4)), "one confirmation each"
+    assert "overall index" in report and "All checks passed." in report
+
+    # The mails themselves, read with the standard library: one per registration, each in
+    # the language the demo asked for, Arabic right to left.
+    registrations = sum(plan_registrations(i) for i in range(4))
+    mails = [
+        email.message_from_bytes(path.read_bytes(), policy=default_policy)
+        for path in (tmp_path / "wok" / "demo" / "mail").glob("*.eml")
+    ]
+    assert len(mails) == registrations, "one confirmation each"
+    assert Counter(str(m["Content-Language"]) for m in mails) == Counter(
+        preferred_language(n) for n in range(registrations)
+    )
+    for mail in mails:
+        assert isinstance(mail, EmailMessage)
+        body = mail.get_body(preferencelist=("html",))
+        assert body is not None
+        rtl = 'dir="rtl"' in body.get_content()
+        assert rtl == (mail["Content-Language"] == "ar")
     assert not (tmp_path / "wok" / "demo" / "stack.json").exists(), "its stack was stopped"
 
 
@@ -56,4 +102,29 @@ def test_demo_twice_on_a_running_stack_counts_only_what_it_added(
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Using the stack running on" in result.stdout
         assert "The aggregates agree with what was played" in result.stdout
+        assert check_lines(result.stdout) == dict.fromkeys(CHECKS, "passed")
+        assert "others on this stack ranked too" in result.stdout
     assert (tmp_path / "second.html").exists()
+
+
+def test_demo_on_a_stack_without_a_known_mail_folder_skips_only_the_mail_checks(
+    stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    # The running stack as a stack.json that does not say where its mail goes
+    state = json.loads((stack.data_dir / STATE_FILE).read_text())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    copy = elsewhere / STATE_FILE
+    copy.touch(mode=0o600)  # it holds the keys
+    copy.write_text(json.dumps({**state, "mail_dir": ""}))
+
+    result = run_wok("demo", "-n", "1", env={"WOK_DATA_DIR": str(elsewhere)}, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcomes = check_lines(result.stdout)
+    assert outcomes == {
+        **dict.fromkeys(CHECKS[:4], "passed"),
+        **dict.fromkeys(CHECKS[4:], "skipped"),
+    }
+    assert "mail folder is unknown" in result.stdout
+    assert "Skipped: confirmation mails per language" in result.stdout

@@ -1,4 +1,4 @@
-"""`wok demo`: the main job. Plays a program on the embedded stack and checks the aggregates."""
+"""`wok demo`: the main job. Plays a program on the embedded stack and checks its outcome."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from wok_cli.demo import (
+    FIELD_NAMES,
     METRICS,
     MUNICIPALITIES,
     DemoResult,
@@ -61,9 +69,11 @@ def stack_for_demo(settings: StackSettings, console: Console) -> Iterator[Endpoi
         console.print(f"Using the stack running on {settings.data_dir}.")
         yield Endpoints(
             registration_url=endpoints.service_urls["registration"],
+            assessment_url=endpoints.service_urls["assessment"],
             admin_key=endpoints.admin_key,
             kafka_bootstrap=endpoints.kafka_bootstrap,
             topic_prefix=endpoints.topic_prefix,
+            mail_dir=endpoints.mail_dir or None,
         )
         return
     demo_settings = settings.model_copy(update={"data_dir": Path(settings.data_dir) / "demo"})
@@ -74,9 +84,12 @@ def stack_for_demo(settings: StackSettings, console: Console) -> Iterator[Endpoi
         console.print(f"Embedded stack started (logs in {stack.logs_dir}).")
         yield Endpoints(
             registration_url=stack.url("registration"),
+            assessment_url=stack.url("assessment"),
             admin_key=stack.admin_key,
             kafka_bootstrap=stack.kafka_bootstrap,
             topic_prefix=stack.settings.topic_prefix,
+            mail_dir=str(stack.mail_dir),
+            exclusive=True,
         )
     finally:
         with console.status("Stopping the embedded stack…"):
@@ -103,18 +116,70 @@ def summary(result: DemoResult) -> Table:
     return table
 
 
+def _field(found: tuple[int, float] | None) -> str:
+    return "–" if found is None else f"{found[0]} ({found[1]})"
+
+
 def municipalities_table(result: DemoResult) -> Table:
-    table = Table(title="What each municipality played", title_justify="left")
-    for column in ("municipality", "AGS", "dialogue events", "confirmed", "waitlisted"):
-        table.add_column(column, justify="left" if column in ("municipality", "AGS") else "right")
+    table = Table(
+        title="What each municipality played",
+        title_justify="left",
+        caption="Fields: " + ", ".join(f"{n} {name}" for n, name in FIELD_NAMES.items()),
+        caption_justify="left",
+    )
+    left = ("municipality", "AGS", "weakest field", "strongest field")
+    for column in (
+        "municipality",
+        "AGS",
+        "dialogue events",
+        "confirmed",
+        "waitlisted",
+        "overall index",
+        "weakest field",
+        "strongest field",
+    ):
+        table.add_column(column, justify="left" if column in left else "right")
     for played in result.played:
+        assessment = played.assessment
         table.add_row(
             played.name,
             played.ags,
             str(played.dialogue_events),
             str(played.confirmed),
             str(played.waitlisted),
+            Text("not assessed", "red")
+            if assessment is None
+            else ("–" if assessment.overall is None else str(assessment.overall)),
+            "–" if assessment is None else _field(assessment.weakest),
+            "–" if assessment is None else _field(assessment.strongest),
         )
+    return table
+
+
+def mails_table(result: DemoResult) -> Table | None:
+    if result.mails is None:
+        return None
+    table = Table(title="Confirmation mails by language", title_justify="left")
+    for column in ("language", "registrations", "confirmation mails", "right to left"):
+        table.add_column(column, justify="left" if column == "language" else "right")
+    for language, registrations in result.mails.registrations.items():
+        table.add_row(
+            language,
+            str(registrations),
+            str(result.mails.confirmations.get(language, 0)),
+            str(result.mails.right_to_left.get(language, 0)),
+        )
+    return table
+
+
+def checks_table(result: DemoResult) -> Table:
+    table = Table(title="Checks", title_justify="left")
+    table.add_column("check", style="bold")
+    table.add_column("")
+    table.add_column("detail")
+    styles = {"passed": "green", "failed": "red", "skipped": "yellow"}
+    for check in result.checks:
+        table.add_row(check.name, Text(check.outcome, styles[check.outcome]), check.detail)
     return table
 
 
@@ -124,11 +189,13 @@ def demo(
     timeout: TimeoutOption = 180.0,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Play a program with the model municipalities and check the aggregates agree.
+    """Play a program with the model municipalities and check its outcome.
 
-    Onboards the municipalities, schedules their dialogue events, registers residents
-    (each gets a confirmation e-mail), waits until the program aggregate published on
-    exchange.aggregates.v1 equals what was played, prints a summary, writes an HTML report.
+    Onboards the municipalities, schedules their dialogue events, registers residents in
+    five languages (each gets a confirmation e-mail in theirs), runs each municipality's
+    self-check, workshop and measures, waits until the program aggregate published on
+    exchange.aggregates.v1 equals what was played, checks the scores, the AssessmentScored
+    events, the benchmark and the mails, prints a summary, writes an HTML report.
     """
     configure_logging(service="wok", level="WARNING")
     console = Console()
@@ -142,7 +209,7 @@ def demo(
                 TimeElapsedColumn(),
                 console=console,
             ) as progress:
-                tasks: dict[str, int] = {}
+                tasks: dict[str, TaskID] = {}
 
                 def advance(step: str, done: int, total: int) -> None:
                     if step not in tasks:
@@ -162,18 +229,33 @@ def demo(
         raise typer.Exit(1) from None
     console.print(municipalities_table(result))
     console.print(summary(result))
+    mails = mails_table(result)
+    if mails is not None:
+        console.print(mails)
+    console.print(checks_table(result))
     path = write_html_report(result, report)
     console.print(f"HTML report: {path.resolve()}")
-    if not result.agreed:
+    if result.agreed:
+        console.print(
+            Text(
+                f"The aggregates agree with what was played ({result.seconds:.1f} s).",
+                style="green",
+            )
+        )
+    else:
         console.print(
             Text(
                 f"The aggregates did not agree with what was played within {timeout:.0f} s.", "red"
             )
         )
+    skipped = [check.name for check in result.checks if check.outcome == "skipped"]
+    if skipped:
+        console.print(Text(f"Skipped: {', '.join(skipped)} (see the checks).", "yellow"))
+    if result.failed:
+        names = ", ".join(check.name for check in result.failed)
+        console.print(Text(f"Checks failed: {names}.", "red"))
+    else:
+        passed = sum(check.outcome == "passed" for check in result.checks)
+        console.print(Text(f"All {passed} checks passed.", "green"))
+    if not result.passed:
         raise typer.Exit(1)
-    console.print(
-        Text(
-            f"The aggregates agree with what was played ({result.seconds:.1f} s).",
-            style="green",
-        )
-    )

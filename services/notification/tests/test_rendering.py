@@ -27,12 +27,17 @@ def render(
 ) -> Callable[..., EmailMessage]:
     renderer = MailRenderer()
 
-    def build(*, event: dict[str, Any] | None = None, status: str = "confirmed") -> EmailMessage:
+    def build(
+        *,
+        event: dict[str, Any] | None = None,
+        status: str = "confirmed",
+        contact: dict[str, Any] | None = None,
+    ) -> EmailMessage:
         data = scheduled(**(event or {}))
         registration = registered(data, status=status)
         mail = domain.confirmation_mail(
             event=domain.EventDetails.scheduled(data),
-            contact=contact_for(registration),
+            contact=contact_for(registration, **(contact or {})),
             status=registration.status,
             delivery_id=domain.delivery_id(
                 domain.NotificationKind.CONFIRMATION, registration.registration_id
@@ -144,3 +149,14 @@ def test_the_invitation_keeps_crlf_line_ends(render: Callable[..., EmailMessage]
     assert isinstance(raw, bytes)
     assert raw.startswith(b"BEGIN:VCALENDAR\r\n")
     assert b"\n" not in raw.replace(b"\r\n", b"")
+
+
+@pytest.mark.parametrize(
+    "name", ["Demo-Person 1 (Landkreis Göttingen)", "Ayşe Yılmaz-Schmidt (Kreis Offenbach)"]
+)
+def test_the_mail_is_addressed_to_the_person_whatever_their_name(
+    render: Callable[..., EmailMessage], name: str
+) -> None:
+    message = render(contact={"name": name, "email": "person@example.org"})
+    [address] = message["To"].addresses
+    assert address.addr_spec == "person@example.org"

@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,9 @@ class MailRenderer:
 
         message = EmailMessage()
         message["From"] = mail.mail_from
-        message["To"] = formataddr((mail.recipient_name, mail.recipient_email))
+        # An Address object, not a formatted string: re-wrapping a pre-formatted header with
+        # brackets and non-ASCII names ("Demo-Person 1 (Landkreis Göttingen)") lost the address.
+        message["To"] = Address(display_name=mail.recipient_name, addr_spec=mail.recipient_email)
         message["Subject"] = " ".join(subject.split())
         message["Date"] = format_datetime(now.astimezone(UTC))
         message["Message-ID"] = mail.message_id
