@@ -19,6 +19,7 @@ fixed-width UTC ISO strings, which compare in the order of time.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -313,22 +314,24 @@ def _delivery(document: dict[str, Any]) -> Delivery:
     )
 
 
-class _DeliveryTransitions:
+class _DeliveryTransitions(ABC):
     """The delivery state machine applied to stored documents, shared by both repositories."""
 
+    @abstractmethod
     async def _insert_delivery(self, document: dict[str, Any]) -> bool:
         """Insert a new delivery document; False if one with its `_id` exists."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _load_delivery(self, delivery_id: str) -> dict[str, Any] | None:
-        raise NotImplementedError
+        """The stored delivery document, or None."""
 
+    @abstractmethod
     async def _replace_delivery(self, document: dict[str, Any], *, version: int) -> bool:
         """Replace the document if it still has `version`; False if it moved on."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _delivery_ids_of(self, registration_id: str) -> list[str]:
-        raise NotImplementedError
+        """The ids of every delivery to one registration."""
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         document = await self._load_delivery(delivery_id)

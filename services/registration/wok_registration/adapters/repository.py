@@ -742,7 +742,7 @@ def _matches(document: dict[str, Any], condition: dict[str, Any]) -> bool:
                     if value is _MISSING or not value >= operand:
                         return False
                 else:
-                    raise NotImplementedError(operator)
+                    raise ValueError(f"the in-memory store does not know {operator}")
         elif value is _MISSING or value != expected:
             return False
     return True
