@@ -1,7 +1,9 @@
 """`wok demo`: play a program with the model municipalities and check its outcome.
 
 It onboards every municipality, schedules its dialogue events, registers residents in five
-languages, runs each municipality's self-check (two sittings), workshop and measures, then
+languages, cancels a confirmed place in every full event through its signed link (the first
+on the waitlist is promoted), moves one event by a week and erases one participant, runs
+each municipality's self-check (two sittings), workshop and measures, then
 checks what came out: the program snapshot on `exchange.aggregates.v1` equals what was
 played (plus whatever the stack held before); the self-check results equal the scores the
 assessment domain computes from the played answers; every result is published as
@@ -39,7 +41,14 @@ from wok_assessment.domain.catalogue import Catalogue, parse_catalogue
 from wok_assessment.domain.scoring import assess
 from wok_contracts import ContractError, decode_envelope
 from wok_contracts.events.assessment import AssessmentLevel, AssessmentScored, StakeholderGroup
-from wok_contracts.topics import ASSESSMENT_EVENTS, EXCHANGE_AGGREGATES
+from wok_contracts.events.notification import NotificationKind, NotificationSent
+from wok_contracts.events.registration import ParticipantPromoted
+from wok_contracts.topics import (
+    ASSESSMENT_EVENTS,
+    EXCHANGE_AGGREGATES,
+    NOTIFICATION_EVENTS,
+    REGISTRATION_EVENTS,
+)
 
 SECTORS = (
     "administration",
@@ -89,6 +98,7 @@ METRICS = (
     "registrations_total",
     "registrations_confirmed",
     "registrations_waitlisted",
+    "registrations_cancelled",
     "confirmations_sent",
 )
 
@@ -186,6 +196,23 @@ class Played:
     waitlisted: int = 0
     registrations: dict[str, ExpectedMail] = field(default_factory=dict)
     """Address and preferred language by registration id."""
+    statuses: dict[str, str] = field(default_factory=dict)
+    """What each registration answered (`confirmed`, `waitlisted`), in the order registered."""
+    cancelled: list[str] = field(default_factory=list)
+    """Confirmed registrations the demo cancelled (through the cancel link, or by erasure)."""
+    promoted: list[str] = field(default_factory=list)
+    """Waitlisted registrations the rules promote to the places that came free."""
+    rescheduled_revision: int | None = None
+    """The event's revision after the demo moved it by a week (None: not rescheduled)."""
+    erased: str = ""
+    """The registration whose person the demo erased."""
+    rule_problems: dict[str, list[str]] = field(default_factory=dict)
+    """What the service answered against the rules, by step (`cancel`, `reschedule`,
+    `erasure`)."""
+
+    def problem(self, step: str, problem: str) -> None:
+        self.rule_problems.setdefault(step, []).append(f"{self.ags}: {problem}")
+
     assessment: AssessmentPlayed | None = None
     assessment_error: str = ""
 
@@ -252,6 +279,8 @@ class Endpoints:
     """The stack's mail folder, when known (a stack wok started); None skips the mail check."""
     exclusive: bool = False
     """True on a fresh stack of the demo's own: nothing else is ranked in the benchmark."""
+    service_key: str = ""
+    """The stack's service key (for the contacts with the signed links); '' skips the rules."""
 
 
 # -- the self-check profile ------------------------------------------------------------------
@@ -496,15 +525,45 @@ class SeenMail:
     """The address the To header parses to ('' when it does not parse)."""
     language: str
     right_to_left: bool
+    calendar_uid: str = ""
+    """The UID of the `.ics` invitation ('' without one)."""
+    calendar_sequence: int | None = None
+    """Its SEQUENCE (None without an invitation)."""
 
 
 _HTML_RTL = re.compile(r"<html\b[^>]*\bdir=\"rtl\"", re.IGNORECASE)
+_ICS_UID = re.compile(r"^UID:(.*)$", re.MULTILINE)
+_ICS_SEQUENCE = re.compile(r"^SEQUENCE:(\d+)\s*$", re.MULTILINE)
 _NOT_IN_MESSAGE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def mail_delivery(kind: str, registration_id: str, *, revision: int | None = None) -> str:
+    """How the Message-ID of a registration's mail of `kind` names it (notification's
+    delivery id: `<kind>:<registration id>[:<revision>]`)."""
+    base = f"{kind}:{registration_id}"
+    return _NOT_IN_MESSAGE_ID.sub(".", base if revision is None else f"{base}:{revision}")
 
 
 def confirmation_delivery(registration_id: str) -> str:
     """How the Message-ID of a registration's confirmation names it."""
-    return _NOT_IN_MESSAGE_ID.sub(".", f"confirmation:{registration_id}")
+    return mail_delivery("confirmation", registration_id)
+
+
+def _calendar(message: EmailMessage) -> tuple[str, int | None]:
+    """UID and SEQUENCE of the mail's `text/calendar` part, if it has one."""
+    for part in message.walk():
+        if part.get_content_type() != "text/calendar":
+            continue
+        payload = part.get_payload(decode=True)
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+        text = text.replace("\r\n ", "").replace("\r\n", "\n")
+        uid = _ICS_UID.search(text)
+        sequence = _ICS_SEQUENCE.search(text)
+        return (
+            uid.group(1).strip() if uid else "",
+            int(sequence.group(1)) if sequence else None,
+        )
+    return "", None
 
 
 def _delivery(message_id: object) -> str:
@@ -517,18 +576,26 @@ def read_mail(raw: bytes) -> SeenMail:
     addresses = [address for _, address in getaddresses([str(message.get("To", ""))])]
     body = message.get_body(preferencelist=("html",))
     page = body.get_content() if body is not None else ""
+    uid, sequence = _calendar(message)
     return SeenMail(
         delivery=_delivery(message.get("Message-ID")),
         recipient=addresses[0].lower() if len(addresses) == 1 and "@" in addresses[0] else "",
         language=str(message.get("Content-Language", "")).strip().lower(),
         right_to_left=bool(_HTML_RTL.search(page)),
+        calendar_uid=uid,
+        calendar_sequence=sequence,
     )
 
 
 def confirmation_mails(mail_dir: Path, registration_ids: Iterable[str]) -> list[SeenMail]:
     """The confirmation mails of `registration_ids` in the folder (of the other mails only
     the headers are read)."""
-    wanted = {confirmation_delivery(registration_id) for registration_id in registration_ids}
+    return mails_of(mail_dir, {confirmation_delivery(rid) for rid in registration_ids})
+
+
+def mails_of(mail_dir: Path, wanted: set[str]) -> list[SeenMail]:
+    """The mails in the folder whose Message-ID names one of the `wanted` deliveries (of the
+    other mails only the headers are read)."""
     parser = BytesHeaderParser(policy=default_policy)
     found = []
     for path in sorted(mail_dir.glob("*.eml")):
@@ -667,6 +734,63 @@ async def scored_events(
     return found
 
 
+async def promoted_events(
+    endpoints: Endpoints,
+    expected: Mapping[str, set[str]],
+    *,
+    timeout_s: float,
+    progress: Callable[[int], None] = lambda found: None,
+) -> dict[str, set[str]]:
+    """By dialogue event id (of `expected`'s), the registrations `ParticipantPromoted` names on
+    registration.events.v1, read from the beginning until every expected one is found or
+    `timeout_s` passed."""
+    topic = f"{endpoints.topic_prefix}{REGISTRATION_EVENTS}"
+    found: dict[str, set[str]] = {event_id: set() for event_id in expected}
+
+    def complete() -> bool:
+        return all(wanted <= found[event_id] for event_id, wanted in expected.items())
+
+    async with _from_beginning(endpoints, topic) as (consumer, _, _):
+        deadline = time.monotonic() + timeout_s
+        while not complete() and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        data = decode_envelope(record.value).data
+                    except ContractError:
+                        continue
+                    if isinstance(data, ParticipantPromoted) and data.dialogue_event_id in found:
+                        found[data.dialogue_event_id].add(data.registration_id)
+            progress(sum(len(ids) for ids in found.values()))
+    return found
+
+
+async def confirmation_sent(
+    endpoints: Endpoints, registration_id: str, *, timeout_s: float
+) -> bool:
+    """Whether notification announced the confirmation of `registration_id` (`NotificationSent`
+    on notification.events.v1) within `timeout_s`."""
+    topic = f"{endpoints.topic_prefix}{NOTIFICATION_EVENTS}"
+    async with _from_beginning(endpoints, topic) as (consumer, _, _):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        data = decode_envelope(record.value).data
+                    except ContractError:
+                        continue
+                    if (
+                        isinstance(data, NotificationSent)
+                        and data.registration_id == registration_id
+                        and data.kind is NotificationKind.CONFIRMATION
+                    ):
+                        return True
+    return False
+
+
 class StepFailed(Exception):
     """A step of the demo got no usable answer; the municipality's checks then fail."""
 
@@ -674,6 +798,9 @@ class StepFailed(Exception):
 STEP_ASSESS = "self-checks, workshops, measures"
 STEP_SCORED = "reading AssessmentScored"
 STEP_MAILS = "counting confirmation mails"
+STEP_RULES = "cancelling, rescheduling, erasing"
+STEP_PROMOTED = "reading ParticipantPromoted"
+STEP_RULE_MAILS = "counting promotion and rescheduled mails"
 
 
 class DemoPlayer:
@@ -735,6 +862,7 @@ class DemoPlayer:
                 result.registrations[registration["registration_id"]] = ExpectedMail(
                     address=address, language=language
                 )
+                result.statuses[registration["registration_id"]] = registration["status"]
                 if registration["status"] == "confirmed":
                     result.confirmed += 1
                 else:
@@ -742,6 +870,108 @@ class DemoPlayer:
                 done += 1
                 self._progress("registering residents", done, registrations)
         return played
+
+    async def play_rules(self, client: httpx.AsyncClient, played: list[Played]) -> None:
+        """Cancel a confirmed place in every full event (the first on the waitlist gets it),
+        then, in one municipality, move its event by a week and erase one person (after
+        `play`)."""
+        self._progress(STEP_RULES, 0, len(played) + 1)
+        for index, result in enumerate(played):
+            plan = cancellation_plan(result.statuses)
+            if plan is not None:
+                try:
+                    await self._cancel(client, result, *plan)
+                except httpx.HTTPError as error:
+                    result.problem("cancel", f"{type(error).__name__}: {error}")
+            self._progress(STEP_RULES, index + 1, len(played) + 1)
+        chosen = rules_municipality(played)
+        if chosen is not None:
+            try:
+                await self._reschedule(client, chosen)
+            except (httpx.HTTPError, KeyError, ValueError) as error:
+                chosen.problem("reschedule", f"{type(error).__name__}: {error}")
+            try:
+                await self._erase(client, chosen)
+            except httpx.HTTPError as error:
+                chosen.problem("erasure", f"{type(error).__name__}: {error}")
+        self._progress(STEP_RULES, len(played) + 1, len(played) + 1)
+
+    def _service(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._endpoints.service_key}"}
+
+    async def _contact(self, client: httpx.AsyncClient, registration_id: str) -> httpx.Response:
+        return await client.get(
+            f"/internal/v1/registrations/{registration_id}/contact", headers=self._service()
+        )
+
+    async def _cancel(
+        self, client: httpx.AsyncClient, result: Played, cancel: str, first_waiting: str
+    ) -> None:
+        """Cancel through the signed link, as the page's button does (a POST to it)."""
+        response = await self._contact(client, cancel)
+        response.raise_for_status()
+        response = await client.post(response.json()["cancel_url"])
+        response.raise_for_status()
+        if response.json().get("status") != "cancelled":
+            result.problem("cancel", f"cancelling {cancel} answered {response.json()}")
+            return
+        result.cancelled.append(cancel)
+        result.promoted.append(first_waiting)
+        response = await client.get(f"/v1/dialogue-events/{result.dialogue_event_id}")
+        response.raise_for_status()
+        if response.json()["places_left"] != 0:
+            result.problem(
+                "cancel",
+                f"{response.json()['places_left']} places left after the cancellation; "
+                "the place should have gone to the waitlist",
+            )
+
+    async def _reschedule(self, client: httpx.AsyncClient, result: Played) -> None:
+        path = f"/v1/dialogue-events/{result.dialogue_event_id}"
+        response = await client.get(path)
+        response.raise_for_status()
+        before = response.json()
+        starts = datetime.fromisoformat(before["starts_at"]) + timedelta(days=7)
+        ends = datetime.fromisoformat(before["ends_at"]) + timedelta(days=7)
+        response = await client.post(
+            f"/v1/municipalities/{result.ags}/dialogue-events/{result.dialogue_event_id}"
+            "/reschedule",
+            json={"starts_at": starts.isoformat(), "ends_at": ends.isoformat()},
+            headers=self._auth(result.ags),
+        )
+        response.raise_for_status()
+        after = response.json()
+        result.rescheduled_revision = int(after["revision"])
+        if datetime.fromisoformat(after["starts_at"]) != starts:
+            result.problem("reschedule", f"rescheduled to {after['starts_at']}, asked {starts}")
+        if after["revision"] <= before["revision"]:
+            result.problem("reschedule", f"revision {after['revision']} after {before['revision']}")
+
+    async def _erase(self, client: httpx.AsyncClient, result: Played) -> None:
+        target = erasure_target(result)
+        if target is None:
+            result.problem("erasure", "nobody to erase without changing the waitlist")
+            return
+        # Erased before notification sent the confirmation, the person would get none (their
+        # address is gone): erase, as a person would, after the confirmation arrived.
+        if not await confirmation_sent(self._endpoints, target, timeout_s=60):
+            result.problem("erasure", f"no confirmation was sent to {target} within 60 s")
+            return
+        response = await self._contact(client, target)
+        response.raise_for_status()
+        response = await client.post(response.json()["erasure_url"])
+        response.raise_for_status()
+        if response.json().get("status") != "erased":
+            result.problem("erasure", f"erasing {target} answered {response.json()}")
+            return
+        result.erased = target
+        if target not in result.cancelled:
+            result.cancelled.append(target)  # erasure cancels an active registration
+        response = await self._contact(client, target)
+        if response.status_code != 404:
+            result.problem(
+                "erasure", f"the contact of erased {target} answers {response.status_code}"
+            )
 
     async def assess(
         self, client: httpx.AsyncClient, played: list[Played], *, deadline: float
@@ -975,16 +1205,227 @@ def measure_problems(
 
 
 def played_metrics(played: list[Played]) -> dict[str, int]:
+    """What the program aggregate should count for `played`, as reporting counts it: a
+    cancelled registration stays in the total (status cancelled), a promoted one moves from
+    the waitlist to confirmed, an erased one keeps its status (only the person is gone), and
+    each registration was sent its one confirmation."""
     confirmed = sum(p.confirmed for p in played)
     waitlisted = sum(p.waitlisted for p in played)
+    cancelled = sum(len(p.cancelled) for p in played)
+    promoted = sum(len(p.promoted) for p in played)
     return {
         "municipalities": sum(p.onboarded for p in played),
         "dialogue_events": sum(p.dialogue_events for p in played),
         "registrations_total": confirmed + waitlisted,
-        "registrations_confirmed": confirmed,
-        "registrations_waitlisted": waitlisted,
+        "registrations_confirmed": confirmed - cancelled + promoted,
+        "registrations_waitlisted": waitlisted - promoted,
+        "registrations_cancelled": cancelled,
         "confirmations_sent": confirmed + waitlisted,
     }
+
+
+# -- the registration rules: cancel, promote, reschedule, erase ---------------------------
+
+
+def cancellation_plan(statuses: Mapping[str, str]) -> tuple[str, str] | None:
+    """In a full event (someone waits): the confirmed registration to cancel (the first) and
+    the waitlisted one the rules then promote (the first on the waitlist). None otherwise."""
+    confirmed = [rid for rid, status in statuses.items() if status == "confirmed"]
+    waiting = [rid for rid, status in statuses.items() if status == "waitlisted"]
+    if not confirmed or not waiting:
+        return None
+    return confirmed[0], waiting[0]
+
+
+def erasure_target(played: Played) -> str | None:
+    """Whom the demo erases: the person who cancelled (the counts stay as they are), else,
+    when nobody waits, the last registration (erasure cancels it, no one to promote)."""
+    if played.cancelled:
+        return played.cancelled[0]
+    if played.statuses and "waitlisted" not in played.statuses.values():
+        return list(played.statuses)[-1]
+    return None
+
+
+def rules_municipality(played: list[Played]) -> Played | None:
+    """Where the demo reschedules and erases: the first municipality that cancelled, else the
+    first one with registrations."""
+    return next((p for p in played if p.cancelled), None) or next(
+        (p for p in played if p.statuses), None
+    )
+
+
+def promotion_problems(played: list[Played], promotions: Mapping[str, set[str]]) -> list[str]:
+    """Whether exactly the expected people were promoted: `promotions` holds, by dialogue
+    event id, the registrations named by `ParticipantPromoted` on registration.events.v1."""
+    problems = []
+    for p in played:
+        seen = promotions.get(p.dialogue_event_id, set())
+        for rid in p.promoted:
+            if rid not in seen:
+                problems.append(f"{p.ags}: {rid}, first on the waitlist, was not promoted")
+        for rid in sorted(seen - set(p.promoted)):
+            problems.append(f"{p.ags}: {rid} was promoted, expected {p.promoted or 'nobody'}")
+    return problems
+
+
+def promotion_mail_problems(played: list[Played], mails: Iterable[SeenMail]) -> list[str]:
+    """Each promoted person got exactly one promotion mail, addressed to them."""
+    by_delivery: dict[str, list[SeenMail]] = {}
+    for mail in mails:
+        by_delivery.setdefault(mail.delivery, []).append(mail)
+    problems = []
+    for p in played:
+        for rid in p.promoted:
+            got = by_delivery.get(mail_delivery("promotion", rid), [])
+            wanted = p.registrations[rid].address.lower()
+            if len(got) != 1:
+                problems.append(f"{p.ags}: {len(got)} promotion mails for {rid}")
+            elif got[0].recipient != wanted:
+                problems.append(f"{p.ags}: the promotion mail of {rid} is not addressed to it")
+    return problems
+
+
+def rescheduled_recipients(played: Played) -> list[str]:
+    """Who is told of the new date: everyone still registered (confirmed or waitlisted)."""
+    return [rid for rid in played.statuses if rid not in played.cancelled]
+
+
+def reschedule_mail_problems(played: Played, mails: Iterable[SeenMail]) -> list[str]:
+    """Each registration still active got one rescheduled mail, addressed to it, whose
+    invitation updates the first one: the same UID as the confirmations', SEQUENCE the
+    event's new revision."""
+    revision = played.rescheduled_revision
+    if revision is None:
+        return [f"{played.ags}: not rescheduled"]
+    by_delivery: dict[str, list[SeenMail]] = {}
+    for mail in mails:
+        by_delivery.setdefault(mail.delivery, []).append(mail)
+    first_uids = {
+        mail.calendar_uid
+        for rid in played.statuses
+        for mail in by_delivery.get(confirmation_delivery(rid), [])
+        if mail.calendar_uid
+    }
+    problems = []
+    if len(first_uids) != 1:
+        problems.append(f"{played.ags}: the confirmations carry {len(first_uids)} calendar UIDs")
+    for rid in rescheduled_recipients(played):
+        got = by_delivery.get(mail_delivery("rescheduled", rid, revision=revision), [])
+        if len(got) != 1:
+            problems.append(f"{played.ags}: {len(got)} rescheduled mails for {rid}")
+            continue
+        mail = got[0]
+        if mail.recipient != played.registrations[rid].address.lower():
+            problems.append(f"{played.ags}: the rescheduled mail of {rid} is not addressed to it")
+        if mail.calendar_uid not in first_uids or mail.calendar_sequence != revision:
+            problems.append(
+                f"{played.ags}: {rid}'s invitation UID {mail.calendar_uid!r} SEQUENCE "
+                f"{mail.calendar_sequence}, expected the confirmation's UID, SEQUENCE {revision}"
+            )
+    return problems
+
+
+def rule_mail_deliveries(played: list[Played]) -> set[str]:
+    """The deliveries the rules should have caused: promotions and rescheduled mails (and the
+    confirmations of the rescheduled events, for their calendar UID)."""
+    wanted = {mail_delivery("promotion", rid) for p in played for rid in p.promoted}
+    for p in played:
+        if p.rescheduled_revision is not None:
+            wanted |= {confirmation_delivery(rid) for rid in p.statuses}
+            wanted |= {
+                mail_delivery("rescheduled", rid, revision=p.rescheduled_revision)
+                for rid in rescheduled_recipients(p)
+            }
+    return wanted
+
+
+def rule_checks(
+    played: list[Played],
+    *,
+    promotions: Mapping[str, set[str]] | None,
+    mails: list[SeenMail] | None,
+    folder: Path | None,
+) -> list[Check]:
+    """The verdicts on cancelling, promoting, rescheduling and erasing. `promotions` is None
+    when the rules were not played (no service key); `mails` None without the mail folder."""
+    names = (
+        "cancellations and promotions",
+        "rescheduling",
+        "erasure",
+        "promotion mails",
+        "rescheduled mails",
+    )
+    if promotions is None:
+        reason = "the stack's service key is unknown: the signed links cannot be fetched"
+        return [Check(name, "skipped", reason) for name in names]
+    full = [p for p in played if p.promoted]
+    rescheduled = [p for p in played if p.rescheduled_revision is not None]
+    erased = [p for p in played if p.erased]
+
+    def problems(step: str) -> list[str]:
+        return [problem for p in played for problem in p.rule_problems.get(step, [])]
+
+    checks = []
+    if full:
+        checks.append(
+            judged(
+                names[0],
+                problems("cancel") + promotion_problems(played, promotions),
+                passed=f"{len(full)} full events: one confirmed place cancelled through its "
+                "signed link went to the first on the waitlist; none left",
+            )
+        )
+    else:
+        checks.append(Check(names[0], "skipped", "no event is full: nobody waits for a place"))
+    checks.append(
+        judged(
+            names[1],
+            problems("reschedule") + ([] if rescheduled else ["not played"]),
+            passed=", ".join(
+                f"{p.name}'s event a week later (revision {p.rescheduled_revision})"
+                for p in rescheduled
+            ),
+        )
+    )
+    checks.append(
+        judged(
+            names[2],
+            problems("erasure") + ([] if erased else ["not played"]),
+            passed=", ".join(
+                f"{p.erased} erased through its signed link; its contact is gone (404)"
+                for p in erased
+            ),
+        )
+    )
+    if mails is None:
+        reason = "the stack's mail folder is unknown (a stack not started by wok): not counted"
+        checks.extend(Check(name, "skipped", reason) for name in names[3:])
+        return checks
+    if full:
+        checks.append(
+            judged(
+                names[3],
+                promotion_mail_problems(played, mails),
+                passed=f"one each for {sum(len(p.promoted) for p in full)} promoted people",
+            )
+        )
+    else:
+        checks.append(Check(names[3], "skipped", "no event is full: nobody promoted"))
+    checks.append(
+        judged(
+            names[4],
+            [x for p in rescheduled for x in reschedule_mail_problems(p, mails)]
+            + ([] if rescheduled else ["not played"]),
+            passed=", ".join(
+                f"{len(rescheduled_recipients(p))} for {p.name}, the invitation's UID kept, "
+                f"SEQUENCE {p.rescheduled_revision}"
+                for p in rescheduled
+            )
+            + f" in {folder}",
+        )
+    )
+    return checks
 
 
 def expected_metrics(
@@ -1115,6 +1556,24 @@ async def count_mails(
         await asyncio.sleep(0.5)
 
 
+async def wait_for_mails(
+    folder: Path,
+    deliveries: set[str],
+    *,
+    timeout_s: float,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> list[SeenMail]:
+    """The mails of `deliveries`, read until each is there or `timeout_s` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mails = await asyncio.to_thread(mails_of, folder, deliveries)
+        arrived = {mail.delivery for mail in mails} & deliveries
+        progress(len(arrived), len(deliveries))
+        if len(arrived) == len(deliveries) or time.monotonic() > deadline:
+            return mails
+        await asyncio.sleep(0.5)
+
+
 async def run_demo(
     endpoints: Endpoints,
     *,
@@ -1131,6 +1590,8 @@ async def run_demo(
     player = DemoPlayer(endpoints, municipalities=municipalities, progress=progress)
     async with httpx.AsyncClient(base_url=endpoints.registration_url, timeout=30) as client:
         played = await player.play(client)
+        if endpoints.service_key:
+            await player.play_rules(client, played)
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(base_url=endpoints.assessment_url, timeout=30) as client:
         await player.assess(client, played, deadline=deadline)
@@ -1171,6 +1632,26 @@ async def run_demo(
             progress=lambda done, total: progress(STEP_MAILS, done, total),
         )
     checks.extend(mail_checks(census, folder=folder))
+    promotions: dict[str, set[str]] | None = None
+    rule_mails: list[SeenMail] | None = None
+    if endpoints.service_key:
+        wanted = {p.dialogue_event_id: set(p.promoted) for p in played if p.dialogue_event_id}
+        promotions = await promoted_events(
+            endpoints,
+            wanted,
+            timeout_s=max(5.0, deadline - time.monotonic()),
+            progress=lambda found: progress(
+                STEP_PROMOTED, found, sum(len(p.promoted) for p in played)
+            ),
+        )
+        if folder is not None:
+            rule_mails = await wait_for_mails(
+                folder,
+                rule_mail_deliveries(played),
+                timeout_s=max(5.0, deadline - time.monotonic()),
+                progress=lambda done, total: progress(STEP_RULE_MAILS, done, total),
+            )
+    checks.extend(rule_checks(played, promotions=promotions, mails=rule_mails, folder=folder))
     return DemoResult(
         played=played,
         baseline=baseline,
@@ -1210,6 +1691,8 @@ def write_html_report(result: DemoResult, path: Path) -> Path:
         + cell(p.dialogue_events)
         + cell(p.confirmed)
         + cell(p.waitlisted)
+        + cell(len(p.cancelled))
+        + cell(len(p.promoted))
         + assessed(p)
         + "</tr>"
         for p in result.played
@@ -1274,7 +1757,8 @@ played ({len(result.played)} municipalities, {result.seconds:.1f} s).</p>
 {metric_rows}</table>
 <h2>Municipalities</h2>
 <table><tr><th>municipality</th><th>AGS</th><th>dialogue events</th><th>confirmed</th>
-<th>waitlisted</th><th>overall index</th><th>weakest field</th><th>strongest field</th></tr>
+<th>waitlisted</th><th>cancelled</th><th>promoted</th><th>overall index</th>
+<th>weakest field</th><th>strongest field</th></tr>
 {municipality_rows}</table>
 <h2>Confirmation mails by language</h2>
 {mail_section}

@@ -25,11 +25,14 @@ from wok_cli.demo import (
     Endpoints,
     ExpectedMail,
     Played,
+    SeenMail,
     agrees,
     answer_profile,
     apply_answers,
     benchmark_problems,
+    cancellation_plan,
     confirmation_mails,
+    erasure_target,
     expected_metrics,
     field_label,
     mail_census,
@@ -40,7 +43,14 @@ from wok_cli.demo import (
     perspective_problems,
     played_metrics,
     preferred_language,
+    promotion_mail_problems,
+    promotion_problems,
     read_mail,
+    reschedule_mail_problems,
+    rescheduled_recipients,
+    rule_checks,
+    rule_mail_deliveries,
+    rules_municipality,
     score_problems,
     scored_event_problems,
     strongest_field,
@@ -70,6 +80,8 @@ def test_expected_is_what_was_there_plus_what_was_played() -> None:
             dialogue_events=1,
             confirmed=10,
             waitlisted=3,
+            cancelled=["r-k1"],
+            promoted=["r-k11"],
         ),
         Played(
             ags="05911000",
@@ -86,17 +98,21 @@ def test_expected_is_what_was_there_plus_what_was_played() -> None:
         "registrations_total": 20,
         "registrations_confirmed": 20,
         "registrations_waitlisted": None,  # withheld before the run
+        "registrations_cancelled": 2,
         "confirmations_sent": 20,
     }
     expected = expected_metrics(baseline, played_metrics(played))
+    # A cancelled place stays counted (as cancelled) and goes to the first on the waitlist.
     assert expected == {
         "municipalities": 3,
         "dialogue_events": 4,
         "registrations_total": 39,
         "registrations_confirmed": 36,
         "registrations_waitlisted": None,
+        "registrations_cancelled": 3,
         "confirmations_sent": 39,
     }
+    assert played_metrics(played)["registrations_waitlisted"] == 2
 
 
 def test_a_withheld_cell_is_not_a_disagreement_but_a_withheld_total_is() -> None:
@@ -122,6 +138,8 @@ def test_the_html_report_shows_each_metric_and_municipality(tmp_path: Path) -> N
             dialogue_events=1,
             confirmed=4,
             waitlisted=2,
+            cancelled=["r1"],
+            promoted=["r5"],
         )
     ]
     totals = played_metrics(played)
@@ -138,6 +156,192 @@ def test_the_html_report_shows_each_metric_and_municipality(tmp_path: Path) -> N
     assert "Kaiserslautern" in html and "07312000" in html
     assert "The program aggregates agree" in html
     assert "<td>withheld</td>" in html
+    assert "<th>cancelled</th><th>promoted</th>" in html
+    assert "<td>4</td><td>2</td><td>1</td><td>1</td>" in html  # as registered, then the rules
+    assert "<td>registrations_cancelled</td><td>1</td>" in html
+
+
+# -- the registration rules ------------------------------------------------------------------
+
+
+def test_a_full_event_cancels_its_first_confirmed_place_for_the_first_on_the_waitlist() -> None:
+    statuses = {"r1": "confirmed", "r2": "confirmed", "r3": "waitlisted", "r4": "waitlisted"}
+    assert cancellation_plan(statuses) == ("r1", "r3")
+    assert cancellation_plan({"r1": "confirmed", "r2": "confirmed"}) is None
+    assert cancellation_plan({}) is None
+
+
+def test_the_demo_erases_whoever_cancelled_else_the_last_of_an_event_nobody_waits_for() -> None:
+    full = Played(
+        ags="05911000",
+        name="Bochum",
+        statuses={"r1": "confirmed", "r2": "waitlisted"},
+        cancelled=["r1"],
+        promoted=["r2"],
+    )
+    open_places = Played(
+        ags="07312000", name="Kaiserslautern", statuses={"k1": "confirmed", "k2": "confirmed"}
+    )
+    stuck = Played(ags="09162000", name="München", statuses={"m1": "confirmed", "m2": "waitlisted"})
+    assert erasure_target(full) == "r1"
+    assert erasure_target(open_places) == "k2"
+    assert erasure_target(stuck) is None  # erasing there would promote someone unplanned
+    assert rules_municipality([open_places, full]) is full
+    assert rules_municipality([open_places]) is open_places
+    assert rules_municipality([Played(ags="1", name="x")]) is None
+    assert rescheduled_recipients(full) == ["r2"]
+
+
+def rule_mail(
+    registration_id: str,
+    *,
+    to: str,
+    kind: NotificationKind,
+    revision: int | None = None,
+    uid: str = "e1@weltoffene-kommune",
+    sequence: int = 0,
+) -> SeenMail:
+    """A mail as notification writes it: its Message-ID from the delivery id, an invitation."""
+    message = EmailMessage()
+    message["To"] = to
+    message["Message-ID"] = message_id(
+        delivery_id(kind, registration_id, revision=revision), domain="weltoffene-kommune.example"
+    )
+    message["Content-Language"] = "de"
+    message.set_content("Hallo")
+    ics = (
+        "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\n"
+        f"UID:{uid}\r\nSEQUENCE:{sequence}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    message.add_attachment(
+        ics.encode(), maintype="text", subtype="calendar", filename="einladung.ics"
+    )
+    return read_mail(message.as_bytes())
+
+
+def rescheduled_bochum() -> Played:
+    return Played(
+        ags="05911000",
+        name="Bochum",
+        registrations={rid: ExpectedMail(f"{rid}@example.org", "de") for rid in ("r1", "r2", "r3")},
+        statuses={"r1": "confirmed", "r2": "confirmed", "r3": "waitlisted"},
+        cancelled=["r1"],
+        promoted=["r3"],
+        rescheduled_revision=1,
+        erased="r1",
+    )
+
+
+def test_rescheduled_mails_update_the_first_invitation_for_everyone_still_registered() -> None:
+    played = rescheduled_bochum()
+    confirmations = [
+        rule_mail(rid, to=f"{rid}@example.org", kind=NotificationKind.CONFIRMATION)
+        for rid in ("r1", "r2", "r3")
+    ]
+    rescheduled = {
+        rid: rule_mail(
+            rid,
+            to=f"{rid}@example.org",
+            kind=NotificationKind.RESCHEDULED,
+            revision=1,
+            sequence=1,
+        )
+        for rid in ("r2", "r3")
+    }
+    assert rescheduled["r2"].calendar_uid == "e1@weltoffene-kommune"
+    assert rescheduled["r2"].calendar_sequence == 1
+    assert reschedule_mail_problems(played, [*confirmations, *rescheduled.values()]) == []
+    assert rule_mail_deliveries([played]) == {
+        "promotion.r3",
+        "confirmation.r1",
+        "confirmation.r2",
+        "confirmation.r3",
+        "rescheduled.r2.1",
+        "rescheduled.r3.1",
+    }
+
+    new_uid = rule_mail(
+        "r2",
+        to="r2@example.org",
+        kind=NotificationKind.RESCHEDULED,
+        revision=1,
+        uid="other",
+        sequence=1,
+    )
+    same_sequence = rule_mail(
+        "r3", to="r3@example.org", kind=NotificationKind.RESCHEDULED, revision=1, sequence=0
+    )
+    problems = reschedule_mail_problems(played, [*confirmations, new_uid, same_sequence])
+    assert len(problems) == 2
+    assert "r2's invitation UID 'other'" in problems[0]
+    assert "SEQUENCE 0" in problems[1]
+    missing = reschedule_mail_problems(played, [*confirmations, rescheduled["r2"]])
+    assert missing == ["05911000: 0 rescheduled mails for r3"]
+
+
+def test_the_first_on_the_waitlist_must_be_promoted_and_told_and_nobody_else() -> None:
+    played = rescheduled_bochum()
+    played.dialogue_event_id = "e1"
+    assert promotion_problems([played], {"e1": {"r3"}}) == []
+    assert promotion_problems([played], {"e1": set()}) == [
+        "05911000: r3, first on the waitlist, was not promoted"
+    ]
+    assert "r2 was promoted" in promotion_problems([played], {"e1": {"r2", "r3"}})[0]
+
+    told = rule_mail("r3", to="r3@example.org", kind=NotificationKind.PROMOTION)
+    elsewhere = rule_mail("r3", to="r2@example.org", kind=NotificationKind.PROMOTION)
+    assert promotion_mail_problems([played], [told]) == []
+    assert promotion_mail_problems([played], []) == ["05911000: 0 promotion mails for r3"]
+    assert promotion_mail_problems([played], [elsewhere]) == [
+        "05911000: the promotion mail of r3 is not addressed to it"
+    ]
+
+
+def test_rule_checks_pass_fail_or_skip_by_what_was_played_and_can_be_seen() -> None:
+    played = rescheduled_bochum()
+    played.dialogue_event_id = "e1"
+    mails = [
+        *(
+            rule_mail(rid, to=f"{rid}@example.org", kind=NotificationKind.CONFIRMATION)
+            for rid in ("r1", "r2", "r3")
+        ),
+        *(
+            rule_mail(
+                rid,
+                to=f"{rid}@example.org",
+                kind=NotificationKind.RESCHEDULED,
+                revision=1,
+                sequence=1,
+            )
+            for rid in ("r2", "r3")
+        ),
+        rule_mail("r3", to="r3@example.org", kind=NotificationKind.PROMOTION),
+    ]
+    checks = rule_checks([played], promotions={"e1": {"r3"}}, mails=mails, folder=Path("m"))
+    assert {c.name: c.outcome for c in checks} == {
+        "cancellations and promotions": "passed",
+        "rescheduling": "passed",
+        "erasure": "passed",
+        "promotion mails": "passed",
+        "rescheduled mails": "passed",
+    }
+
+    played.problem("erasure", "the contact of erased r1 answers 200")
+    without_folder = rule_checks([played], promotions={"e1": set()}, mails=None, folder=None)
+    assert {c.name: c.outcome for c in without_folder} == {
+        "cancellations and promotions": "failed",
+        "rescheduling": "passed",
+        "erasure": "failed",
+        "promotion mails": "skipped",
+        "rescheduled mails": "skipped",
+    }
+    assert "answers 200" in without_folder[2].detail
+
+    unplayed = rule_checks([played], promotions=None, mails=None, folder=None)
+    assert {c.outcome for c in unplayed} == {"skipped"}
+    nobody_waits = Played(ags="07312000", name="Kaiserslautern", statuses={"k1": "confirmed"})
+    quiet = rule_checks([nobody_waits], promotions={}, mails=[], folder=Path("m"))
+    assert [c.outcome for c in quiet] == ["skipped", "failed", "failed", "skipped", "failed"]
 
 
 # -- the assessment part -------------------------------------------------------------------

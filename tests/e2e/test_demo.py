@@ -24,6 +24,11 @@ CHECKS = (
     "confirmation mails per language",
     "Arabic mails right to left",
     "mails addressed to their registration",
+    "cancellations and promotions",
+    "rescheduling",
+    "erasure",
+    "promotion mails",
+    "rescheduled mails",
 )
 
 
@@ -66,7 +71,7 @@ def test_demo_starts_its_own_stack_plays_and_agrees(tmp_path: Path) -> None:
     assert "overall index" in result.stdout and "weakest field" in result.stdout
     assert "The aggregates agree with what was played" in result.stdout
     assert check_lines(result.stdout) == dict.fromkeys(CHECKS, "passed")
-    assert "All 7 checks passed." in result.stdout
+    assert "All 12 checks passed." in result.stdout
     report = (tmp_path / "wok-report.html").read_text()
     assert "Bochum" in report and "agree" in report
     assert "overall index" in report and "All checks passed." in report
@@ -74,11 +79,25 @@ def test_demo_starts_its_own_stack_plays_and_agrees(tmp_path: Path) -> None:
     # The mails themselves, read with the standard library: one per registration, each in
     # the language the demo asked for, Arabic right to left.
     registrations = sum(plan_registrations(i) for i in range(4))
-    mails = [
+    every_mail = [
         email.message_from_bytes(path.read_bytes(), policy=default_policy)
         for path in (tmp_path / "wok" / "demo" / "mail").glob("*.eml")
     ]
-    assert len(mails) == registrations, "one confirmation each"
+    kinds = [str(m["Message-ID"]).strip().strip("<").split(".")[0] for m in every_mail]
+    # Bochum (13 places asked, 3 wait) and Berlin (16, 6 wait) are full: one promotion each;
+    # Bochum's event moved by a week: its 12 still registered are told, once each; the
+    # person erased there is told their data is gone.
+    assert Counter(kinds) == {
+        "confirmation": registrations,
+        "promotion": 2,
+        "rescheduled": 12,
+        "erasure": 1,
+    }
+    for mail, kind in zip(every_mail, kinds, strict=True):
+        if kind == "rescheduled":
+            invitation = next(p for p in mail.walk() if p.get_content_type() == "text/calendar")
+            assert "SEQUENCE:1" in invitation.get_content()
+    mails = [m for m, kind in zip(every_mail, kinds, strict=True) if kind == "confirmation"]
     assert Counter(str(m["Content-Language"]) for m in mails) == Counter(
         preferred_language(n) for n in range(registrations)
     )
@@ -122,9 +141,16 @@ def test_demo_on_a_stack_without_a_known_mail_folder_skips_only_the_mail_checks(
 
     assert result.returncode == 0, result.stdout + result.stderr
     outcomes = check_lines(result.stdout)
+    # One municipality's event (6 of 10 places) is not full: nothing to cancel or promote;
+    # its event is moved and one person erased all the same.
     assert outcomes == {
         **dict.fromkeys(CHECKS[:4], "passed"),
-        **dict.fromkeys(CHECKS[4:], "skipped"),
+        **dict.fromkeys(CHECKS[4:7], "skipped"),
+        "cancellations and promotions": "skipped",
+        "rescheduling": "passed",
+        "erasure": "passed",
+        "promotion mails": "skipped",
+        "rescheduled mails": "skipped",
     }
     assert "mail folder is unknown" in result.stdout
     assert "Skipped: confirmation mails per language" in result.stdout

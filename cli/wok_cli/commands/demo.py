@@ -74,6 +74,7 @@ def stack_for_demo(settings: StackSettings, console: Console) -> Iterator[Endpoi
             kafka_bootstrap=endpoints.kafka_bootstrap,
             topic_prefix=endpoints.topic_prefix,
             mail_dir=endpoints.mail_dir or None,
+            service_key=endpoints.service_key,
         )
         return
     demo_settings = settings.model_copy(update={"data_dir": Path(settings.data_dir) / "demo"})
@@ -90,6 +91,7 @@ def stack_for_demo(settings: StackSettings, console: Console) -> Iterator[Endpoi
             topic_prefix=stack.settings.topic_prefix,
             mail_dir=str(stack.mail_dir),
             exclusive=True,
+            service_key=stack.service_key,
         )
     finally:
         with console.status("Stopping the embedded stack…"):
@@ -134,6 +136,8 @@ def municipalities_table(result: DemoResult) -> Table:
         "dialogue events",
         "confirmed",
         "waitlisted",
+        "cancelled",
+        "promoted",
         "overall index",
         "weakest field",
         "strongest field",
@@ -147,6 +151,8 @@ def municipalities_table(result: DemoResult) -> Table:
             str(played.dialogue_events),
             str(played.confirmed),
             str(played.waitlisted),
+            str(len(played.cancelled)),
+            str(len(played.promoted)),
             Text("not assessed", "red")
             if assessment is None
             else ("–" if assessment.overall is None else str(assessment.overall)),
@@ -192,10 +198,12 @@ def demo(
     """Play a program with the model municipalities and check its outcome.
 
     Onboards the municipalities, schedules their dialogue events, registers residents in
-    five languages (each gets a confirmation e-mail in theirs), runs each municipality's
-    self-check, workshop and measures, waits until the program aggregate published on
-    exchange.aggregates.v1 equals what was played, checks the scores, the AssessmentScored
-    events, the benchmark and the mails, prints a summary, writes an HTML report.
+    five languages (each gets a confirmation e-mail in theirs), cancels a confirmed place in
+    every full event (the first on the waitlist is promoted), moves one event by a week and
+    erases one participant, runs each municipality's self-check, workshop and measures,
+    waits until the program aggregate published on exchange.aggregates.v1 equals what was
+    played, checks the scores, the AssessmentScored events, the benchmark, the promotions,
+    the erasure and the mails, prints a summary, writes an HTML report.
     """
     configure_logging(service="wok", level="WARNING")
     console = Console()

@@ -18,7 +18,7 @@ from rich.text import Text
 from wok_cli.devstack import running_stack
 from wok_reporting.adapters.mongo import MongoActivityRepository, MongoProjectionRepository
 from wok_reporting.app import SERVICE
-from wok_reporting.rebuild import RebuildReport, rebuild
+from wok_reporting.rebuild import IncompleteRead, RebuildReport, rebuild
 from wok_reporting.settings import ReportingSettings
 from wok_runtime.logging import configure_logging
 from wok_runtime.mongo import mongo_client
@@ -103,7 +103,11 @@ def rebuild_command(
     console = Console()
     settings = settings_for(data_dir, console)
     with console.status("Reading the topics from the beginning…"):
-        report = asyncio.run(run_rebuild(settings, apply=not dry_run, allow_shrinking=force))
+        try:
+            report = asyncio.run(run_rebuild(settings, apply=not dry_run, allow_shrinking=force))
+        except IncompleteRead as error:
+            console.print(Text(f"Nothing rebuilt: {error}. Try again.", style="red"))
+            raise typer.Exit(1) from None
     console.print(report_table(report))
     console.print(
         f"{report.events_read} events read, {report.skipped} not projected; "

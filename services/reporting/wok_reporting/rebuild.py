@@ -25,7 +25,10 @@ from wok_reporting.adapters.repository import (
 from wok_reporting.domain import ENTITY_KINDS, Projection
 from wok_reporting.entrypoints.consumers import TOPICS
 from wok_reporting.handlers import Projector
+from wok_runtime.logging import get_logger
 from wok_runtime.settings import WokSettings
+
+log = get_logger(__name__)
 
 Offsets = dict[TopicPartition, int]
 
@@ -84,13 +87,41 @@ async def rebuilt_from(values: Iterable[bytes | None]) -> tuple[Projector, int, 
     return projector, read, skipped
 
 
+READ_ATTEMPTS = 3
+
+
+class IncompleteRead(RuntimeError):
+    """The broker did not hand over every message below the end offsets."""
+
+
 async def read_topics(
     settings: WokSettings, *, since: Offsets | None = None
 ) -> tuple[list[bytes | None], Offsets]:
     """Every message on reporting's topics from `since` (default: the beginning) to their
-    end now, and the end offsets reached."""
+    end now, and the end offsets reached.
+
+    The read is checked: these topics are never compacted, so each partition must yield
+    exactly `end - start` messages. A short read (seen once under load on tansu, where a
+    fetch can reset a partition's position to its end) is retried, then refused, so a
+    rebuild never mistakes a partial read for the topics' content.
+    """
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        values, ends, missing = await _read_once(settings, since=since)
+        if not missing:
+            return values, ends
+        log.warning(
+            "incomplete read of the topics; reading again", attempt=attempt, missing=missing
+        )
+    raise IncompleteRead(f"the broker did not return every message: {missing} missing")
+
+
+async def _read_once(
+    settings: WokSettings, *, since: Offsets | None
+) -> tuple[list[bytes | None], Offsets, int]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
@@ -101,22 +132,32 @@ async def read_topics(
             for partition in sorted(consumer.partitions_for_topic(settings.topic(topic)) or ())
         ]
         if not assignment:
-            return [], {}
+            return [], {}, 0
         consumer.assign(assignment)
         ends = await consumer.end_offsets(assignment)
+        firsts = await consumer.beginning_offsets(assignment)
+        starts: Offsets = {}
         for partition in assignment:
             if since is not None and partition in since:
-                consumer.seek(partition, since[partition])
+                starts[partition] = since[partition]
             else:
-                await consumer.seek_to_beginning(partition)
-        values: list[bytes | None] = []
+                starts[partition] = firsts[partition]
+            consumer.seek(partition, starts[partition])
+        by_partition: dict[TopicPartition, dict[int, bytes | None]] = {tp: {} for tp in assignment}
         while True:
             positions = {tp: await consumer.position(tp) for tp in assignment}
             if all(positions[tp] >= ends[tp] for tp in assignment):
-                return values, ends
+                break
             batches = await consumer.getmany(*assignment, timeout_ms=200)
             for partition, records in batches.items():
-                values.extend(r.value for r in records if r.offset < ends[partition])
+                for record in records:
+                    if starts[partition] <= record.offset < ends[partition]:
+                        by_partition[partition][record.offset] = record.value
+        missing = sum((ends[tp] - starts[tp]) - len(by_partition[tp]) for tp in assignment)
+        values = [
+            by_partition[tp][offset] for tp in assignment for offset in sorted(by_partition[tp])
+        ]
+        return values, ends, missing
     finally:
         await consumer.stop()
 
