@@ -14,7 +14,7 @@ from wok_registration.adapters.repository import (
     RegistrationRepository,
 )
 from wok_registration.entrypoints.commands import CommandProcessor, command_topics
-from wok_registration.entrypoints.http import build_router
+from wok_registration.entrypoints.http import build_router, install_error_handlers
 from wok_registration.entrypoints.limits import RequestLimits
 from wok_registration.handlers import RegistrationHandlers
 from wok_registration.settings import RegistrationSettings
@@ -100,4 +100,5 @@ def build_app(
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.state.handlers = handlers
     app.state.commands = app_commands
+    install_error_handlers(app)
     return app

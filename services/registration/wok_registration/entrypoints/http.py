@@ -15,7 +15,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import (
@@ -369,6 +379,19 @@ def _errors(error: Exception) -> HTTPException:
     raise error
 
 
+def install_error_handlers(app: FastAPI) -> None:
+    """Domain errors become their 4xx once, for every route (see `_errors`)."""
+
+    async def answer(_: Request, error: Exception) -> JSONResponse:
+        failure = _errors(error)
+        return JSONResponse(
+            {"detail": failure.detail}, status_code=failure.status_code, headers=failure.headers
+        )
+
+    for error_type in (NotFound, Conflict, domain.DomainError):
+        app.add_exception_handler(error_type, answer)
+
+
 def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
@@ -440,16 +463,13 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         tags=["municipalities"],
     )
     async def onboard_municipality(body: MunicipalityCreate, _: Admin) -> MunicipalityCreated:
-        try:
-            municipality, api_key = await handlers.onboard_municipality(
-                ags=body.ags,
-                name=body.name,
-                kind=body.kind,
-                population=body.population,
-                contact_office=body.contact_office,
-            )
-        except Conflict as error:
-            raise _errors(error) from error
+        municipality, api_key = await handlers.onboard_municipality(
+            ags=body.ags,
+            name=body.name,
+            kind=body.kind,
+            population=body.population,
+            contact_office=body.contact_office,
+        )
         return MunicipalityCreated(
             **MunicipalityPublic.of(municipality).model_dump(), api_key=api_key
         )
@@ -458,21 +478,15 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         "/v1/municipalities/{ags}", response_model=MunicipalityPublic, tags=["municipalities"]
     )
     async def get_municipality(ags: AgsPath) -> MunicipalityPublic:
-        try:
-            return MunicipalityPublic.of(await handlers.get_municipality(ags))
-        except NotFound as error:
-            raise _errors(error) from error
+        return MunicipalityPublic.of(await handlers.get_municipality(ags))
 
     @router.patch(
         "/v1/municipalities/{ags}", response_model=MunicipalityPublic, tags=["municipalities"]
     )
     async def update_profile(body: MunicipalityUpdate, ags: AdminOrOwn) -> MunicipalityPublic:
-        try:
-            municipality = await handlers.update_profile(
-                ags=ags, changes=body.model_dump(include=body.model_fields_set)
-            )
-        except (NotFound, domain.DomainError) as error:
-            raise _errors(error) from error
+        municipality = await handlers.update_profile(
+            ags=ags, changes=body.model_dump(include=body.model_fields_set)
+        )
         return MunicipalityPublic.of(municipality)
 
     @router.post(
@@ -482,19 +496,13 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         tags=["municipalities"],
     )
     async def rotate_key(ags: AgsPath, _: Admin) -> KeyRotated:
-        try:
-            return KeyRotated(ags=ags, api_key=await handlers.rotate_key(ags=ags))
-        except NotFound as error:
-            raise _errors(error) from error
+        return KeyRotated(ags=ags, api_key=await handlers.rotate_key(ags=ags))
 
     @router.delete(
         "/v1/municipalities/{ags}/keys", response_model=KeyRevoked, tags=["municipalities"]
     )
     async def revoke_key(ags: AdminOrOwn) -> KeyRevoked:
-        try:
-            return KeyRevoked(ags=ags, key_id=await handlers.revoke_key(ags=ags))
-        except (NotFound, Conflict) as error:
-            raise _errors(error) from error
+        return KeyRevoked(ags=ags, key_id=await handlers.revoke_key(ags=ags))
 
     # -- dialogue events ---------------------------------------------------------------
 
@@ -508,10 +516,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         fields = body.model_dump()
         fields["languages"] = tuple(fields["languages"])
         fields["target_sectors"] = tuple(body.target_sectors)
-        try:
-            event = await handlers.schedule_dialogue_event(ags=ags, fields=fields)
-        except domain.DomainError as error:
-            raise _errors(error) from error
+        event = await handlers.schedule_dialogue_event(ags=ags, fields=fields)
         return public(event)
 
     @router.get(
@@ -520,10 +525,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         tags=["dialogue events"],
     )
     async def get_dialogue_event(dialogue_event_id: str) -> DialogueEventPublic:
-        try:
-            return public(await handlers.get_dialogue_event(dialogue_event_id))
-        except NotFound as error:
-            raise _errors(error) from error
+        return public(await handlers.get_dialogue_event(dialogue_event_id))
 
     @router.patch(
         "/v1/municipalities/{ags}/dialogue-events/{dialogue_event_id}",
@@ -537,12 +539,9 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         for name in ("languages", "target_sectors"):
             if name in changes:
                 changes[name] = tuple(changes[name])
-        try:
-            event = await handlers.change_dialogue_event(
-                ags=ags, dialogue_event_id=dialogue_event_id, changes=changes
-            )
-        except (NotFound, Conflict, domain.DomainError) as error:
-            raise _errors(error) from error
+        event = await handlers.change_dialogue_event(
+            ags=ags, dialogue_event_id=dialogue_event_id, changes=changes
+        )
         return public(event)
 
     @router.post(
@@ -553,17 +552,14 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
     async def reschedule_dialogue_event(
         dialogue_event_id: str, body: DialogueEventReschedule, ags: Own
     ) -> DialogueEventPublic:
-        try:
-            event = await handlers.reschedule_dialogue_event(
-                ags=ags,
-                dialogue_event_id=dialogue_event_id,
-                starts_at=body.starts_at,
-                ends_at=body.ends_at,
-                registration_deadline=body.registration_deadline,
-                place=body.place,
-            )
-        except (NotFound, Conflict, domain.DomainError) as error:
-            raise _errors(error) from error
+        event = await handlers.reschedule_dialogue_event(
+            ags=ags,
+            dialogue_event_id=dialogue_event_id,
+            starts_at=body.starts_at,
+            ends_at=body.ends_at,
+            registration_deadline=body.registration_deadline,
+            place=body.place,
+        )
         return public(event)
 
     @router.post(
@@ -574,12 +570,9 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
     async def cancel_dialogue_event(
         dialogue_event_id: str, body: DialogueEventCancel, ags: Own
     ) -> DialogueEventPublic:
-        try:
-            event = await handlers.cancel_dialogue_event(
-                ags=ags, dialogue_event_id=dialogue_event_id, reason=body.reason
-            )
-        except (NotFound, Conflict, domain.DomainError) as error:
-            raise _errors(error) from error
+        event = await handlers.cancel_dialogue_event(
+            ags=ags, dialogue_event_id=dialogue_event_id, reason=body.reason
+        )
         return public(event)
 
     @router.post(
@@ -590,12 +583,9 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
     async def record_attendance(
         dialogue_event_id: str, body: AttendanceCreate, ags: Own
     ) -> DialogueEventPublic:
-        try:
-            event = await handlers.record_attendance(
-                ags=ags, dialogue_event_id=dialogue_event_id, attended=body.attended
-            )
-        except (NotFound, Conflict, domain.DomainError) as error:
-            raise _errors(error) from error
+        event = await handlers.record_attendance(
+            ags=ags, dialogue_event_id=dialogue_event_id, attended=body.attended
+        )
         return public(event)
 
     @router.get(
@@ -604,10 +594,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         tags=["internal"],
     )
     async def access(dialogue_event_id: str, _: Service) -> AccessInformation:
-        try:
-            found = await handlers.access(dialogue_event_id)
-        except NotFound as error:
-            raise _errors(error) from error
+        found = await handlers.access(dialogue_event_id)
         return AccessInformation(
             dialogue_event_id=found.event.id,
             status=EventStatus(found.event.state.value),
@@ -631,20 +618,17 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
     async def register_participant(
         dialogue_event_id: str, body: RegistrationCreate
     ) -> RegistrationPublic:
-        try:
-            registration = await handlers.register_participant(
-                domain.RegistrationRequest(
-                    dialogue_event_id=dialogue_event_id,
-                    name=body.name,
-                    email=str(body.email),
-                    sector=body.sector,
-                    language=body.language,
-                    age_band=body.age_band,
-                    migration_background=body.migration_background,
-                )
+        registration = await handlers.register_participant(
+            domain.RegistrationRequest(
+                dialogue_event_id=dialogue_event_id,
+                name=body.name,
+                email=str(body.email),
+                sector=body.sector,
+                language=body.language,
+                age_band=body.age_band,
+                migration_background=body.migration_background,
             )
-        except (NotFound, Conflict, domain.DomainError) as error:
-            raise _errors(error) from error
+        )
         return RegistrationPublic(
             registration_id=registration.registration_id,
             dialogue_event_id=registration.dialogue_event_id,
@@ -657,10 +641,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         tags=["internal"],
     )
     async def contact(registration_id: str, _: Service) -> Contact:
-        try:
-            participant, links = await handlers.contact(registration_id)
-        except NotFound as error:
-            raise _errors(error) from error
+        participant, links = await handlers.contact(registration_id)
         return Contact(
             registration_id=participant.registration_id,
             dialogue_event_id=participant.dialogue_event_id,
@@ -781,10 +762,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
             if html:
                 return link_problem(error)
             raise
-        try:
-            await handlers.erase_participant(registration_id)
-        except Conflict as error:
-            raise _errors(error) from error
+        await handlers.erase_participant(registration_id)
         if html:
             return HTMLResponse(pages.erased())
         return JSONResponse(
@@ -800,16 +778,13 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         tags=["taskforce"],
     )
     async def add_taskforce_member(body: TaskforceMemberCreate, ags: Own) -> TaskforceMemberPublic:
-        try:
-            member = await handlers.add_taskforce_member(
-                ags=ags,
-                name=body.name,
-                email=str(body.email) if body.email else None,
-                role=body.role,
-                sector=body.sector,
-            )
-        except NotFound as error:
-            raise _errors(error) from error
+        member = await handlers.add_taskforce_member(
+            ags=ags,
+            name=body.name,
+            email=str(body.email) if body.email else None,
+            role=body.role,
+            sector=body.sector,
+        )
         return TaskforceMemberPublic.of(member)
 
     @router.get(
@@ -818,10 +793,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         tags=["taskforce"],
     )
     async def taskforce_members(ags: AdminOrOwn) -> list[TaskforceMemberPublic]:
-        try:
-            return [TaskforceMemberPublic.of(m) for m in await handlers.taskforce_members(ags)]
-        except NotFound as error:
-            raise _errors(error) from error
+        return [TaskforceMemberPublic.of(m) for m in await handlers.taskforce_members(ags)]
 
     @router.delete(
         "/v1/municipalities/{ags}/taskforce/{member_id}",
@@ -829,10 +801,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         tags=["taskforce"],
     )
     async def remove_taskforce_member(member_id: str, ags: Own) -> Response:
-        try:
-            await handlers.remove_taskforce_member(ags=ags, member_id=member_id)
-        except NotFound as error:
-            raise _errors(error) from error
+        await handlers.remove_taskforce_member(ags=ags, member_id=member_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return router
