@@ -5,6 +5,8 @@ Nothing runs beforehand (CI starts from a clean clone); each server starts on fi
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,3 +84,47 @@ def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         stop(process)
         console.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """Debian's headless Chromium for browser tests, installed with apt-get on a clean machine.
+
+    Fails (never skips) when Chromium is missing and cannot be installed: a browser test that
+    did not run did not pass.
+    """
+    found = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail(
+            "Chromium is missing: install Debian's package `chromium` (apt-get install chromium)"
+        )
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        result = subprocess.run(
+            command, env=environment, capture_output=True, text=True, timeout=600
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+            )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def chromium_args() -> tuple[str, ...]:
+    """Flags for headless Chromium on a machine with a closed network, running as root."""
+    return CHROMIUM_ARGS
