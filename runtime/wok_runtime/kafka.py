@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from wok_contracts.topics import TopicSpec
 from wok_runtime.consumer import EventProcessor, Record
@@ -21,10 +24,42 @@ from wok_runtime.settings import WokSettings
 log = get_logger(__name__)
 
 
+def kafka_security(settings: WokSettings) -> BaseSecurity | None:
+    """How to reach the brokers: plaintext in dev, TLS and a SASL user per service in production."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    use_ssl = protocol in ("SSL", "SASL_SSL")
+    cafile = settings.kafka_ssl_cafile or None
+    context = ssl.create_default_context(cafile=cafile) if use_ssl else None
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    sasl = {
+        "PLAIN": SASLPlaintext,
+        "SCRAM-SHA-256": SASLScram256,
+        "SCRAM-SHA-512": SASLScram512,
+    }[settings.kafka_sasl_mechanism]
+    return sasl(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        use_ssl=use_ssl,
+    )
+
+
+def kafka_client_options(settings: WokSettings) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka client (consumer, producer, admin) of these settings."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        **parse_security(kafka_security(settings)),
+    }
+
+
 def build_broker(settings: WokSettings, *, client_id: str) -> KafkaBroker:
     """A broker object; it connects only when started."""
     return KafkaBroker(
         settings.kafka_bootstrap,
+        security=kafka_security(settings),
         client_id=client_id,
         acks="all",
         # Not "faststream": that stdlib logger has FastStream's own plain-text handler.
@@ -104,7 +139,7 @@ def subscribe(
 
 async def ensure_topics(settings: WokSettings, specs: Sequence[TopicSpec]) -> list[str]:
     """Create the topics that do not exist yet (explicitly: auto-creation picks partitions)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

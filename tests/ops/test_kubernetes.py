@@ -99,12 +99,13 @@ def test_every_setting_given_to_a_service_is_a_field_of_its_settings_model(varia
         model = SETTINGS[name]
         unknown = [v for v in variables if v.removeprefix("WOK_").lower() not in model.model_fields]
         assert not unknown, f"{name} has no setting for {unknown}"
-        plain = {
-            v.removeprefix("WOK_").lower(): item["value"]
-            for v, item in variables.items()
-            if "value" in item
-        }
-        model(**plain)  # the values are valid for the model
+        # the values are valid for the model (a Secret's value stands in as "from-secret")
+        model(
+            **{
+                v.removeprefix("WOK_").lower(): item.get("value", "from-secret")
+                for v, item in variables.items()
+            }
+        )
         secrets = {
             item["valueFrom"]["secretKeyRef"]["key"]
             for item in variables.values()
@@ -114,6 +115,10 @@ def test_every_setting_given_to_a_service_is_a_field_of_its_settings_model(varia
             "registration": {"admin-key"},
             "reporting": {"federal-key"},
         }.get(name, set())
+        if variant == "overlays/production":
+            # each service reaches Kafka as its own SCRAM user
+            expected |= {name}
+            assert variables["WOK_KAFKA_SASL_USERNAME"]["value"] == f"wok-{name}"
         assert secrets == expected
 
 

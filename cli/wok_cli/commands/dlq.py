@@ -105,7 +105,7 @@ def redrive_group(target: KafkaTarget) -> str:
 
 def _consumer(target: KafkaTarget) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=target.bootstrap,
+        **target.client_options(),
         group_id=redrive_group(target),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -122,7 +122,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 async def dead_letter_topics(target: KafkaTarget) -> list[DeadLetterTopic]:
     """Every dead-letter topic of this deployment, with its counts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=target.bootstrap)
+    admin = AIOKafkaAdminClient(**target.client_options())
     await admin.start()
     try:
         names = sorted(
@@ -253,7 +253,7 @@ async def redrive(
     """
     topic = target.topic(dead_letter_topic(consumer_name))
     consumer = _consumer(target)
-    producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**target.client_options(), acks="all")
     await consumer.start()
     await producer.start()
     try:

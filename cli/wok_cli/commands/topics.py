@@ -8,6 +8,7 @@ compose provisioning step and the Kubernetes Job follow (tests/ops hold them to 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from wok_contracts.topics import (
     EXCHANGE_AGGREGATES,
     topic_specs,
 )
+from wok_runtime.kafka import kafka_client_options
 from wok_runtime.logging import configure_logging
 from wok_runtime.settings import WokSettings
 
@@ -92,6 +94,11 @@ class KafkaTarget:
 
     bootstrap: str
     prefix: str = ""
+    security: Mapping[str, Any] = field(default_factory=dict)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for an aiokafka client of this target (address and security)."""
+        return {"bootstrap_servers": self.bootstrap, **self.security}
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -116,7 +123,12 @@ def kafka_target(data_dir: Path | None, console: Console) -> KafkaTarget:
     """The stack running on `data_dir`, or the Kafka the `WOK_*` environment names."""
     if data_dir is None:
         settings = WokSettings()
-        return KafkaTarget(bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix)
+        options = kafka_client_options(settings)
+        return KafkaTarget(
+            bootstrap=options.pop("bootstrap_servers"),
+            prefix=settings.topic_prefix,
+            security=options,
+        )
     endpoints = running_stack(data_dir)
     if endpoints is None:
         console.print(
@@ -141,7 +153,7 @@ async def create_topics(
     target: KafkaTarget, plan: list[PlannedTopic], *, replication_factor: int = 1
 ) -> list[TopicState]:
     """Create what is missing; existing topics are left as they are and reported."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=target.bootstrap)
+    admin = AIOKafkaAdminClient(**target.client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -177,7 +189,7 @@ async def create_topics(
 
 async def list_topics(target: KafkaTarget, *, every_topic: bool = False) -> dict[str, int]:
     """Topics of this deployment (all topics with `every_topic`) -> partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=target.bootstrap)
+    admin = AIOKafkaAdminClient(**target.client_options())
     await admin.start()
     try:
         names = [
