@@ -55,10 +55,13 @@ def kafka_client_options(settings: WokSettings) -> dict[str, Any]:
     }
 
 
-def build_broker(settings: WokSettings, *, client_id: str) -> KafkaBroker:
+def build_broker(
+    settings: WokSettings, *, client_id: str, middlewares: Sequence[Any] = ()
+) -> KafkaBroker:
     """A broker object; it connects only when started."""
     return KafkaBroker(
         settings.kafka_bootstrap,
+        middlewares=tuple(middlewares),
         security=kafka_security(settings),
         client_id=client_id,
         acks="all",

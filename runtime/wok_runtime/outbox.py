@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ def _entry(event: OutboundEvent, order: int) -> dict[str, Any]:
         "key": event.key,
         "value": event.envelope.to_json_bytes().decode(),
         "correlation_id": event.envelope.correlationid,
+        "type": event.envelope.type,
         "order": order,
     }
 
@@ -78,6 +79,7 @@ class PendingMessage:
     value: bytes
     correlation_id: str
     order: int
+    event_type: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -95,6 +97,7 @@ def pending_messages(document: dict[str, Any]) -> list[PendingMessage]:
             value=entry["value"].encode(),
             correlation_id=entry.get("correlation_id", ""),
             order=entry.get("order", 0),
+            event_type=entry.get("type", ""),
         )
         for event_id, entry in entries.items()
     ]
@@ -156,7 +159,7 @@ class OutboxRelay:
         publisher: Publisher,
         poll_interval_s: float = 0.5,
         batch_size: int = 200,
-        on_published: Any = None,
+        on_published: Callable[[PendingMessage], None] | None = None,
     ) -> None:
         self._sources = list(sources)
         self._publisher = publisher
@@ -193,7 +196,7 @@ class OutboxRelay:
                     await source.mark_published(message)
                     published += 1
                     if self._on_published is not None:
-                        self._on_published(message.topic)
+                        self._on_published(message)
                 if len(documents) < self._batch_size or published == published_before:
                     break
         return published

@@ -9,18 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.collection import AsyncCollection
 
 from wok_contracts import EventData
 from wok_contracts.topics import TopicSpec, dead_letter_topic, topic_specs
+from wok_runtime.batch import (
+    DEFAULT_MAX_RECORDS,
+    BatchProcessor,
+    BatchSink,
+    subscribe_batches,
+)
 from wok_runtime.consumer import (
     EventProcessor,
     Handler,
@@ -29,11 +39,13 @@ from wok_runtime.consumer import (
     RetryPolicy,
 )
 from wok_runtime.kafka import KafkaPublisher, build_broker, ensure_topics, subscribe
+from wok_runtime.lag import LagMonitor, PartitionLag
 from wok_runtime.logging import correlation, get_logger
 from wok_runtime.metrics import RuntimeMetrics
 from wok_runtime.mongo import MongoProcessedStore, mongo_client
 from wok_runtime.outbox import MongoOutboxSource, OutboxRelay, OutboxSource
 from wok_runtime.settings import WokSettings
+from wok_runtime.tracing import tracer_provider
 
 log = get_logger(__name__)
 
@@ -48,12 +60,19 @@ class ServiceRuntime:
         settings: WokSettings,
         broker: KafkaBroker | None = None,
         database: Any = None,
+        tracing: TracerProvider | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
-        self.broker = broker or build_broker(settings, client_id=name)
-        self.publisher = KafkaPublisher(self.broker, settings)
         self.metrics = RuntimeMetrics(name)
+        self.tracing = tracing or tracer_provider(settings, service=name)
+        middlewares: list[Any] = [
+            KafkaPrometheusMiddleware(registry=self.metrics.registry, app_name=name)
+        ]
+        if self.tracing is not None:
+            middlewares.append(KafkaTelemetryMiddleware(tracer_provider=self.tracing))
+        self.broker = broker or build_broker(settings, client_id=name, middlewares=middlewares)
+        self.publisher = KafkaPublisher(self.broker, settings)
         self._client: Any = None
         self._database = database
         self.relay = OutboxRelay(
@@ -65,6 +84,7 @@ class ServiceRuntime:
         self._startup_hooks: list[StartupHook] = []
         self._background: list[tuple[str, StartupHook]] = []
         self._consumers: list[str] = []
+        self._consumed_topics: dict[str, tuple[str, ...]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
 
@@ -121,6 +141,42 @@ class ServiceRuntime:
         )
         subscribe(self.broker, processor, topics=topics, settings=self.settings)
         self._consumers.append(group)
+        self._consumed_topics[group] = tuple(topics)
+        return processor
+
+    def consume_batches(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        sink: BatchSink,
+        event_types: Collection[str],
+        max_records: int = DEFAULT_MAX_RECORDS,
+    ) -> BatchProcessor:
+        """Register one consumer-group member taking batches; see `wok_runtime.batch`."""
+        processor = BatchProcessor(
+            consumer=group,
+            sink=sink,
+            event_types=event_types,
+            dead_letters=self.publisher,
+            dead_letter_topic=dead_letter_topic(group),
+            retry=RetryPolicy(
+                max_attempts=self.settings.consumer_max_attempts,
+                initial_backoff_s=self.settings.consumer_backoff_initial_s,
+                max_backoff_s=self.settings.consumer_backoff_max_s,
+            ),
+            metrics=ProcessorMetrics(
+                on_outcome=lambda event_type, outcome: self.metrics.event_outcome(
+                    group, event_type, outcome
+                )
+            ),
+        )
+        subscribe_batches(
+            self.broker, processor, topics=topics, settings=self.settings, max_records=max_records
+        )
+        self._consumers.append(group)
+        if hasattr(self, "_consumed_topics"):  # consumer lag, where the runtime measures it
+            self._consumed_topics[group] = tuple(topics)
         return processor
 
     def topic_specs(self) -> list[TopicSpec]:
@@ -136,6 +192,14 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
         for name, task in self._background:
             self._tasks.append(asyncio.create_task(task(), name=f"{self.name}-{name}"))
+        if self._consumed_topics:
+            monitor = LagMonitor(
+                self.settings,
+                groups=self._consumed_topics,
+                record=self._record_lag,
+                interval_s=self.settings.consumer_lag_interval_s,
+            )
+            self._tasks.append(asyncio.create_task(monitor.run(), name=f"{self.name}-lag"))
         self._started = True
         log.info("service started", consumers=self._consumers)
 
@@ -150,7 +214,12 @@ class ServiceRuntime:
         await self.broker.stop()
         if self._client is not None:
             await self._client.close()
+        if self.tracing is not None:
+            self.tracing.force_flush()
         log.info("service stopped")
+
+    def _record_lag(self, lag: PartitionLag) -> None:
+        self.metrics.lag(lag.consumer, lag.topic, lag.partition, lag.messages)
 
     async def _with_retry(self, what: str, operation: Callable[[], Awaitable[Any]]) -> None:
         for attempt in range(1, 31):
@@ -193,6 +262,10 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, version=version, lifespan=lifespan)
         app.state.runtime = self
+        if self.tracing is not None:
+            FastAPIInstrumentor.instrument_app(
+                app, tracer_provider=self.tracing, excluded_urls="healthz,readyz,metrics"
+            )
 
         @app.middleware("http")
         async def observe(request: Request, call_next: Any) -> Response:

@@ -46,6 +46,13 @@ class WokSettings(BaseSettings):
     consumer_backoff_initial_s: float = 0.2
     consumer_backoff_max_s: float = 5.0
     outbox_poll_interval_s: float = 0.5
+    consumer_lag_interval_s: float = Field(
+        default=5.0, description="How often the consumer lag on /metrics is measured"
+    )
+    otel_enabled: bool = Field(
+        default=False, description="OpenTelemetry spans for HTTP requests and Kafka messages"
+    )
+    otel_exporter_otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Self:

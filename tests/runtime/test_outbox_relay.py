@@ -25,6 +25,7 @@ from wok_runtime.outbox import (
     InMemoryOutboxSource,
     OutboundEvent,
     OutboxRelay,
+    PendingMessage,
     outbox_update,
     pending_messages,
     with_outbox,
@@ -198,8 +199,8 @@ async def test_the_running_relay_retries_after_a_failure_and_counts_what_it_publ
     published_topics: list[str] = []
     progress = asyncio.Event()
 
-    def on_published(topic: str) -> None:
-        published_topics.append(topic)
+    def on_published(message: PendingMessage) -> None:
+        published_topics.append(message.topic)
         progress.set()
 
     async def until_published(count: int) -> None:

@@ -1,0 +1,128 @@
+"""Metrics and traces a service gives its operator, without a broker (FastStream's test broker).
+
+The twin on real Kafka is tests/e2e/test_observability.py.
+"""
+
+from __future__ import annotations
+
+import httpx
+from aiokafka import TopicPartition
+from fastapi import APIRouter
+from faststream.kafka import TestKafkaBroker
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import generate_latest
+
+from wok_contracts import Envelope, MunicipalityKind, MunicipalityRegistered, new_envelope
+from wok_runtime.consumer import InMemoryProcessedStore
+from wok_runtime.lag import lag_of
+from wok_runtime.outbox import PendingMessage
+from wok_runtime.service import ServiceRuntime
+from wok_runtime.settings import WokSettings
+
+TOPIC = "registration.events.v1"
+
+
+def registered() -> Envelope[MunicipalityRegistered]:
+    return new_envelope(
+        MunicipalityRegistered(
+            ags="07312000", name="Kaiserslautern", kind=MunicipalityKind.CITY, land="07"
+        ),
+        source="registration",
+        municipality="07312000",
+    )
+
+
+def test_lag_counts_the_messages_after_the_committed_offset() -> None:
+    zero, one, two = (TopicPartition("t", n) for n in range(3))
+    lags = lag_of(
+        end={zero: 10, one: 5, two: 7},
+        committed={zero: 4, one: 5},  # partition two: the group never committed
+        beginning={zero: 0, one: 0, two: 3},
+    )
+    assert lags == {zero: 6, one: 0, two: 4}
+
+
+def test_domain_counters_count_the_published_events_by_kind() -> None:
+    runtime = ServiceRuntime(name="registration", settings=WokSettings())
+
+    def message(event_type: str) -> PendingMessage:
+        return PendingMessage(
+            document_id="d",
+            event_id="e",
+            topic=TOPIC,
+            key="k",
+            value=b"{}",
+            correlation_id="",
+            order=0,
+            event_type=event_type,
+        )
+
+    for _ in range(3):
+        runtime.metrics.published(message("registration.participant.registered.v1"))
+    runtime.metrics.published(message("notification.message.failed.v1"))
+    runtime.metrics.published(message("registration.municipality.registered.v1"))
+    registry = runtime.metrics.registry
+
+    assert registry.get_sample_value("wok_registrations_total", {"service": "registration"}) == 3
+    assert registry.get_sample_value("wok_emails_failed_total", {"service": "registration"}) == 1
+    assert registry.get_sample_value("wok_emails_sent_total", {"service": "registration"}) == 0
+    assert (
+        registry.get_sample_value(
+            "wok_outbox_published_total", {"service": "registration", "topic": TOPIC}
+        )
+        == 5
+    )
+
+
+async def test_consumed_messages_are_counted_and_traced_and_http_requests_traced() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(exporter))
+    runtime = ServiceRuntime(
+        name="assessment", settings=WokSettings(otel_enabled=True), tracing=tracing
+    )
+    seen: list[str] = []
+
+    async def on_registered(envelope: Envelope[MunicipalityRegistered]) -> None:
+        seen.append(envelope.data.ags)
+
+    runtime.consume(
+        group="assessment",
+        topics=[TOPIC],
+        handlers={MunicipalityRegistered: on_registered},
+        processed=InMemoryProcessedStore(),
+    )
+    router = APIRouter()
+
+    @router.get("/v1/ping")
+    async def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    app = runtime.http_app(title="probe", routers=[router])
+
+    async with TestKafkaBroker(runtime.broker) as broker:
+        await broker.publish(registered().to_json_bytes(), topic=TOPIC, key=b"07312000")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+            assert (await client.get("/v1/ping")).status_code == 200
+            assert (await client.get("/healthz")).status_code == 200
+
+    assert seen == ["07312000"]
+    exposition = generate_latest(runtime.metrics.registry).decode()
+    assert 'faststream_received_messages_total{app_name="assessment"' in exposition
+    spans = exporter.get_finished_spans()
+    messaging = [s for s in spans if (s.attributes or {}).get("messaging.system") == "kafka"]
+    assert any(
+        (s.attributes or {}).get("messaging.destination.name") == TOPIC for s in messaging
+    ), [s.attributes for s in spans]
+    http = [s for s in spans if (s.attributes or {}).get("http.route") == "/v1/ping"]
+    assert http, [s.name for s in spans]
+    # probes are not traced
+    assert not [s for s in spans if (s.attributes or {}).get("http.route") == "/healthz"]
+
+
+def test_tracing_is_off_unless_enabled() -> None:
+    runtime = ServiceRuntime(name="reporting", settings=WokSettings())
+    assert runtime.tracing is None
