@@ -1,0 +1,318 @@
+"""Batch consumption with the guarantees of the per-message `EventProcessor` (consumer.py).
+
+A consumer that can store the effect of many events in one write (reporting's projection)
+takes them in batches: FastStream's batch subscriber (`getmany`) hands over up to
+`max_records` records, `BatchProcessor.process` stores their effect, and only then is the
+batch acknowledged (the offsets committed). FastStream's own ack policies either lose or
+duplicate (DESIGN.md section 8), so the acknowledgement is manual, as for single messages:
+
+- an undecodable or invalid message goes to the dead-letter topic at once, with the reason,
+  before anything after it is stored;
+- the sink stores each partition's part of a batch together with the partition's highest
+  offset in it; when a partition is assigned, the offset stored with the state is read back
+  and every record at or below it is skipped, so a batch stored but not committed (a crash,
+  a rebalance) is not applied twice;
+- the sink's write is idempotent by event id as well (the same event at another offset,
+  or a batch rewound after a failure, changes nothing);
+- a sink failure is retried with backoff; if it persists, the batch is stored one event
+  at a time and the event that still fails is dead-lettered with the reason;
+- a dependency outage (database or broker away) is waited out without limit; if the batch
+  still cannot be stored, the subscriber rewinds to its first records (nack) and the batch
+  comes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from wok_contracts import ContractError, Envelope, decode_envelope
+from wok_runtime.consumer import (
+    TRANSIENT_ERRORS,
+    EventProcessor,
+    ProcessorMetrics,
+    Record,
+    RetryPolicy,
+    TransientError,
+)
+from wok_runtime.logging import get_logger
+from wok_runtime.outbox import Publisher
+from wok_runtime.settings import WokSettings
+
+log = get_logger(__name__)
+
+DEFAULT_MAX_RECORDS = 2000
+
+
+@dataclass(frozen=True)
+class Item:
+    """A decoded event of a type the sink handles, with the record it came in."""
+
+    record: Record
+    envelope: Envelope[Any]
+
+
+@dataclass(frozen=True)
+class PartitionBatch:
+    """One partition's part of a batch: the events to apply, and the highest offset covered
+    (which may belong to a record that was skipped, ignored or dead-lettered)."""
+
+    topic: str
+    partition: int
+    last_offset: int
+    items: tuple[Item, ...]
+
+
+class BatchSink(Protocol):
+    async def stored_offset(self, topic: str, partition: int) -> int | None:
+        """The highest offset of the partition whose effect is stored (None: none yet)."""
+        ...
+
+    async def store(self, batches: Sequence[PartitionBatch]) -> None:
+        """Store the effect of the items and, with it, each partition's `last_offset`.
+
+        Must be idempotent by event id: storing an event again changes nothing."""
+        ...
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        sink: BatchSink,
+        event_types: Collection[str],
+        dead_letters: Publisher,
+        dead_letter_topic: str,
+        retry: RetryPolicy,
+        metrics: ProcessorMetrics | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.sink = sink
+        self.event_types = frozenset(event_types)
+        self._retry = retry
+        self._metrics = metrics or ProcessorMetrics()
+        # Dead-lettering and storage retries as in the per-message processor.
+        self._single = EventProcessor(
+            consumer=consumer,
+            handlers={},
+            processed=_NothingProcessed(),
+            dead_letters=dead_letters,
+            dead_letter_topic=dead_letter_topic,
+            retry=retry,
+            metrics=self._metrics,
+        )
+        # Offsets stored with the state, read when a partition is first seen after its
+        # assignment. Only these skip records: within one assignment Kafka hands each
+        # offset over once, and a batch we rewind ourselves is stored idempotently.
+        self._stored: dict[tuple[str, int], int | None] = {}
+
+    def forget_positions(self, partitions: Collection[tuple[str, int]] | None = None) -> None:
+        """Read the stored offsets again (after a rebalance: another member may have
+        stored more of a partition meanwhile)."""
+        if partitions is None:
+            self._stored.clear()
+        for key in partitions or ():
+            self._stored.pop(key, None)
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Store the effect of `records` (or dead-letter them); returns when it is durable."""
+        by_partition: dict[tuple[str, int], list[Record]] = defaultdict(list)
+        for record in records:
+            by_partition[(record.topic, record.partition)].append(record)
+        batches: list[PartitionBatch] = []
+        outcomes: Counter[tuple[str, str]] = Counter()
+        for (topic, partition), found in by_partition.items():
+            found.sort(key=lambda record: record.offset)
+            stored = await self._stored_offset(topic, partition)
+            items: list[Item] = []
+            for record in found:
+                if stored is not None and record.offset <= stored:
+                    outcomes[("replayed", "duplicate")] += 1
+                    continue
+                try:
+                    envelope = decode_envelope(record.value)
+                except ContractError as error:
+                    await self._single._dead_letter(record, error.reason)
+                    outcomes[("undecodable", "dead_lettered")] += 1
+                    continue
+                if envelope.type not in self.event_types:
+                    outcomes[(envelope.type, "ignored")] += 1
+                    continue
+                items.append(Item(record=record, envelope=envelope))
+            if stored is None or found[-1].offset > stored:
+                batches.append(
+                    PartitionBatch(
+                        topic=topic,
+                        partition=partition,
+                        last_offset=found[-1].offset,
+                        items=tuple(items),
+                    )
+                )
+        if batches:
+            outcomes.update(await self._store(batches))
+        for (event_type, outcome), count in outcomes.items():
+            for _ in range(count):
+                self._metrics.on_outcome(event_type, outcome)
+
+    async def _stored_offset(self, topic: str, partition: int) -> int | None:
+        key = (topic, partition)
+        if key not in self._stored:
+            self._stored[key] = await self._single._until_stored(
+                lambda: self.sink.stored_offset(topic, partition)
+            )
+            log.info(
+                "partition position read",
+                topic=topic,
+                partition=partition,
+                stored=self._stored[key],
+            )
+        return self._stored[key]
+
+    async def _store(self, batches: list[PartitionBatch]) -> Counter[tuple[str, str]]:
+        outcomes: Counter[tuple[str, str]] = Counter()
+        failure = await self._with_retries(lambda: self.sink.store(batches))
+        if failure is None:
+            for batch in batches:
+                for item in batch.items:
+                    outcomes[(item.envelope.type, "processed")] += 1
+            return outcomes
+        # Find the event that fails: store one at a time, dead-letter what still fails.
+        log.warning("batch failed; storing its events one at a time", error=failure)
+        for batch in batches:
+            for item in batch.items:
+                single = PartitionBatch(
+                    topic=batch.topic,
+                    partition=batch.partition,
+                    last_offset=item.record.offset,
+                    items=(item,),
+                )
+                reason = await self._with_retries(lambda single=single: self.sink.store([single]))
+                if reason is None:
+                    outcomes[(item.envelope.type, "processed")] += 1
+                else:
+                    await self._single._dead_letter(item.record, reason)
+                    outcomes[(item.envelope.type, "dead_lettered")] += 1
+            # The offset of the batch's last record (maybe not an event applied) as well.
+            rest = PartitionBatch(
+                topic=batch.topic,
+                partition=batch.partition,
+                last_offset=batch.last_offset,
+                items=(),
+            )
+            await self._single._until_stored(lambda rest=rest: self.sink.store([rest]))
+        return outcomes
+
+    async def _with_retries(self, operation: Callable[[], Awaitable[None]]) -> str | None:
+        """Run until it succeeds (None) or has failed `max_attempts` times (the reason);
+        a dependency outage is waited out without counting."""
+        attempt = failures = 0
+        while True:
+            attempt += 1
+            try:
+                await operation()
+                return None
+            except (TransientError, *TRANSIENT_ERRORS) as error:
+                log.warning(
+                    "dependency unavailable; will retry", attempt=attempt, error=repr(error)
+                )
+                attempt = min(attempt, self._retry.max_attempts)
+            except Exception as error:
+                failures += 1
+                if failures >= self._retry.max_attempts:
+                    log.error("batch store failed", attempts=failures, error=repr(error))
+                    return f"handler failed after {failures} attempts: {error!r}"
+                log.warning("batch store failed; will retry", attempt=attempt, error=repr(error))
+            await asyncio.sleep(self._retry.backoff(attempt))
+
+
+class _NothingProcessed:
+    """The batch path keeps no processed-id list: its sink is idempotent by event id."""
+
+    async def seen(self, consumer: str, event_id: str) -> bool:
+        return False
+
+    async def mark(self, consumer: str, event_id: str) -> None:
+        return None
+
+
+class _PositionsListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, processor: BatchProcessor, prefix: str) -> None:
+        self._processor = processor
+        self._prefix = prefix
+
+    def _keys(self, partitions: Collection[TopicPartition]) -> list[tuple[str, int]]:
+        return [(tp.topic.removeprefix(self._prefix), tp.partition) for tp in partitions]
+
+    def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        self._processor.forget_positions(self._keys(revoked))
+
+    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self._processor.forget_positions(self._keys(assigned))
+
+
+def subscribe_batches(
+    broker: KafkaBroker,
+    processor: BatchProcessor,
+    *,
+    topics: Sequence[str],
+    settings: WokSettings,
+    max_records: int = DEFAULT_MAX_RECORDS,
+    batch_timeout_ms: int = 100,
+) -> Any:
+    """One consumer-group member over `topics` taking batches; commits after `process`."""
+
+    async def consume(message: KafkaMessage) -> None:
+        raw = message.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)
+        if not records:
+            return
+        try:
+            await processor.process(
+                [
+                    Record(
+                        topic=record.topic.removeprefix(settings.topic_prefix),
+                        partition=record.partition,
+                        offset=record.offset,
+                        key=record.key,
+                        value=record.value,
+                        headers=tuple(record.headers or ()),
+                    )
+                    for record in records
+                ]
+            )
+        except Exception as error:
+            # Not acknowledged and not skipped: rewind every partition to its first record
+            # of the batch; what was stored already is skipped or stored idempotently.
+            log.error(
+                "batch could not be processed; it will be redelivered",
+                records=len(records),
+                error=repr(error),
+            )
+            await message.nack()
+            await asyncio.sleep(settings.consumer_backoff_max_s)
+            return
+        await message.ack()
+
+    consume.__name__ = f"consume_batches_{processor.consumer.replace('-', '_')}"
+    return broker.subscriber(
+        *(settings.topic(topic) for topic in topics),
+        group_id=processor.consumer,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=batch_timeout_ms,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        listener=_PositionsListener(processor, settings.topic_prefix),
+        no_reply=True,
+    )(consume)
