@@ -13,6 +13,7 @@ from wok_cli.commands.demo import demo
 from wok_cli.commands.dev import dev
 from wok_cli.commands.dlq import dlq_app
 from wok_cli.commands.docs import docs
+from wok_cli.commands.keys import keys_app
 from wok_cli.commands.reporting import reporting_app
 from wok_cli.commands.topics import topics_app
 
@@ -23,4 +24,5 @@ COMMANDS: tuple[Callable[..., Any] | typer.Typer, ...] = (
     dlq_app,
     docs,
     reporting_app,
+    keys_app,
 )
