@@ -288,6 +288,20 @@ def registration_samples() -> list[EventData]:
             target_sectors=[Sector.BUSINESS],
         ),
         events.CancelDialogueEvent(ags=KAISERSLAUTERN, dialogue_event_id="dlg-1", reason="Umzug"),
+        events.ChangeDialogueEvent(
+            ags=KAISERSLAUTERN,
+            dialogue_event_id="dlg-1",
+            title="Dialog: Nachbarschaft",
+            capacity=40,
+            remove=["online_link"],
+        ),
+        events.RescheduleDialogueEvent(
+            ags=KAISERSLAUTERN,
+            dialogue_event_id="dlg-1",
+            starts_at=datetime(2030, 12, 17, 17, 0, tzinfo=UTC),
+            ends_at=datetime(2030, 12, 17, 19, 0, tzinfo=UTC),
+        ),
+        events.RecordAttendance(ags=KAISERSLAUTERN, dialogue_event_id="dlg-1", attended=23),
         events.CommandRejected(
             ags=KAISERSLAUTERN,
             command_id="cmd-1",

@@ -6,7 +6,7 @@ No payload carries a person's name or e-mail address: people appear as opaque id
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -314,6 +314,59 @@ class CancelDialogueEvent(EventData):
     reason: str = Field(default="", max_length=1000)
 
 
+class ChangeDialogueEvent(EventData):
+    """The same as `PATCH /v1/municipalities/{ags}/dialogue-events/{id}`: only the fields that
+    are not null change (times change through `RescheduleDialogueEvent`); `remove` takes away
+    the place or the online link (e.g. an event that went online)."""
+
+    event_type: ClassVar[str] = "registration.command.change_dialogue_event.v1"
+
+    ags: Ags
+    dialogue_event_id: str = Field(min_length=1, max_length=100)
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    description: str | None = Field(default=None, max_length=5000)
+    format: EventFormat | None = None
+    place: str | None = Field(default=None, max_length=500)
+    online_link: str | None = Field(default=None, max_length=1000)
+    capacity: int | None = Field(default=None, ge=1, le=100_000)
+    reserved_places: int | None = Field(default=None, ge=0, le=100_000)
+    registration_deadline: AwareDatetime | None = None
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] | None = Field(
+        default=None, min_length=1, max_length=20
+    )
+    target_sectors: list[Sector] | None = None
+    remove: list[Literal["place", "online_link"]] = Field(default_factory=list)
+
+    def changes(self) -> dict[str, Any]:
+        """What changes: every field that is not null, and None for each field removed."""
+        fields = self.model_dump(exclude={"ags", "dialogue_event_id", "remove"}, exclude_none=True)
+        return fields | dict.fromkeys(self.remove)
+
+
+class RescheduleDialogueEvent(EventData):
+    """The same as `POST /v1/municipalities/{ags}/dialogue-events/{id}/reschedule`; everyone
+    registered is told (with an updated calendar entry)."""
+
+    event_type: ClassVar[str] = "registration.command.reschedule_dialogue_event.v1"
+
+    ags: Ags
+    dialogue_event_id: str = Field(min_length=1, max_length=100)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    registration_deadline: AwareDatetime | None = None
+    place: str | None = Field(default=None, max_length=500)
+
+
+class RecordAttendance(EventData):
+    """The same as `POST /v1/municipalities/{ags}/dialogue-events/{id}/attendance`: a count."""
+
+    event_type: ClassVar[str] = "registration.command.record_attendance.v1"
+
+    ags: Ags
+    dialogue_event_id: str = Field(min_length=1, max_length=100)
+    attended: int = Field(ge=0, le=100_000, description="How many came (a count, no names)")
+
+
 class FieldProblem(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -350,5 +403,8 @@ EVENT_TYPES: tuple[type[EventData], ...] = (
     TaskforceMemberRemoved,
     ScheduleDialogueEvent,
     CancelDialogueEvent,
+    ChangeDialogueEvent,
+    RescheduleDialogueEvent,
+    RecordAttendance,
     CommandRejected,
 )

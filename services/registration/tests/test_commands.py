@@ -13,7 +13,10 @@ import pytest
 from services.registration.tests.conftest import KAISERSLAUTERN, STARTS, Harness
 from wok_contracts import (
     CancelDialogueEvent,
+    ChangeDialogueEvent,
     EventFormat,
+    RecordAttendance,
+    RescheduleDialogueEvent,
     ScheduleDialogueEvent,
     new_envelope,
 )
@@ -142,3 +145,114 @@ async def test_cancelling_an_unknown_event_by_command_is_rejected(harness: Harne
     )
     [rejection] = await rejections(harness)
     assert [p.field for p in rejection.data.problems] == ["data.dialogue_event_id"]
+
+
+def command(data: Any) -> bytes:
+    return envelope_bytes(data)
+
+
+async def test_change_reschedule_and_attendance_commands_do_what_http_does(
+    harness: Harness,
+) -> None:
+    await harness.onboard()
+    event_id = await harness.schedule()
+    await harness.register(event_id, 1)
+
+    await send(
+        harness,
+        command(
+            ChangeDialogueEvent(
+                ags=KAISERSLAUTERN,
+                dialogue_event_id=event_id,
+                title="Dialog: Nachbarschaft",
+                capacity=40,
+            )
+        ),
+    )
+    changed = await harness.event(event_id)
+    assert changed["title"] == "Dialog: Nachbarschaft"
+    assert changed["capacity"] == 40
+
+    later = STARTS + timedelta(days=7)
+    reschedule = command(
+        RescheduleDialogueEvent(
+            ags=KAISERSLAUTERN,
+            dialogue_event_id=event_id,
+            starts_at=later,
+            ends_at=later + timedelta(hours=2),
+        )
+    )
+    await send(harness, reschedule)
+    assert (await harness.event(event_id))["when"] == "Dienstag, 17. Dezember 2030, 18:00–20:00 Uhr"
+
+    harness.set_clock(lambda: later + timedelta(hours=3))
+    await send(
+        harness,
+        command(RecordAttendance(ags=KAISERSLAUTERN, dialogue_event_id=event_id, attended=23)),
+    )
+    types = await harness.types()
+    assert types.count("dialogue_event.changed.v1") == 1
+    assert types.count("dialogue_event.rescheduled.v1") == 1
+    assert types.count("dialogue_event.attendance_recorded.v1") == 1
+    assert harness.dead_letters == [] and await rejections(harness) == []
+
+
+async def test_the_same_reschedule_sent_again_as_a_new_command_tells_participants_once(
+    harness: Harness,
+) -> None:
+    await harness.onboard()
+    event_id = await harness.schedule()
+    later = STARTS + timedelta(days=7)
+
+    def reschedule() -> bytes:  # a new envelope id each time: not caught as a duplicate id
+        return command(
+            RescheduleDialogueEvent(
+                ags=KAISERSLAUTERN,
+                dialogue_event_id=event_id,
+                starts_at=later,
+                ends_at=later + timedelta(hours=2),
+            )
+        )
+
+    await send(harness, reschedule())
+    await send(harness, reschedule())
+    types = await harness.types()
+    assert types.count("dialogue_event.rescheduled.v1") == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (
+            ChangeDialogueEvent(ags=KAISERSLAUTERN, dialogue_event_id="nope", title="X"),
+            "data.dialogue_event_id",
+        ),
+        (
+            RecordAttendance(ags=KAISERSLAUTERN, dialogue_event_id="EVENT", attended=5),
+            "data",  # before the event started
+        ),
+        (
+            RescheduleDialogueEvent(
+                ags=KAISERSLAUTERN,
+                dialogue_event_id="EVENT",
+                starts_at=STARTS,
+                ends_at=STARTS - timedelta(hours=1),
+            ),
+            "data.ends_at",
+        ),
+        (ChangeDialogueEvent(ags=KAISERSLAUTERN, dialogue_event_id="EVENT"), "data"),
+    ],
+)
+async def test_refused_change_reschedule_and_attendance_commands_name_the_field(
+    harness: Harness, data: Any, field: str
+) -> None:
+    await harness.onboard()
+    event_id = await harness.schedule()
+    if getattr(data, "dialogue_event_id", None) == "EVENT":
+        data = data.model_copy(update={"dialogue_event_id": event_id})
+    before = await harness.event(event_id)
+    await send(harness, command(data))
+    [rejection] = await rejections(harness)
+    assert [p.field for p in rejection.data.problems] == [field]
+    assert len(harness.dead_letters) == 1
+    assert await harness.event(event_id) == before

@@ -11,17 +11,22 @@ here the envelope's `municipality` must be the command's `ags`, onboarded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
 
 from wok_contracts import (
     CancelDialogueEvent,
+    ChangeDialogueEvent,
     CommandRejected,
     Envelope,
     FieldProblem,
+    RecordAttendance,
+    RescheduleDialogueEvent,
     ScheduleDialogueEvent,
     new_envelope,
     validate_ags,
@@ -30,14 +35,21 @@ from wok_contracts.events.registration import REGISTRATION_COMMANDS
 from wok_contracts.topics import REGISTRATION_EVENTS, TopicSpec, dead_letter_topic
 from wok_registration import domain
 from wok_registration.adapters.repository import AlreadyExists
-from wok_registration.handlers import SOURCE, NotFound, RegistrationHandlers
+from wok_registration.handlers import SOURCE, Conflict, NotFound, RegistrationHandlers
 from wok_runtime.consumer import EventProcessor, ProcessedStore, Record, RetryPolicy
 from wok_runtime.logging import get_logger
 from wok_runtime.outbox import Publisher
 
 COMMAND_GROUP = "registration-commands"
 COMMANDS: dict[str, type[Any]] = {
-    model.event_type: model for model in (ScheduleDialogueEvent, CancelDialogueEvent)
+    model.event_type: model
+    for model in (
+        ScheduleDialogueEvent,
+        CancelDialogueEvent,
+        ChangeDialogueEvent,
+        RescheduleDialogueEvent,
+        RecordAttendance,
+    )
 }
 # Rejection ids derive from the command id, so a redelivered command is rejected once.
 _REJECTION_NAMESPACE = uuid.UUID("6f1d0c8e-2b1a-4f4e-9a51-5d0c2f1e7a10")
@@ -99,6 +111,9 @@ class CommandProcessor(EventProcessor):
             handlers={
                 ScheduleDialogueEvent: self.schedule_dialogue_event,
                 CancelDialogueEvent: self.cancel_dialogue_event,
+                ChangeDialogueEvent: self.change_dialogue_event,
+                RescheduleDialogueEvent: self.reschedule_dialogue_event,
+                RecordAttendance: self.record_attendance,
             },
             processed=processed,
             dead_letters=publisher,
@@ -202,6 +217,72 @@ class CommandProcessor(EventProcessor):
                 ) from error
 
         await self._run_domain(envelope, cancel)
+
+    async def change_dialogue_event(self, envelope: Envelope[Any]) -> None:
+        async def change(data: ChangeDialogueEvent) -> None:
+            changes = data.changes()
+            if not changes:
+                raise Rejected([FieldProblem(field="data", reason="nothing to change")])
+            for name in ("languages", "target_sectors"):
+                if changes.get(name) is not None:
+                    changes[name] = tuple(changes[name])
+            with _rejected_on_domain_errors():
+                await self._registration.change_dialogue_event(
+                    ags=data.ags, dialogue_event_id=data.dialogue_event_id, changes=changes
+                )
+
+        await self._run_domain(envelope, change)
+
+    async def reschedule_dialogue_event(self, envelope: Envelope[Any]) -> None:
+        async def reschedule(data: RescheduleDialogueEvent) -> None:
+            with _rejected_on_domain_errors():
+                current = await self._registration.get_dialogue_event(data.dialogue_event_id)
+                if _already_rescheduled(current, data):
+                    # the same command again (redelivered after a crash): participants must not
+                    # get a second "rescheduled" e-mail for one change
+                    log.info("command already applied", command_id=envelope.id)
+                    return
+                await self._registration.reschedule_dialogue_event(
+                    ags=data.ags,
+                    dialogue_event_id=data.dialogue_event_id,
+                    starts_at=data.starts_at,
+                    ends_at=data.ends_at,
+                    registration_deadline=data.registration_deadline,
+                    place=data.place,
+                )
+
+        await self._run_domain(envelope, reschedule)
+
+    async def record_attendance(self, envelope: Envelope[Any]) -> None:
+        async def record(data: RecordAttendance) -> None:
+            with _rejected_on_domain_errors():
+                await self._registration.record_attendance(
+                    ags=data.ags, dialogue_event_id=data.dialogue_event_id, attended=data.attended
+                )
+
+        await self._run_domain(envelope, record)
+
+
+@contextlib.contextmanager
+def _rejected_on_domain_errors() -> Iterator[None]:
+    """The domain's refusals as rejections naming the field, like the HTTP routes' 4xx."""
+    try:
+        yield
+    except NotFound as error:
+        raise Rejected([FieldProblem(field="data.dialogue_event_id", reason=str(error))]) from error
+    except domain.InvalidSchedule as error:
+        raise Rejected([FieldProblem(field=f"data.{error.field}", reason=error.reason)]) from error
+    except (Conflict, domain.DomainError) as error:
+        raise Rejected([FieldProblem(field="data", reason=str(error))]) from error
+
+
+def _already_rescheduled(current: domain.DialogueEvent, data: RescheduleDialogueEvent) -> bool:
+    return (
+        current.starts_at == data.starts_at
+        and current.ends_at == data.ends_at
+        and (data.registration_deadline in (None, current.registration_deadline))
+        and (data.place in (None, current.place))
+    )
 
 
 def _readable_ags(value: Any) -> str | None:
