@@ -39,6 +39,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from wok_assessment.domain import FIELDS_OF_ACTION
 from wok_assessment.domain.catalogue import Catalogue, parse_catalogue
 from wok_assessment.domain.scoring import assess
+from wok_cli.demo_municipal import STEPS as MUNICIPAL_STEPS
+from wok_cli.demo_municipal import play_municipal_operations
 from wok_contracts import ContractError, decode_envelope
 from wok_contracts.events.assessment import AssessmentLevel, AssessmentScored, StakeholderGroup
 from wok_contracts.events.notification import NotificationKind, NotificationSent
@@ -817,6 +819,11 @@ class DemoPlayer:
         self._keys: dict[str, str] = {}
         self._catalogues: dict[str, Catalogue] = {}
 
+    @property
+    def keys(self) -> dict[str, str]:
+        """The key each onboarded municipality was given, by AGS."""
+        return dict(self._keys)
+
     async def play(self, client: httpx.AsyncClient) -> list[Played]:
         admin = {"Authorization": f"Bearer {self._endpoints.admin_key}"}
         played: list[Played] = []
@@ -1592,6 +1599,13 @@ async def run_demo(
         played = await player.play(client)
         if endpoints.service_key:
             await player.play_rules(client, played)
+        municipal = await play_municipal_operations(
+            client,
+            played=played,
+            keys=player.keys,
+            kafka_bootstrap=endpoints.kafka_bootstrap,
+            topic_prefix=endpoints.topic_prefix,
+        )
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(base_url=endpoints.assessment_url, timeout=30) as client:
         await player.assess(client, played, deadline=deadline)
@@ -1621,6 +1635,10 @@ async def run_demo(
     )
     checks = assessment_checks(
         played, benchmarks=benchmarks, events=events, exclusive=endpoints.exclusive
+    )
+    checks.extend(
+        judged(f"municipal: {step}", municipal.problems.get(step, []), passed=passed)
+        for step, passed in MUNICIPAL_STEPS.items()
     )
     folder = mail_folder(endpoints)
     census: MailCensus | None = None
