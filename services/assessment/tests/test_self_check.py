@@ -140,7 +140,8 @@ async def test_bad_answers_are_refused_naming_the_question(harness: Any) -> None
 
     empty = await harness.client.post(f"/v1/self-checks/{draft}/submit", headers=key)
     assert empty.status_code == 422
-    assert "at least one question" in empty.json()["detail"]
+    (problem,) = empty.json()["detail"]
+    assert problem["loc"] == ["answers"] and "at least one question" in problem["msg"]
 
 
 async def test_only_the_municipality_s_own_current_key_may_act(harness: Any) -> None:

@@ -89,8 +89,10 @@ async def test_workshop_perspectives_show_each_group_s_gap_to_the_self_check(
     )
     ratings = [
         ("administration", {"6": 70, "2": 90}),
-        ("administration", {"6": 70}),
+        ("administration", {"6": 70, "2": 90}),
+        ("administration", {"6": 70, "2": 90}),
         ("civil_society", {"6": 40, "2": 50}),
+        ("civil_society", {"6": 40}),
         ("civil_society", {"6": 41}),
         ("migrant_advisory_council", {"6": 30, "2": 20}),
     ]
@@ -101,11 +103,12 @@ async def test_workshop_perspectives_show_each_group_s_gap_to_the_self_check(
             headers=key,
         )
         assert recorded.status_code == 201, recorded.text
-    await harness.client.post(
-        f"/v1/municipalities/{KAISERSLAUTERN}/perspectives",
-        json={"workshop": "2026-09", "stakeholder_group": "business", "ratings": {"6": 10}},
-        headers=key,
-    )
+    for group, rated in (("business", {"6": 10}), ("administration", {"6": 0})):
+        await harness.client.post(
+            f"/v1/municipalities/{KAISERSLAUTERN}/perspectives",
+            json={"workshop": "2026-09", "stakeholder_group": group, "ratings": rated},
+            headers=key,
+        )
 
     response = await harness.client.get(
         f"/v1/municipalities/{KAISERSLAUTERN}/perspectives",
@@ -113,23 +116,50 @@ async def test_workshop_perspectives_show_each_group_s_gap_to_the_self_check(
         headers=key,
     )
     summary = response.json()
-    assert summary["self_check_id"] == "07312000-1"
+    assert summary["self_check_id"] == "07312000-1" and summary["min_group_size"] == 3
     six = summary["fields"][5]
-    assert six["self_check_score"] == 66.7 and six["participants"] == 4 + 1
+    assert six["self_check_score"] == 66.7 and six["participants"] == 3 + 3 + 1
     groups = {g["stakeholder_group"]: g for g in six["groups"]}
     assert groups["administration"] | {} == {
         "stakeholder_group": "administration",
-        "participants": 2,
+        "participants": 3,
+        "counted": 3,
+        "too_few_ratings": False,
         "mean": 70.0,
         "gap": 3.3,
     }
-    assert (groups["civil_society"]["mean"], groups["civil_society"]["gap"]) == (40.5, -26.2)
-    assert six["widest_gap"] == "migrant_advisory_council"  # 30 − 66.7 = −36.7
+    assert (groups["civil_society"]["mean"], groups["civil_society"]["gap"]) == (40.3, -26.4)
+    # one member of the migrant advisory council: their rating is never shown
+    assert groups["migrant_advisory_council"] | {} == {
+        "stakeholder_group": "migrant_advisory_council",
+        "participants": 1,
+        "counted": 0,
+        "too_few_ratings": True,
+        "mean": None,
+        "gap": None,
+    }
+    # ...nor recoverable from everyone's mean, which covers the shown groups only
+    assert (six["counted"], six["mean"]) == (6, 55.2)
+    assert six["widest_gap"] == "civil_society"
     assert summary["fields"][1]["groups"][0]["gap"] == -10.0  # administration 90 vs 100
+    assert summary["fields"][1]["groups"][1]["too_few_ratings"] is True  # civil society: one
+
     everything = await harness.client.get(
         f"/v1/municipalities/{KAISERSLAUTERN}/perspectives", headers=key
     )
-    assert everything.json()["fields"][5]["participants"] == 6
+    six_overall = everything.json()["fields"][5]
+    assert six_overall["participants"] == 9
+    administration = six_overall["groups"][0]
+    # the lone administration rating of 2026-09 stays out of every mean, in every view
+    assert (administration["participants"], administration["counted"]) == (4, 3)
+    assert administration["mean"] == 70.0 and six_overall["mean"] == 55.2
+    later = await harness.client.get(
+        f"/v1/municipalities/{KAISERSLAUTERN}/perspectives",
+        params={"workshop": "2026-09"},
+        headers=key,
+    )
+    assert all(g["too_few_ratings"] for g in later.json()["fields"][5]["groups"])
+    assert later.json()["fields"][5]["mean"] is None
 
     refused = await harness.client.post(
         f"/v1/municipalities/{KAISERSLAUTERN}/perspectives",
@@ -146,9 +176,9 @@ async def test_workshop_perspectives_show_each_group_s_gap_to_the_self_check(
         for e in await harness.published_events()
         if isinstance(e.data, WorkshopPerspectiveRecorded)
     ]
-    assert len(events) == 6
-    assert events[2].data.stakeholder_group == "civil_society"
-    assert [(r.field, r.rating) for r in events[2].data.ratings] == [(2, 50), (6, 40)]
+    assert len(events) == 9
+    assert events[3].data.stakeholder_group == "civil_society"
+    assert [(r.field, r.rating) for r in events[3].data.ratings] == [(2, 50), (6, 40)]
     assert events[0].municipality == KAISERSLAUTERN
 
 
@@ -245,11 +275,12 @@ async def test_the_field_report_shows_radar_benchmark_gaps_deficits_and_measures
     }
     await submit(harness, MAINZ, other, field_answers(catalogue, 1, "partly"))
     await submit(harness, KAISERSLAUTERN, key, answers)
-    await harness.client.post(
-        f"/v1/municipalities/{KAISERSLAUTERN}/perspectives",
-        json={"workshop": "w", "stakeholder_group": "civil_society", "ratings": {"1": 40}},
-        headers=key,
-    )
+    for group in ("civil_society", "civil_society", "civil_society", "business"):
+        await harness.client.post(
+            f"/v1/municipalities/{KAISERSLAUTERN}/perspectives",
+            json={"workshop": "w", "stakeholder_group": group, "ratings": {"1": 40}},
+            headers=key,
+        )
     await harness.client.post(
         f"/v1/municipalities/{KAISERSLAUTERN}/measures",
         json={"field": 6, "title": "Treffpunkt <Quartier>", "owner_role": "Integrationsbüro"},
@@ -270,6 +301,9 @@ async def test_the_field_report_shows_radar_benchmark_gaps_deficits_and_measures
     assert "100.0" in row_one.group(1) and "1 / 2" in row_one.group(1)
     assert "oberes Viertel" in row_one.group(1)
     assert 'data-group="civil_society"' in page and "-60.0" in page
+    business = re.search(r'<tr data-field="1" data-group="business">(.*?)</tr>', page, re.S)
+    assert business is not None and "zu wenige Bewertungen" in business.group(1)
+    assert "40.0" not in business.group(1)
     deficit = re.search(r'<section class="deficit" data-field="6">(.*?)</section>', page, re.S)
     assert deficit is not None
     assert catalogue.field(6).suggestions["beginning"].de in deficit.group(1)

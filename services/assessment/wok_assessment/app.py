@@ -12,7 +12,7 @@ from wok_assessment.adapters.repository import (
     MunicipalityDirectory,
 )
 from wok_assessment.domain.catalogue import Catalogues, load_catalogues
-from wok_assessment.entrypoints.http import build_router
+from wok_assessment.entrypoints.http import build_router, install_error_handlers
 from wok_assessment.handlers import AssessmentHandlers
 from wok_assessment.settings import AssessmentSettings
 from wok_contracts import MunicipalityRegistered
@@ -53,6 +53,7 @@ def build_app(
         repository=repository,
         catalogues=catalogues or load_catalogues(),
         events_stored=runtime.relay.wake,
+        min_group_size=settings.workshop_min_group_size,
     )
     runtime.consume(
         group=CONSUMER_GROUP,
@@ -66,5 +67,6 @@ def build_app(
     app = runtime.http_app(
         title="Weltoffene Kommune: assessment", routers=[build_router(handlers, keys)]
     )
+    install_error_handlers(app)
     app.state.handlers = handlers
     return app

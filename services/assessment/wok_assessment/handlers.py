@@ -21,6 +21,7 @@ from wok_assessment.domain.self_check import (
     submit_self_check,
 )
 from wok_assessment.domain.workshop import (
+    DEFAULT_MIN_GROUP_SIZE,
     FieldPerspectives,
     Perspective,
     record_perspective,
@@ -70,6 +71,7 @@ class SelfCheckResult:
 class PerspectiveSummary:
     workshop: str | None
     self_check_id: str | None
+    min_group_size: int
     fields: tuple[FieldPerspectives, ...]
 
 
@@ -93,7 +95,9 @@ class AssessmentHandlers:
         catalogues: Catalogues,
         events_stored: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
     ) -> None:
+        self.min_group_size = min_group_size
         self.directory = directory
         self.repository = repository
         self.catalogues = catalogues
@@ -212,7 +216,12 @@ class AssessmentHandlers:
         return PerspectiveSummary(
             workshop=workshop,
             self_check_id=latest.self_check.id if latest else None,
-            fields=summarize(found, latest.assessment if latest else None),
+            min_group_size=self.min_group_size,
+            fields=summarize(
+                found,
+                latest.assessment if latest else None,
+                min_group_size=self.min_group_size,
+            ),
         )
 
     # -- measures -----------------------------------------------------------------------

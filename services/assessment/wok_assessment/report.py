@@ -17,11 +17,18 @@ from wok_assessment.handlers import Report
 
 RADAR_SIZE = 420
 RADAR_RADIUS = 150
+RADAR_MARGIN = 150  # room beside the chart for the axis names
 RINGS = (25, 50, 75, 100)
+LABEL_LINE_CHARS = 24
 
 LABELS = {
     "de": {
         "title": "Feldbericht",
+        "navigation": "Bericht",
+        "as_pdf": "Als PDF",
+        "other_lang": "en",
+        "other_language": "English",
+        "print_hint": "Druckansicht: Drucken im Browser (ohne diese Leiste)",
         "no_self_check": "Es wurde noch kein Selbstcheck eingereicht.",
         "self_check": "Selbstcheck",
         "submitted": "eingereicht am",
@@ -44,6 +51,11 @@ LABELS = {
         "mean": "Mittelwert",
         "gap": "Abstand zum Selbstcheck",
         "no_perspectives": "Noch keine Perspektiven erfasst.",
+        "too_few": "zu wenige Bewertungen",
+        "min_group": (
+            "Ein Mittelwert erscheint erst ab %d Bewertungen einer Gruppe je Workshop, damit "
+            "keine einzelne Bewertung erkennbar ist (* = ohne Workshops mit zu wenigen)."
+        ),
         "deficits": "Handlungsbedarf und Anregungen",
         "no_deficits": "Kein Handlungsfeld liegt unter der Schwelle für Handlungsbedarf.",
         "open_points": "Offene Punkte",
@@ -65,6 +77,11 @@ LABELS = {
     },
     "en": {
         "title": "Field report",
+        "navigation": "Report",
+        "as_pdf": "As PDF",
+        "other_lang": "de",
+        "other_language": "Deutsch",
+        "print_hint": "Printable: print from the browser (without this bar)",
         "no_self_check": "No self-check has been submitted yet.",
         "self_check": "Self-check",
         "submitted": "submitted on",
@@ -85,6 +102,11 @@ LABELS = {
         "mean": "Mean",
         "gap": "Gap to the self-check",
         "no_perspectives": "No perspectives recorded yet.",
+        "too_few": "too few ratings",
+        "min_group": (
+            "A group's mean is shown only from %d ratings per workshop on, so that no single "
+            "rating can be told (* = without workshops with too few)."
+        ),
         "deficits": "Where to act, and suggestions",
         "no_deficits": "No field is below the threshold for action.",
         "open_points": "Open points",
@@ -120,6 +142,7 @@ class RadarAxis:
 @dataclass(frozen=True)
 class Radar:
     size: int
+    margin: int
     center: float
     axes: tuple[RadarAxis, ...]
     rings: tuple[tuple[int, str], ...]
@@ -155,6 +178,7 @@ def radar(own: Sequence[float | None], median: Sequence[float | None]) -> Radar:
     has_median = any(value is not None for value in median)
     return Radar(
         size=RADAR_SIZE,
+        margin=RADAR_MARGIN,
         center=RADAR_SIZE / 2,
         axes=tuple(axes),
         rings=tuple((ring, _polygon([ring] * 7)) for ring in RINGS),
@@ -166,14 +190,25 @@ def radar(own: Sequence[float | None], median: Sequence[float | None]) -> Radar:
     )
 
 
+def label_lines(label: str, *, width: int = LABEL_LINE_CHARS) -> tuple[str, ...]:
+    """A long axis label on two lines (at the space nearest the middle), so it fits the chart."""
+    if len(label) <= width or " " not in label:
+        return (label,)
+    middle = len(label) / 2
+    cut = min((i for i, c in enumerate(label) if c == " "), key=lambda i: abs(i - middle))
+    return label[:cut], label[cut + 1 :]
+
+
 @cache
 def _environment() -> Environment:
-    return Environment(
+    environment = Environment(
         loader=PackageLoader("wok_assessment", "templates"),
         autoescape=select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["label_lines"] = label_lines
+    return environment
 
 
 def render_report(report: Report, *, language: str = "de") -> str:

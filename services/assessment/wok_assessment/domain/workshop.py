@@ -2,7 +2,9 @@
 
 Per field: the mean rating of each group, of everyone, and each group's gap to the
 self-check score (mean − score; negative means the group sees the field worse than the
-administration's self-check does).
+administration's self-check does). A group that gave a field fewer than the minimum number
+of ratings in a workshop (default 3) shows no mean from that workshop: "too few ratings",
+so one person's rating is never revealed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from wok_contracts.events.assessment import (
     StakeholderGroup,
     WorkshopPerspectiveRecorded,
 )
+
+DEFAULT_MIN_GROUP_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,13 @@ def record_perspective(
 class GroupView:
     group: StakeholderGroup
     participants: int
-    mean: float
+    """Ratings the group gave this field (each participant rates a field once)."""
+    counted: int
+    """Ratings in the mean: those from workshops where the group gave at least the minimum."""
+    mean: float | None
+    """None: too few ratings to show a mean without revealing a person's rating."""
     gap: float | None
-    """mean − self-check score; None without a scored self-check for the field."""
+    """mean − self-check score; None without a mean or a scored self-check for the field."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class FieldPerspectives:
     field: int
     self_check_score: float | None
     participants: int
+    counted: int
     mean: float | None
     groups: tuple[GroupView, ...]
 
@@ -86,35 +95,64 @@ def _mean(values: list[int]) -> float:
     return round_half_up(Fraction(sum(values), len(values)))
 
 
+def _gap(mean: float | None, score: float | None) -> float | None:
+    if mean is None or score is None:
+        return None
+    return round_half_up(Fraction(str(mean)) - Fraction(str(score)))
+
+
 def summarize(
-    perspectives: Iterable[Perspective], assessment: Assessment | None
+    perspectives: Iterable[Perspective],
+    assessment: Assessment | None,
+    *,
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
 ) -> tuple[FieldPerspectives, ...]:
-    by_field: dict[int, dict[StakeholderGroup, list[int]]] = {n: {} for n in range(1, 8)}
+    """Means by group and of everyone, over the ratings of shown cells only.
+
+    A cell is (workshop, stakeholder group, field). A cell with fewer than `min_group_size`
+    ratings is never part of any mean, neither its group's nor everyone's, in any view: so no
+    mean, and no difference of two means (all workshops minus one, everyone minus the other
+    groups), covers fewer than `min_group_size` people's ratings of the withheld cell.
+    """
+    cells: dict[int, dict[StakeholderGroup, dict[str, list[int]]]] = {n: {} for n in range(1, 8)}
     for perspective in perspectives:
         for number, rating in perspective.ratings.items():
-            by_field[number].setdefault(perspective.group, []).append(rating)
+            by_workshop = cells[number].setdefault(perspective.group, {})
+            by_workshop.setdefault(perspective.workshop, []).append(rating)
     summary = []
     for number in range(1, 8):
         score = assessment.field(number).score if assessment is not None else None
-        groups = tuple(
-            GroupView(
-                group=group,
-                participants=len(ratings),
-                mean=(mean := _mean(ratings)),
-                gap=None
-                if score is None
-                else round_half_up(Fraction(str(mean)) - Fraction(str(score))),
+        groups = []
+        shown_of_everyone: list[int] = []
+        participants = 0
+        for group, by_workshop in sorted(cells[number].items(), key=lambda item: item[0].value):
+            shown = [
+                rating
+                for ratings in by_workshop.values()
+                if len(ratings) >= min_group_size
+                for rating in ratings
+            ]
+            given = sum(len(ratings) for ratings in by_workshop.values())
+            participants += given
+            shown_of_everyone.extend(shown)
+            mean = _mean(shown) if shown else None
+            groups.append(
+                GroupView(
+                    group=group,
+                    participants=given,
+                    counted=len(shown),
+                    mean=mean,
+                    gap=_gap(mean, score),
+                )
             )
-            for group, ratings in sorted(by_field[number].items(), key=lambda item: item[0].value)
-        )
-        everyone = [rating for ratings in by_field[number].values() for rating in ratings]
         summary.append(
             FieldPerspectives(
                 field=number,
                 self_check_score=score,
-                participants=len(everyone),
-                mean=_mean(everyone) if everyone else None,
-                groups=groups,
+                participants=participants,
+                counted=len(shown_of_everyone),
+                mean=_mean(shown_of_everyone) if shown_of_everyone else None,
+                groups=tuple(groups),
             )
         )
     return tuple(summary)

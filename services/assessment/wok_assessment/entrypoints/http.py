@@ -1,5 +1,5 @@
-"""HTTP routes of the assessment service: the wire translated into handler calls, and domain
-errors into clear 4xx.
+"""HTTP routes of the assessment service: the wire translated into handler calls; domain
+errors become clear 4xx once, in `install_error_handlers`.
 
 No `from __future__ import annotations` here: FastAPI resolves the dependency aliases
 defined inside `build_router` at runtime.
@@ -8,8 +8,8 @@ defined inside `build_router` at runtime.
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from wok_assessment.domain import FIELDS_OF_ACTION
@@ -24,6 +24,7 @@ from wok_assessment.domain.self_check import (
 )
 from wok_assessment.handlers import AssessmentHandlers, Conflict, NotFound, SelfCheckResult
 from wok_assessment.report import render_report
+from wok_assessment.report_pdf import render_report_pdf
 from wok_contracts import Ags
 from wok_contracts.events.assessment import AssessmentLevel, MeasureStatus, StakeholderGroup
 from wok_runtime.municipal_keys import (
@@ -243,8 +244,13 @@ class PerspectiveRecorded(BaseModel):
 
 class GroupViewPublic(BaseModel):
     stakeholder_group: StakeholderGroup
-    participants: int
-    mean: float
+    participants: int = Field(description="Ratings the group gave this field")
+    counted: int = Field(
+        description="Ratings in the mean: only from workshops where the group gave at least "
+        "min_group_size ratings of the field"
+    )
+    too_few_ratings: bool = Field(description="True: no mean is shown, to protect individuals")
+    mean: float | None
     gap: float | None = Field(description="Mean rating minus the self-check score")
 
 
@@ -252,6 +258,7 @@ class FieldPerspectivesPublic(BaseModel):
     field: int
     self_check_score: float | None
     participants: int
+    counted: int = Field(description="Ratings in the mean of everyone (shown groups only)")
     mean: float | None
     groups: list[GroupViewPublic]
     widest_gap: StakeholderGroup | None
@@ -261,6 +268,9 @@ class PerspectivesPublic(BaseModel):
     ags: str
     workshop: str | None
     self_check_id: str | None = Field(description="The submitted self-check compared against")
+    min_group_size: int = Field(
+        description="Fewer ratings of a field by one group in one workshop show no mean"
+    )
     fields: list[FieldPerspectivesPublic]
 
 
@@ -309,16 +319,70 @@ def _unprocessable(problems: dict[str, str], *, prefix: tuple[str, ...]) -> HTTP
     )
 
 
+def _errors(error: Exception) -> HTTPException:
+    if isinstance(error, NotFound | UnknownCatalogueVersion):
+        return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error))
+    if isinstance(error, InvalidAnswers):
+        return _unprocessable(error.problems, prefix=("body", "answers"))
+    if isinstance(error, InvalidMeasure):
+        return _unprocessable({error.field: error.reason}, prefix=("body",))
+    if isinstance(error, NothingAnswered):
+        return _unprocessable({"answers": str(error)}, prefix=())
+    if isinstance(error, Conflict | NotADraft | InvalidTransition):
+        return HTTPException(status.HTTP_409_CONFLICT, detail=str(error))
+    raise error
+
+
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (
+    NotFound,
+    UnknownCatalogueVersion,
+    InvalidAnswers,
+    InvalidMeasure,
+    NothingAnswered,
+    Conflict,
+    NotADraft,
+    InvalidTransition,
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Domain errors become their 4xx once, for every route (see `_errors`)."""
+
+    async def answer(_: Request, error: Exception) -> JSONResponse:
+        failure = _errors(error)
+        return JSONResponse(
+            {"detail": failure.detail}, status_code=failure.status_code, headers=failure.headers
+        )
+
+    for error_type in DOMAIN_ERRORS:
+        app.add_exception_handler(error_type, answer)
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description}
+
+
+# What any route may answer besides its own responses (documented once for all of them).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem("No key, or an unknown or revoked one"),
+    403: _problem("Another municipality's key"),
+    404: _problem("No such self-check, measure, municipality or catalogue version"),
+    409: _problem("Not possible in the current state (e.g. the self-check was submitted)"),
+}
+
+
 def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(responses=ERROR_RESPONSES)
     OwnMunicipality = Annotated[str, Depends(municipality_key_dependency(keys))]
     KeyHolder = Annotated[str, Depends(key_holder_dependency(keys))]
+    ReportLanguage = Annotated[str, Query(pattern="^(de|en)$", description="de or en")]
 
     async def own_self_check(self_check_id: str, key_ags: KeyHolder) -> SelfCheck:
-        try:
-            self_check = await handlers.get_self_check(self_check_id)
-        except NotFound as error:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
+        self_check = await handlers.get_self_check(self_check_id)
         forbid_other_municipality(key_ags=key_ags, ags=self_check.ags)
         return self_check
 
@@ -338,10 +402,7 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
             str | None, Query(description="A published version; the current one if left out")
         ] = None,
     ) -> dict[str, Any]:
-        try:
-            catalogue = handlers.catalogues.get(version) if version else handlers.catalogues.current
-        except UnknownCatalogueVersion as error:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
+        catalogue = handlers.catalogues.get(version) if version else handlers.catalogues.current
         return {
             **catalogue.model_dump(mode="json"),
             "current": catalogue.version == handlers.catalogues.current.version,
@@ -367,10 +428,7 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
         responses={200: {"description": "The open draft, which several staff may share"}},
     )
     async def start_self_check(ags: OwnMunicipality, response: Response) -> SelfCheckPublic:
-        try:
-            self_check, created = await handlers.start_self_check(ags)
-        except Conflict as error:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+        self_check, created = await handlers.start_self_check(ags)
         if not created:
             response.status_code = status.HTTP_200_OK
         return public(self_check)
@@ -389,13 +447,8 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
                 k: "use PATCH to clear an answer" for k, v in body.answers.items() if v is None
             }
             if cleared:
-                raise _unprocessable(cleared, prefix=("body", "answers"))
-        try:
-            changed = await handlers.answer(self_check, body.answers, replace_all=replace_all)
-        except InvalidAnswers as error:
-            raise _unprocessable(error.problems, prefix=("body", "answers")) from error
-        except NotADraft as error:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+                raise InvalidAnswers(cleared)
+        changed = await handlers.answer(self_check, body.answers, replace_all=replace_all)
         return public(changed)
 
     @router.patch(
@@ -422,12 +475,7 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
         tags=["self-check"],
     )
     async def submit(self_check: OwnSelfCheck) -> ResultPublic:
-        try:
-            return ResultPublic.of(await handlers.submit(self_check.id))
-        except (NotADraft, Conflict) as error:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
-        except NothingAnswered as error:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from error
+        return ResultPublic.of(await handlers.submit(self_check.id))
 
     @router.get(
         "/v1/self-checks/{self_check_id}/result", response_model=ResultPublic, tags=["self-check"]
@@ -476,16 +524,20 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
             ags=ags,
             workshop=summary.workshop,
             self_check_id=summary.self_check_id,
+            min_group_size=summary.min_group_size,
             fields=[
                 FieldPerspectivesPublic(
                     field=f.field,
                     self_check_score=f.self_check_score,
                     participants=f.participants,
+                    counted=f.counted,
                     mean=f.mean,
                     groups=[
                         GroupViewPublic(
                             stakeholder_group=g.group,
                             participants=g.participants,
+                            counted=g.counted,
+                            too_few_ratings=g.mean is None,
                             mean=g.mean,
                             gap=g.gap,
                         )
@@ -504,10 +556,7 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
         tags=["measures"],
     )
     async def plan_measure(ags: OwnMunicipality, body: MeasureCreate) -> MeasurePublic:
-        try:
-            measure = await handlers.plan_measure(ags=ags, **body.model_dump())
-        except InvalidMeasure as error:
-            raise _unprocessable({error.field: error.reason}, prefix=("body",)) from error
+        measure = await handlers.plan_measure(ags=ags, **body.model_dump())
         return MeasurePublic.of(measure)
 
     @router.get(
@@ -526,14 +575,9 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
     async def change_measure_status(
         ags: OwnMunicipality, measure_id: str, body: MeasureStatusChange
     ) -> MeasurePublic:
-        try:
-            measure = await handlers.change_measure_status(
-                ags=ags, measure_id=measure_id, status=body.status
-            )
-        except NotFound as error:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
-        except (InvalidTransition, Conflict) as error:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+        measure = await handlers.change_measure_status(
+            ags=ags, measure_id=measure_id, status=body.status
+        )
         return MeasurePublic.of(measure)
 
     @router.get(
@@ -542,10 +586,22 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
         tags=["report"],
         summary="The field report: radar chart, benchmark band, perspectives, deficits, measures",
     )
-    async def field_report(
-        ags: OwnMunicipality,
-        lang: Annotated[str, Query(pattern="^(de|en)$")] = "de",
-    ) -> HTMLResponse:
+    async def field_report(ags: OwnMunicipality, lang: ReportLanguage = "de") -> HTMLResponse:
         return HTMLResponse(render_report(await handlers.report(ags), language=lang))
+
+    @router.get(
+        "/v1/municipalities/{ags}/report.pdf",
+        response_class=Response,
+        tags=["report"],
+        summary="The field report as a PDF (A4, the radar chart as vector graphics)",
+        responses={200: {"content": {"application/pdf": {}}, "description": "The PDF"}},
+    )
+    async def field_report_pdf(ags: OwnMunicipality, lang: ReportLanguage = "de") -> Response:
+        document = render_report_pdf(await handlers.report(ags), language=lang)
+        return Response(
+            document,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="feldbericht-{ags}.pdf"'},
+        )
 
     return router
