@@ -120,10 +120,14 @@ RIGHT_TO_LEFT = frozenset({"ar"})
 # Who speaks at each municipality's workshop: (group, how they see the fields against the
 # self-check, in points). Civil society and the migrant advisory council see it more critically.
 WORKSHOP_VOICES: tuple[tuple[StakeholderGroup, int], ...] = (
+    # three voices each: their means and gaps show (WOK_WORKSHOP_MIN_GROUP_SIZE = 3); the
+    # groups of one show "too few ratings"
     (StakeholderGroup.ADMINISTRATION, 6),
     (StakeholderGroup.ADMINISTRATION, 2),
+    (StakeholderGroup.ADMINISTRATION, 4),
     (StakeholderGroup.CIVIL_SOCIETY, -14),
     (StakeholderGroup.CIVIL_SOCIETY, -8),
+    (StakeholderGroup.CIVIL_SOCIETY, -11),
     (StakeholderGroup.MIGRANT_ADVISORY_COUNCIL, -20),
     (StakeholderGroup.YOUTH_PARLIAMENT, -10),
 )
