@@ -253,6 +253,8 @@ class DemoResult:
     suppressed: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     mails: MailCensus | None = None
+    peers: dict[str, str] = field(default_factory=dict)
+    """Per AGS, what the exchange service suggested (e.g. 'learns field 2 from Hannover')."""
 
     @property
     def failed(self) -> list[Check]:
@@ -287,6 +289,8 @@ class Endpoints:
     """True on a fresh stack of the demo's own: nothing else is ranked in the benchmark."""
     service_key: str = ""
     """The stack's service key (for the contacts with the signed links); '' skips the rules."""
+    exchange_url: str = ""
+    """The exchange service ('' on a stack started before it existed: its part is skipped)."""
 
 
 # -- the self-check profile ------------------------------------------------------------------
@@ -1644,6 +1648,22 @@ async def run_demo(
         judged(f"municipal: {step}", municipal.problems.get(step, []), passed=passed)
         for step, passed in MUNICIPAL_STEPS.items()
     )
+    peers: dict[str, str] = {}
+    if endpoints.exchange_url:
+        from wok_cli.demo_exchange import play_exchange  # it imports this module
+
+        exchange = await play_exchange(
+            exchange_url=endpoints.exchange_url,
+            keys=player.keys,
+            played=played,
+            timeout_s=max(10.0, deadline - time.monotonic()),
+            assessment_url=endpoints.assessment_url,
+            kafka_bootstrap=endpoints.kafka_bootstrap,
+            topic_prefix=endpoints.topic_prefix,
+            progress=progress,
+        )
+        checks.extend(exchange.checks)
+        peers = {ags: seen.summary() for ags, seen in exchange.seen.items()}
     folder = mail_folder(endpoints)
     census: MailCensus | None = None
     if folder is not None:
@@ -1685,6 +1705,7 @@ async def run_demo(
         suppressed=list((snapshot or {}).get("suppressed", [])),
         checks=checks,
         mails=census,
+        peers=peers,
     )
 
 

@@ -58,7 +58,7 @@ NX_27017 = "nx-27017"
 SMTP_SINK = "smtp-sink"
 INFRASTRUCTURE = (TANSU, NX_27017, SMTP_SINK)
 # The consumer groups of the platform; each has its dead-letter topic.
-DEAD_LETTER_CONSUMERS = ("assessment", "notification", "reporting")
+DEAD_LETTER_CONSUMERS = ("assessment", "notification", "reporting", "exchange")
 STATE_FILE = "stack.json"
 POLL_INTERVAL_S = 0.2
 

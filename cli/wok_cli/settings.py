@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr
 
 from wok_runtime.settings import WokSettings
 
-SERVICE_NAMES = ("registration", "assessment", "notification", "reporting")
+SERVICE_NAMES = ("registration", "assessment", "notification", "reporting", "exchange")
 
 
 class StackSettings(WokSettings):
@@ -26,6 +26,7 @@ class StackSettings(WokSettings):
     assessment_port: int = 8002
     notification_port: int = 8003
     reporting_port: int = 8004
+    exchange_port: int = 8005
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_sink_dir: Path | None = Field(

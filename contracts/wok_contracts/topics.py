@@ -9,9 +9,11 @@ ASSESSMENT_EVENTS = "assessment.events.v1"
 NOTIFICATION_EVENTS = "notification.events.v1"
 EXCHANGE_ACTIVITY = "exchange.activity.v1"
 EXCHANGE_AGGREGATES = "exchange.aggregates.v1"
+# Peer matchmaking (the exchange service): suggestions and shared activity, key = recipient AGS.
+EXCHANGE_PEERS = "exchange.peers.v1"
 
 DOMAIN_TOPICS = (REGISTRATION_EVENTS, ASSESSMENT_EVENTS, NOTIFICATION_EVENTS)
-EXCHANGE_TOPICS = (EXCHANGE_ACTIVITY, EXCHANGE_AGGREGATES)
+EXCHANGE_TOPICS = (EXCHANGE_ACTIVITY, EXCHANGE_AGGREGATES, EXCHANGE_PEERS)
 ALL_TOPICS = DOMAIN_TOPICS + EXCHANGE_TOPICS
 
 
@@ -30,7 +32,9 @@ class TopicSpec:
 
 
 def topic_specs(consumers: tuple[str, ...] = (), *, partitions: int = 4) -> list[TopicSpec]:
-    specs = [TopicSpec(name, partitions) for name in (*DOMAIN_TOPICS, EXCHANGE_ACTIVITY)]
+    specs = [
+        TopicSpec(name, partitions) for name in (*DOMAIN_TOPICS, EXCHANGE_ACTIVITY, EXCHANGE_PEERS)
+    ]
     specs.append(TopicSpec(EXCHANGE_AGGREGATES, partitions, compacted=True))
     specs.extend(TopicSpec(dead_letter_topic(consumer), partitions=1) for consumer in consumers)
     return specs

@@ -7,22 +7,23 @@ import httpx
 import pytest
 
 from wok_cli.devstack import EmbeddedStack, ServiceSpec, StackStartError, default_services
+from wok_cli.settings import SERVICE_NAMES
 
 
-def test_the_default_services_are_the_four_of_the_platform(settings_for) -> None:
+def test_the_default_services_are_the_platforms_own(settings_for) -> None:
     settings = settings_for()
-    assert [(spec.name, spec.module, spec.port) for spec in default_services(settings)] == [
+    specs = [(spec.name, spec.module, spec.port) for spec in default_services(settings)]
+    assert specs[:5] == [
         ("registration", "wok_registration", settings.registration_port),
         ("assessment", "wok_assessment", settings.assessment_port),
         ("notification", "wok_notification", settings.notification_port),
         ("reporting", "wok_reporting", settings.reporting_port),
+        ("exchange", "wok_exchange", settings.exchange_port),
     ]
-    assert [spec.name for spec in EmbeddedStack(settings).services] == [
-        "registration",
-        "assessment",
-        "notification",
-        "reporting",
-    ]
+    # and any a developer added with `wok new service`, each on a port of its own
+    assert specs == [(name, f"wok_{name}", settings.port_of(name)) for name in SERVICE_NAMES]
+    assert len({port for *_, port in specs}) == len(specs)
+    assert [spec.name for spec in EmbeddedStack(settings).services] == list(SERVICE_NAMES)
 
 
 def test_a_service_starts_ready_and_gets_the_stack_settings(settings_for, standin) -> None:
@@ -61,7 +62,7 @@ def test_a_killed_service_comes_back_on_restart(settings_for, standin) -> None:
 
 def test_a_service_that_never_gets_ready_is_named_with_its_log(settings_for, standin) -> None:
     stack = EmbeddedStack(
-        settings_for(stack_ready_timeout_s=2.0),
+        settings_for(stack_ready_timeout_s=6.0),  # long enough to start on a loaded machine
         services=[standin("assessment", STANDIN_NEVER_READY="1")],
     )
     with pytest.raises(StackStartError) as failure:

@@ -122,6 +122,46 @@ def sample_events() -> list[EventData]:
             reason="mail server unavailable for 900 s after 8 attempts",
             failed_at=STARTS_AT - timedelta(days=1),
         ),
+        # exchange samples: the exchange service's payloads
+        *exchange_samples(),
+    ]
+
+
+def exchange_samples() -> list[EventData]:
+    """The exchange service's payloads: a pair told to one side, a peer's measure shared."""
+    return [
+        events.PeerSuggested(
+            suggestion_id=f"2:{KAISERSLAUTERN}:07315000",
+            recipient=KAISERSLAUTERN,
+            role=events.PeerRole.LEARNS,
+            field=2,
+            needing=KAISERSLAUTERN,
+            offering="07315000",
+            peer="07315000",
+            peer_name="Mainz",
+            reason=events.PeerReason.STRENGTH,
+            needing_score=22.5,
+            offering_score=81.0,
+            measures=[
+                events.PeerMeasure(
+                    measure_id="m-1",
+                    title="Antirassismus-Schulungen der Verwaltung",
+                    status=events.MeasureStatus.RUNNING,
+                )
+            ],
+        ),
+        events.PeerActivityShared(
+            item_id=f"{KAISERSLAUTERN}:00000000-0000-4000-8000-000000000002",
+            recipient=KAISERSLAUTERN,
+            peer="07315000",
+            peer_name="Mainz",
+            kind=events.PeerActivityKind.MEASURE_PLANNED,
+            fields=[2],
+            text_de="Mainz plant die Maßnahme „Beratungsstelle“.",
+            text_en="Mainz planned the measure “Beratungsstelle”.",
+            occurred_at=STARTS_AT - timedelta(days=20),
+            source_event_id="00000000-0000-4000-8000-000000000002",
+        ),
     ]
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic_settings import BaseSettings
+
+from wok_cli.settings import SERVICE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -60,3 +64,13 @@ def load_compose(env: dict[str, str] | None = None) -> dict[str, Any]:
     """The compose file with YAML anchors and merges resolved; interpolated if `env` given."""
     document = yaml.safe_load(COMPOSE_FILE.read_text())
     return document if env is None else interpolate(document, env)
+
+
+def service_settings() -> dict[str, type[BaseSettings]]:
+    """Every service of the platform (the embedded stack's list, which `wok new service`
+    extends) with its settings model `wok_<name>.settings.<Name>Settings`."""
+    models: dict[str, type[BaseSettings]] = {}
+    for name in SERVICE_NAMES:
+        module = import_module(f"wok_{name}.settings")
+        models[name] = getattr(module, f"{name.capitalize()}Settings")
+    return models

@@ -13,20 +13,11 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from tests.ops.compose import ROOT
-from wok_assessment.settings import AssessmentSettings
-from wok_notification.settings import NotificationSettings
-from wok_registration.settings import RegistrationSettings
-from wok_reporting.settings import ReportingSettings
+from tests.ops.compose import ROOT, service_settings
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.30"
-SETTINGS: dict[str, type[BaseSettings]] = {
-    "registration": RegistrationSettings,
-    "assessment": AssessmentSettings,
-    "notification": NotificationSettings,
-    "reporting": ReportingSettings,
-}
+SETTINGS: dict[str, type[BaseSettings]] = service_settings()
 VARIANTS = ("base", "overlays/production")
 
 

@@ -14,6 +14,7 @@ from wok_cli.commands.dev import dev
 from wok_cli.commands.dlq import dlq_app
 from wok_cli.commands.docs import docs
 from wok_cli.commands.keys import keys_app
+from wok_cli.commands.new import new_app
 from wok_cli.commands.reporting import reporting_app
 from wok_cli.commands.topics import topics_app
 
@@ -25,4 +26,5 @@ COMMANDS: tuple[Callable[..., Any] | typer.Typer, ...] = (
     docs,
     reporting_app,
     keys_app,
+    new_app,
 )

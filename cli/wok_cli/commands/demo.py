@@ -75,6 +75,7 @@ def stack_for_demo(settings: StackSettings, console: Console) -> Iterator[Endpoi
             topic_prefix=endpoints.topic_prefix,
             mail_dir=endpoints.mail_dir or None,
             service_key=endpoints.service_key,
+            exchange_url=endpoints.service_urls.get("exchange", ""),
         )
         return
     demo_settings = settings.model_copy(update={"data_dir": Path(settings.data_dir) / "demo"})
@@ -92,6 +93,7 @@ def stack_for_demo(settings: StackSettings, console: Console) -> Iterator[Endpoi
             mail_dir=str(stack.mail_dir),
             exclusive=True,
             service_key=stack.service_key,
+            exchange_url=stack.url("exchange"),
         )
     finally:
         with console.status("Stopping the embedded stack…"):
@@ -178,6 +180,18 @@ def mails_table(result: DemoResult) -> Table | None:
     return table
 
 
+def peers_table(result: DemoResult) -> Table | None:
+    if not result.peers:
+        return None
+    table = Table(title="Peer exchange (exchange service)", title_justify="left")
+    table.add_column("municipality", style="bold")
+    table.add_column("peers and feed")
+    for played in result.played:
+        if played.ags in result.peers:
+            table.add_row(played.name, result.peers[played.ags])
+    return table
+
+
 def checks_table(result: DemoResult) -> Table:
     table = Table(title="Checks", title_justify="left")
     table.add_column("check", style="bold")
@@ -240,6 +254,9 @@ def demo(
     mails = mails_table(result)
     if mails is not None:
         console.print(mails)
+    peers = peers_table(result)
+    if peers is not None:
+        console.print(peers)
     console.print(checks_table(result))
     path = write_html_report(result, report)
     console.print(f"HTML report: {path.resolve()}")

@@ -26,6 +26,7 @@ from wok_contracts.topics import (
     ASSESSMENT_EVENTS,
     EXCHANGE_ACTIVITY,
     EXCHANGE_AGGREGATES,
+    EXCHANGE_PEERS,
     NOTIFICATION_EVENTS,
     REGISTRATION_EVENTS,
     dead_letter_topic,
@@ -54,10 +55,13 @@ def topic_of(event_type: str) -> str:
         "registration": REGISTRATION_EVENTS,
         "assessment": ASSESSMENT_EVENTS,
         "notification": NOTIFICATION_EVENTS,
+        "exchange": EXCHANGE_PEERS,
     }[event_type.split(".", 1)[0]]
 
 
 def producer_of(topic: str) -> str:
+    if topic == EXCHANGE_PEERS:
+        return "exchange"
     return "reporting" if topic.startswith("exchange.") else topic.split(".", 1)[0]
 
 
@@ -217,6 +221,8 @@ def _channel_description(topic: str) -> str:
         NOTIFICATION_EVENTS: "What was sent (no addresses, no bodies)",
         EXCHANGE_ACTIVITY: "One digest per municipality activity, no personal data",
         EXCHANGE_AGGREGATES: "Compacted snapshots keyed by scope, disclosure-controlled",
+        EXCHANGE_PEERS: "Peer suggestions and peers' activity, one event per recipient "
+        "municipality (key = its AGS), no personal data",
     }.get(topic, topic)
 
 

@@ -5,8 +5,9 @@ module only (this package collects them), so services can evolve their contracts
 """
 
 from wok_contracts.envelope import EventData
-from wok_contracts.events import assessment, notification, registration, reporting
+from wok_contracts.events import assessment, exchange, notification, registration, reporting
 from wok_contracts.events.assessment import *  # noqa: F403
+from wok_contracts.events.exchange import *  # noqa: F403
 from wok_contracts.events.notification import *  # noqa: F403
 from wok_contracts.events.registration import *  # noqa: F403
 from wok_contracts.events.reporting import *  # noqa: F403
@@ -16,4 +17,5 @@ EVENT_TYPES: tuple[type[EventData], ...] = (
     + assessment.EVENT_TYPES
     + notification.EVENT_TYPES
     + reporting.EVENT_TYPES
+    + exchange.EVENT_TYPES
 )

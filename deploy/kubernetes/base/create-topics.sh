@@ -37,10 +37,13 @@ create notification.events.v1 "$PARTITIONS" cleanup.policy=delete retention.ms=-
 # Exchange between municipalities: activity digests for 90 days, aggregates compacted by scope.
 create exchange.activity.v1 "$PARTITIONS" cleanup.policy=delete retention.ms=7776000000
 create exchange.aggregates.v1 "$PARTITIONS" cleanup.policy=compact
+# Peer suggestions and shared activity, addressed to one municipality each (no personal data).
+create exchange.peers.v1 "$PARTITIONS" cleanup.policy=delete retention.ms=-1
 # Dead letters keep rejected messages as they came, possibly with personal data a sender put
 # there by mistake: 14 days to fix and redrive (`wok dlq redrive`), then they are deleted.
 create dead-letter.assessment.v1 1 cleanup.policy=delete retention.ms=1209600000
 create dead-letter.notification.v1 1 cleanup.policy=delete retention.ms=1209600000
 create dead-letter.reporting.v1 1 cleanup.policy=delete retention.ms=1209600000
+create dead-letter.exchange.v1 1 cleanup.policy=delete retention.ms=1209600000
 
 "$KAFKA_TOPICS" --bootstrap-server "$BOOTSTRAP" ${COMMAND_CONFIG:+--command-config "$COMMAND_CONFIG"} --list

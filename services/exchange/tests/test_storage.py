@@ -1,0 +1,149 @@
+"""Every query and update shape of the exchange repository, on a real nx-27017, side by side
+with the in-memory twin the fast tests use: both must store and answer the same."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from wok_contracts import PeerActivityKind, PeerReason, PeerRole, PeerSuggested, new_envelope
+from wok_contracts.events.assessment import MeasureStatus
+from wok_contracts.topics import EXCHANGE_PEERS
+from wok_exchange.adapters import (
+    ExchangeRepository,
+    InMemoryExchangeRepository,
+    MongoExchangeRepository,
+)
+from wok_exchange.domain import Activity, Measure, Scoring
+from wok_runtime.mongo import mongo_client
+from wok_runtime.outbox import (
+    InMemoryOutboxSource,
+    MongoOutboxSource,
+    OutboundEvent,
+    OutboxSource,
+    pending_messages,
+)
+
+KAISERSLAUTERN = "07312000"
+MAINZ = "07315000"
+T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "nx-27017"])
+async def storage(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[ExchangeRepository, OutboxSource]]:
+    if request.param == "memory":
+        memory = InMemoryExchangeRepository()
+        yield memory, InMemoryOutboxSource(memory.announcement_documents)
+        return
+    client = mongo_client(request.getfixturevalue("mongodb_uri"))
+    mongo = MongoExchangeRepository(client[f"wok_exchange_test_{uuid.uuid4().hex[:12]}"])
+    await mongo.ensure_indexes()
+    try:
+        yield mongo, MongoOutboxSource(mongo.announcements)
+    finally:
+        await client.close()
+
+
+def scoring(sequence: int, *, deficits: frozenset[int]) -> Scoring:
+    return Scoring(
+        self_check_id=f"sc-{sequence}",
+        ags=KAISERSLAUTERN,
+        sequence=sequence,
+        scores={1: 12.5, 2: None, 3: 100.0, 4: 0.0, 5: 50.0, 6: 60.0, 7: 70.0},
+        strengths=frozenset({3}),
+        deficits=deficits,
+    )
+
+
+async def test_scorings_are_stored_once_whole(storage) -> None:
+    repository, _ = storage
+    first, second = scoring(1, deficits=frozenset({1, 4})), scoring(2, deficits=frozenset())
+    assert await repository.add_scoring(first) is True
+    assert await repository.add_scoring(first) is False
+    assert await repository.add_scoring(second) is True
+    stored = sorted(await repository.scorings(), key=lambda s: s.sequence)
+    assert stored == [first, second]
+
+
+async def test_names_are_remembered_and_renamed(storage) -> None:
+    repository, _ = storage
+    await repository.remember_municipality(ags=KAISERSLAUTERN, name="Kaiserslautern")
+    await repository.remember_municipality(ags=MAINZ, name="Mainz")
+    await repository.remember_municipality(ags=MAINZ, name="Landeshauptstadt Mainz")
+    assert await repository.municipality_names() == {
+        KAISERSLAUTERN: "Kaiserslautern",
+        MAINZ: "Landeshauptstadt Mainz",
+    }
+
+
+async def test_measures_keep_their_title_and_latest_status_in_any_order(storage) -> None:
+    repository, _ = storage
+    planned = Measure("m-1", MAINZ, 2, "Schulungen", MeasureStatus.PLANNED, T0)
+    running = Measure("m-1", MAINZ, 2, "", MeasureStatus.RUNNING, T0 + timedelta(days=1))
+    await repository.plan_measure(planned)
+    await repository.change_measure_status(running)
+    await repository.plan_measure(planned)  # redelivered: the status stays
+    # a status change that arrives before its plan
+    early = Measure("m-2", MAINZ, 6, "", MeasureStatus.DONE, T0 + timedelta(days=2))
+    await repository.change_measure_status(early)
+    await repository.plan_measure(Measure("m-2", MAINZ, 6, "Treffpunkt", MeasureStatus.PLANNED, T0))
+
+    stored = {m.measure_id: m for m in await repository.measures()}
+    assert stored["m-1"] == Measure("m-1", MAINZ, 2, "Schulungen", MeasureStatus.RUNNING, T0)
+    assert stored["m-2"] == Measure(
+        "m-2", MAINZ, 6, "Treffpunkt", MeasureStatus.DONE, T0 + timedelta(days=2)
+    )
+
+
+async def test_activities_are_stored_once_with_their_time_zone(storage) -> None:
+    repository, _ = storage
+    activity = Activity(
+        source_event_id="e-1",
+        ags=MAINZ,
+        kind=PeerActivityKind.MEASURE_PLANNED,
+        text_de="Mainz plant …",
+        text_en="Mainz planned …",
+        occurred_at=T0,
+        fields=frozenset({2, 5}),
+    )
+    assert await repository.add_activity(activity) is True
+    assert await repository.add_activity(activity) is False
+    [stored] = await repository.activities()
+    assert stored == activity and stored.occurred_at.tzinfo is not None
+
+
+async def test_an_announcement_is_made_once_and_relayed(storage) -> None:
+    repository, source = storage
+    event = PeerSuggested(
+        suggestion_id=f"2:{KAISERSLAUTERN}:{MAINZ}",
+        recipient=MAINZ,
+        role=PeerRole.SHARES,
+        field=2,
+        needing=KAISERSLAUTERN,
+        offering=MAINZ,
+        peer=KAISERSLAUTERN,
+        peer_name="Kaiserslautern",
+        reason=PeerReason.STRENGTH,
+        needing_score=20.0,
+        offering_score=80.0,
+    )
+    outbound = OutboundEvent(EXCHANGE_PEERS, new_envelope(event, source="/t", municipality=MAINZ))
+    assert await repository.announce("suggestion:a", [outbound]) is True
+    assert await repository.announce("suggestion:a", [outbound]) is False
+    assert await repository.announce("suggestion:b", []) is True
+    assert await repository.announced(["suggestion:a", "suggestion:b", "suggestion:c"]) == {
+        "suggestion:a",
+        "suggestion:b",
+    }
+    assert await repository.announced([]) == set()
+
+    [document] = await source.documents_with_pending(10)
+    [message] = pending_messages(document)
+    assert (message.topic, message.key) == (EXCHANGE_PEERS, MAINZ)
+    await source.mark_published(message)
+    assert await source.documents_with_pending(10) == []

@@ -1,0 +1,271 @@
+"""Storage of the exchange service: a repository Protocol, on MongoDB and in memory.
+
+Only shapes nx-27017 handles (DESIGN.md section 8, checked in tests/test_storage.py):
+string `_id`s, whole-document inserts (arrays only ever written whole, datetimes as ISO
+strings), `update_one` with `$set` of strings and `upsert=True`, finds with projections on
+top-level fields. Pending events travel in the document that announces them (outbox).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from pymongo.errors import DuplicateKeyError
+
+from wok_contracts.events.assessment import MeasureStatus
+from wok_contracts.events.exchange import PeerActivityKind
+from wok_exchange.domain import Activity, Measure, Scoring
+from wok_runtime.outbox import InMemoryOutboxSource, OutboundEvent, with_outbox
+
+MUNICIPALITIES = "municipalities"
+SCORINGS = "scorings"
+MEASURES = "measures"
+ACTIVITIES = "activities"
+ANNOUNCEMENTS = "announcements"
+
+
+class ExchangeRepository(Protocol):
+    async def remember_municipality(self, *, ags: str, name: str) -> None: ...
+
+    async def municipality_names(self) -> dict[str, str]: ...
+
+    async def add_scoring(self, scoring: Scoring) -> bool:
+        """False if this self-check's scoring is already stored."""
+        ...
+
+    async def scorings(self) -> list[Scoring]: ...
+
+    async def plan_measure(self, measure: Measure) -> None: ...
+
+    async def change_measure_status(self, measure: Measure) -> None: ...
+
+    async def measures(self) -> list[Measure]: ...
+
+    async def add_activity(self, activity: Activity) -> bool: ...
+
+    async def activities(self) -> list[Activity]: ...
+
+    async def announced(self, ids: Sequence[str]) -> set[str]:
+        """Which of these announcements were made already."""
+        ...
+
+    async def announce(self, announcement_id: str, events: Sequence[OutboundEvent]) -> bool:
+        """Store the announcement with its pending events in one write; False if made."""
+        ...
+
+
+def _scoring_document(scoring: Scoring) -> dict[str, Any]:
+    return {
+        "_id": scoring.self_check_id,
+        "ags": scoring.ags,
+        "sequence": scoring.sequence,
+        "scores": {str(number): score for number, score in scoring.scores.items()},
+        "strengths": sorted(scoring.strengths),
+        "deficits": sorted(scoring.deficits),
+    }
+
+
+def _scoring(document: dict[str, Any]) -> Scoring:
+    return Scoring(
+        self_check_id=str(document["_id"]),
+        ags=document["ags"],
+        sequence=int(document["sequence"]),
+        scores={int(number): score for number, score in document["scores"].items()},
+        strengths=frozenset(int(number) for number in document["strengths"]),
+        deficits=frozenset(int(number) for number in document["deficits"]),
+    )
+
+
+def _measure_document(measure: Measure) -> dict[str, Any]:
+    return {
+        "_id": measure.measure_id,
+        "ags": measure.ags,
+        "field": measure.field,
+        "title": measure.title,
+        "status": measure.status.value,
+        "occurred_at": measure.occurred_at.isoformat(),
+    }
+
+
+def _measure(document: dict[str, Any]) -> Measure:
+    return Measure(
+        measure_id=str(document["_id"]),
+        ags=document["ags"],
+        field=int(document["field"]),
+        title=document.get("title", ""),
+        status=MeasureStatus(document["status"]),
+        occurred_at=datetime.fromisoformat(document["occurred_at"]),
+    )
+
+
+def _activity_document(activity: Activity) -> dict[str, Any]:
+    return {
+        "_id": activity.source_event_id,
+        "ags": activity.ags,
+        "kind": activity.kind.value,
+        "text_de": activity.text_de,
+        "text_en": activity.text_en,
+        "occurred_at": activity.occurred_at.isoformat(),
+        "fields": sorted(activity.fields),
+    }
+
+
+def _activity(document: dict[str, Any]) -> Activity:
+    return Activity(
+        source_event_id=str(document["_id"]),
+        ags=document["ags"],
+        kind=PeerActivityKind(document["kind"]),
+        text_de=document["text_de"],
+        text_en=document["text_en"],
+        occurred_at=datetime.fromisoformat(document["occurred_at"]),
+        fields=frozenset(int(number) for number in document["fields"]),
+    )
+
+
+class MongoExchangeRepository:
+    def __init__(self, database: Any) -> None:
+        self.municipalities = database[MUNICIPALITIES]
+        self.scorings_collection = database[SCORINGS]
+        self.measures_collection = database[MEASURES]
+        self.activities_collection = database[ACTIVITIES]
+        self.announcements = database[ANNOUNCEMENTS]
+
+    def outbox_collections(self) -> list[Any]:
+        return [self.announcements]
+
+    async def ensure_indexes(self) -> None:
+        await self.announcements.create_index("outbox_pending")
+
+    async def remember_municipality(self, *, ags: str, name: str) -> None:
+        await self.municipalities.update_one({"_id": ags}, {"$set": {"name": name}}, upsert=True)
+
+    async def municipality_names(self) -> dict[str, str]:
+        return {str(d["_id"]): d["name"] async for d in self.municipalities.find({})}
+
+    async def add_scoring(self, scoring: Scoring) -> bool:
+        try:
+            await self.scorings_collection.insert_one(_scoring_document(scoring))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def scorings(self) -> list[Scoring]:
+        return [_scoring(document) async for document in self.scorings_collection.find({})]
+
+    async def plan_measure(self, measure: Measure) -> None:
+        try:
+            await self.measures_collection.insert_one(_measure_document(measure))
+        except DuplicateKeyError:
+            # Its status may have moved on already: only the title is the plan's to set.
+            await self.measures_collection.update_one(
+                {"_id": measure.measure_id}, {"$set": {"title": measure.title}}
+            )
+
+    async def change_measure_status(self, measure: Measure) -> None:
+        document = _measure_document(measure)
+        document.pop("_id")
+        document.pop("title")
+        document.pop("occurred_at")
+        await self.measures_collection.update_one(
+            {"_id": measure.measure_id},
+            {"$set": document},
+            upsert=True,
+        )
+        # A status change that arrived first has no time of its own yet.
+        await self.measures_collection.update_one(
+            {"_id": measure.measure_id, "occurred_at": {"$exists": False}},
+            {"$set": {"occurred_at": measure.occurred_at.isoformat()}},
+        )
+
+    async def measures(self) -> list[Measure]:
+        return [_measure(document) async for document in self.measures_collection.find({})]
+
+    async def add_activity(self, activity: Activity) -> bool:
+        try:
+            await self.activities_collection.insert_one(_activity_document(activity))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def activities(self) -> list[Activity]:
+        return [_activity(document) async for document in self.activities_collection.find({})]
+
+    async def announced(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        cursor = self.announcements.find({"_id": {"$in": list(ids)}}, {"_id": 1})
+        return {str(document["_id"]) async for document in cursor}
+
+    async def announce(self, announcement_id: str, events: Sequence[OutboundEvent]) -> bool:
+        try:
+            await self.announcements.insert_one(with_outbox({"_id": announcement_id}, events))
+        except DuplicateKeyError:
+            return False
+        return True
+
+
+class InMemoryExchangeRepository:
+    """The same behaviour over dicts shaped like the MongoDB documents (fast tests)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.scoring_documents: dict[str, dict[str, Any]] = {}
+        self.measure_documents: dict[str, dict[str, Any]] = {}
+        self.activity_documents: dict[str, dict[str, Any]] = {}
+        self.announcement_documents: dict[str, dict[str, Any]] = {}
+
+    def outbox_sources(self) -> list[InMemoryOutboxSource]:
+        return [InMemoryOutboxSource(self.announcement_documents)]
+
+    async def remember_municipality(self, *, ags: str, name: str) -> None:
+        self.names[ags] = name
+
+    async def municipality_names(self) -> dict[str, str]:
+        return dict(self.names)
+
+    async def add_scoring(self, scoring: Scoring) -> bool:
+        if scoring.self_check_id in self.scoring_documents:
+            return False
+        self.scoring_documents[scoring.self_check_id] = _scoring_document(scoring)
+        return True
+
+    async def scorings(self) -> list[Scoring]:
+        return [_scoring(copy.deepcopy(d)) for d in self.scoring_documents.values()]
+
+    async def plan_measure(self, measure: Measure) -> None:
+        existing = self.measure_documents.get(measure.measure_id)
+        if existing is None:
+            self.measure_documents[measure.measure_id] = _measure_document(measure)
+        else:
+            existing["title"] = measure.title
+
+    async def change_measure_status(self, measure: Measure) -> None:
+        document = self.measure_documents.setdefault(
+            measure.measure_id, {"_id": measure.measure_id}
+        )
+        document.update(ags=measure.ags, field=measure.field, status=measure.status.value)
+        document.setdefault("occurred_at", measure.occurred_at.isoformat())
+
+    async def measures(self) -> list[Measure]:
+        return [_measure(copy.deepcopy(d)) for d in self.measure_documents.values()]
+
+    async def add_activity(self, activity: Activity) -> bool:
+        if activity.source_event_id in self.activity_documents:
+            return False
+        self.activity_documents[activity.source_event_id] = _activity_document(activity)
+        return True
+
+    async def activities(self) -> list[Activity]:
+        return [_activity(copy.deepcopy(d)) for d in self.activity_documents.values()]
+
+    async def announced(self, ids: Sequence[str]) -> set[str]:
+        return {announcement for announcement in ids if announcement in self.announcement_documents}
+
+    async def announce(self, announcement_id: str, events: Sequence[OutboundEvent]) -> bool:
+        if announcement_id in self.announcement_documents:
+            return False
+        self.announcement_documents[announcement_id] = with_outbox({"_id": announcement_id}, events)
+        return True
