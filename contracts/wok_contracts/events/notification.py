@@ -23,6 +23,12 @@ class NotificationKind(StrEnum):
     ERASURE = "erasure"
     ACCESS = "access"
     REMINDER = "reminder"
+    # to a taskforce member not yet registered, before the registration deadline; the
+    # recipient id is the member id
+    TASKFORCE_REMINDER = "taskforce_reminder"
+    # to the municipality's contact office (staff); the recipient id is `office:<ags>` and
+    # the subject id the self-check id
+    SELF_CHECK_SCORED = "self_check_scored"
 
 
 class NotificationSent(EventData):
@@ -37,6 +43,11 @@ class NotificationSent(EventData):
     sent_at: datetime
     revision: int | None = Field(
         default=None, ge=0, description="The dialogue event's revision a reschedule mail told of"
+    )
+    digest_id: str | None = Field(
+        default=None,
+        description="Set when the message went out inside a digest (one mail gathering the"
+        " messages held back by the one-message-per-hour limit)",
     )
 
 

@@ -236,3 +236,109 @@ def test_a_released_claim_can_be_retried_at_once_and_a_finished_one_never() -> N
     assert not failed.claimable(NOW + timedelta(days=1))
     with pytest.raises(DeliveryStateError):
         failed.sent_event()
+
+
+# ---------------------------------------------------------------- one message per hour
+
+
+def test_only_further_messages_are_held_confirmations_never() -> None:
+    hour = timedelta(hours=1)
+    held = {kind for kind in NotificationKind if domain.throttled(kind, window=hour)}
+    assert held == {
+        NotificationKind.RESCHEDULED,
+        NotificationKind.CANCELLED,
+        NotificationKind.ACCESS,
+        NotificationKind.REMINDER,
+        NotificationKind.TASKFORCE_REMINDER,
+    }
+    assert not any(domain.throttled(kind, window=timedelta(0)) for kind in NotificationKind)
+
+
+def test_a_person_is_their_address_whatever_its_case_and_a_digest_is_per_window() -> None:
+    assert domain.recipient_key(" Ayse@Example.ORG") == domain.recipient_key("ayse@example.org")
+    assert "ayse" not in domain.recipient_key("ayse@example.org")
+    key = domain.recipient_key("ayse@example.org")
+    first = domain.digest_id(key, due_at="2026-11-20T10:00:00.000000Z")
+    assert first == domain.digest_id(key, due_at="2026-11-20T10:00:00.000000Z")
+    assert first != domain.digest_id(key, due_at="2026-11-20T11:00:00.000000Z")
+    assert "." not in first and "$" not in first
+
+
+def digest_item(
+    kind: NotificationKind, *, minute: int, event: str = "e1", revision: int | None = None
+) -> domain.DigestItem:
+    return domain.DigestItem(
+        delivery_id=f"{kind.value}:r1:{minute}",
+        kind=kind,
+        registration_id="r1",
+        dialogue_event_id=event,
+        held_at=domain.iso_utc(utc(2026, 11, 20, 10, minute)),
+        revision=revision,
+    )
+
+
+def test_a_later_message_on_the_same_event_replaces_an_earlier_one() -> None:
+    old_date = digest_item(NotificationKind.RESCHEDULED, minute=1, revision=1)
+    new_date = digest_item(NotificationKind.RESCHEDULED, minute=2, revision=2)
+    reminder = digest_item(NotificationKind.REMINDER, minute=3)
+    other_event = digest_item(NotificationKind.REMINDER, minute=4, event="e2")
+    called_off = digest_item(NotificationKind.CANCELLED, minute=5)
+    items = [old_date, new_date, reminder, other_event, called_off]
+    assert [domain.superseded(i, items) for i in items] == [True, True, True, False, False]
+    assert not domain.superseded(old_date, [old_date]), "alone it stands"
+
+
+def test_held_deliveries_end_in_their_digest_only() -> None:
+    delivery = domain.new_delivery(
+        NotificationKind.REMINDER,
+        registration_id="r1",
+        dialogue_event_id="e1",
+        ags="07312000",
+        language="de",
+        now=utc(2026, 11, 20),
+    )
+    held = delivery.held_in("digest:a")
+    assert (held.status, held.digest_id, held.finished) == (DeliveryStatus.HELD, "digest:a", True)
+    with pytest.raises(DeliveryStateError):
+        held.sent_in_digest(digest_id="digest:b", sent_at=utc(2026, 11, 20, 1), message_id="<m>")
+    sent = held.sent_in_digest(digest_id="digest:a", sent_at=utc(2026, 11, 20, 1), message_id="<m>")
+    assert sent.sent_event().digest_id == "digest:a"
+    with pytest.raises(DeliveryStateError):
+        sent.held_in("digest:c")
+    claimed = delivery.claimed(token="t", now=utc(2026, 11, 20), lease=timedelta(minutes=2))
+    with pytest.raises(DeliveryStateError):
+        claimed.held_in("digest:a")  # being sent already
+    withdrawn = held.withdrawn(digest_id="digest:a", reason="cancelled", now=utc(2026, 11, 20))
+    assert (withdrawn.status, withdrawn.failure_reason) == (DeliveryStatus.WITHDRAWN, "cancelled")
+
+
+def test_a_taskforce_reminder_is_one_delivery_per_member_and_event() -> None:
+    one = domain.delivery_id(NotificationKind.TASKFORCE_REMINDER, "m1", subject="e1")
+    other = domain.delivery_id(NotificationKind.TASKFORCE_REMINDER, "m1", subject="e2")
+    assert one == "taskforce_reminder:m1:e1" and one != other
+
+
+def test_the_staff_mail_links_the_report_in_german_or_english() -> None:
+    office = domain.OfficeContact(
+        ags="07312000",
+        municipality_name="Kaiserslautern",
+        office_name="Integrationsbüro",
+        email="integration@kaiserslautern.example",
+        language="tr",
+    )
+    mail = domain.compose_staff_mail(
+        office=office,
+        language="tr",
+        delivery_id="self_check_scored:office:07312000:sc1",
+        mail_from="Weltoffene Kommune <noreply@example.org>",
+        assessment_url="https://assessment.example/",
+        overall=61.6,
+        overall_level="developing",
+        strengths=[6],
+        deficits=[1, 3],
+    )
+    assert mail.report_url == "https://assessment.example/v1/municipalities/07312000/report?lang=en"
+    assert (mail.overall, mail.recipient_name) == ("62", "Integrationsbüro")
+    assert mail.deficits == ("1. Management und Steuerung", "3. Fairer Zugang und Teilhabechancen")
+    german = domain.report_url("https://a.example", ags="07312000", language="de")
+    assert german == "https://a.example/v1/municipalities/07312000/report"

@@ -40,7 +40,12 @@ from wok_contracts.events.registration import (
     ParticipantPromoted,
 )
 from wok_contracts.topics import NOTIFICATION_EVENTS, REGISTRATION_EVENTS, dead_letter_topic
-from wok_notification.adapters.contacts import FakeAccessDirectory, FakeContactDirectory
+from wok_notification.adapters.contacts import (
+    FakeAccessDirectory,
+    FakeContactDirectory,
+    FakeOfficeDirectory,
+    FakeTaskforceDirectory,
+)
 from wok_notification.adapters.mail import RecordingMailSender
 from wok_notification.adapters.repository import InMemoryNotificationRepository
 from wok_notification.app import build_app
@@ -74,6 +79,8 @@ class Harness:
     access: FakeAccessDirectory
     clock: Clock
     handlers: NotificationHandlers
+    taskforce: FakeTaskforceDirectory
+    offices: FakeOfficeDirectory
 
     async def deliver(
         self,
@@ -104,6 +111,8 @@ async def running(**overrides: Any) -> AsyncIterator[Harness]:
             "consumer_max_attempts": 2,
             "consumer_backoff_initial_s": 0.001,
             "consumer_backoff_max_s": 0.005,
+            # one message per hour is tested on its own (test_digest.py)
+            "digest_window_s": 0,
             **overrides,
         }
     )
@@ -112,6 +121,8 @@ async def running(**overrides: Any) -> AsyncIterator[Harness]:
     mail = RecordingMailSender()
     contacts = FakeContactDirectory()
     access = FakeAccessDirectory()
+    taskforce = FakeTaskforceDirectory()
+    offices = FakeOfficeDirectory()
     clock = Clock(datetime(2026, 11, 20, 9, 0, tzinfo=UTC))
     app = build_app(
         settings,
@@ -120,6 +131,8 @@ async def running(**overrides: Any) -> AsyncIterator[Harness]:
         sender=mail,
         contacts=contacts,
         access=access,
+        taskforce=taskforce,
+        offices=offices,
         processed=InMemoryProcessedStore(),
         clock=clock,
     )
@@ -151,6 +164,8 @@ async def running(**overrides: Any) -> AsyncIterator[Harness]:
                 access=access,
                 clock=clock,
                 handlers=app.state.handlers,
+                taskforce=taskforce,
+                offices=offices,
             )
 
 
@@ -372,6 +387,7 @@ async def test_the_delivery_log_lists_states_without_addresses_or_bodies(
         "attempts",
         "failed_at",
         "failure_reason",
+        "digest_id",
     }
     assert entry["id"] == f"confirmation:{registration.registration_id}"
     assert (entry["kind"], entry["status"]) == ("confirmation", "sent")
@@ -651,7 +667,11 @@ async def test_erasure_is_confirmed_from_our_copy_and_then_nothing_of_the_person
     assert '<html lang="ar" dir="rtl">' in html
     assert list(message.iter_attachments()) == []
     assert harness.repository.contacts == {}
-    assert harness.repository.scheduled == {}
+    assert [
+        d
+        for d in harness.repository.scheduled.values()
+        if d["registration_id"] == registration.registration_id
+    ] == []
     for delivery in harness.repository.deliveries.values():
         assert (delivery["language"], delivery["erased"]) == ("", True)
     log = (await harness.client.get("/v1/deliveries", headers=SERVICE)).json()
@@ -676,7 +696,8 @@ async def test_reminder_and_online_link_go_out_at_their_time_once_and_survive_in
 
     assert await harness.handlers.dispatch_due() == 0, "nothing due weeks before"
     harness.clock.now = event.starts_at - timedelta(hours=23)
-    assert await harness.handlers.dispatch_due() == 2
+    # the access mail, the reminder, and the taskforce reminder (its deadline has passed)
+    assert await harness.handlers.dispatch_due() == 3
     assert await harness.handlers.dispatch_due() == 0
 
     subjects = sorted(m["Subject"] for m in harness.mail.sent[1:])
@@ -710,8 +731,10 @@ async def test_a_person_who_cancels_gets_no_reminder(
         )
     )
     harness.clock.now = event.starts_at - timedelta(hours=2)
-    assert await harness.handlers.dispatch_due() == 0
+    await harness.handlers.dispatch_due()
     assert len(harness.mail.sent) == 1
+    reminder = await harness.repository.get_scheduled(f"reminder:{registration.registration_id}")
+    assert reminder is not None and reminder.status == "cancelled"
 
 
 async def test_mails_carry_the_cancel_link_only_when_registration_gave_one(

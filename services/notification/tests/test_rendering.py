@@ -160,3 +160,78 @@ def test_the_mail_is_addressed_to_the_person_whatever_their_name(
     message = render(contact={"name": name, "email": "person@example.org"})
     [address] = message["To"].addresses
     assert address.addr_spec == "person@example.org"
+
+
+LANGUAGES = ("de", "en", "tr", "ar", "uk")
+
+
+def reparsed(message: EmailMessage) -> EmailMessage:
+    again = message_from_bytes(message.as_bytes(policy=policy.SMTP), policy=policy.default)
+    assert isinstance(again, EmailMessage)
+    return again
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_language_renders_the_staff_mail_the_taskforce_reminder_and_a_digest(
+    language: str, scheduled: Callable[..., DialogueEventScheduled]
+) -> None:
+    renderer = MailRenderer()
+    direction = "rtl" if language == "ar" else "ltr"
+    office = domain.OfficeContact(
+        "07312000", "Kaiserslautern", "Integrationsbüro", "o@k.example", language
+    )
+    staff = reparsed(
+        renderer.render_staff(
+            domain.compose_staff_mail(
+                office=office,
+                language=language,
+                delivery_id="self_check_scored:office:07312000:sc1",
+                mail_from=MAIL_FROM,
+                assessment_url="https://assessment.example",
+                overall=55.0,
+                overall_level="developing",
+                strengths=[6],
+                deficits=[1],
+            ),
+            now=NOW,
+        )
+    )
+    text = staff.get_body(("plain",)).get_content()
+    html = staff.get_body(("html",)).get_content()
+    assert "Kaiserslautern" in staff["Subject"] and "/report" in text
+    assert f'<html lang="{language}" dir="{direction}">' in html and "55 / 100" in html
+
+    event = domain.EventDetails.scheduled(scheduled(format=EventFormat.HYBRID, place="Rathaus"))
+    member = domain.Contact("m1", event.dialogue_event_id, "Mitglied", "m@k.example", language)
+    mails = [
+        domain.compose_mail(
+            kind,
+            event=event,
+            contact=member,
+            language=language,
+            delivery_id=f"{kind.value}:m1",
+            mail_from=MAIL_FROM,
+            public_base_url="https://anmeldung.example",
+        )
+        for kind in (
+            domain.NotificationKind.TASKFORCE_REMINDER,
+            domain.NotificationKind.RESCHEDULED,
+            domain.NotificationKind.CANCELLED,
+        )
+    ]
+    nudge = reparsed(renderer.render(mails[0], now=NOW))
+    assert (
+        mails[0].deadline is not None
+        and mails[0].deadline in nudge.get_body(("plain",)).get_content()
+    )
+    assert list(nudge.iter_attachments()) == []
+    digest = reparsed(renderer.render_digest(mails, message_id="<d@example.org>", now=NOW))
+    text = digest.get_body(("plain",)).get_content()
+    html = digest.get_body(("html",)).get_content()
+    assert digest["Message-ID"] == "<d@example.org>" and "3" in digest["Subject"]
+    assert f'<html lang="{language}" dir="{direction}">' in html and html.count("<h2") == 3
+    assert all(mail.when in text for mail in mails)
+    if language == "de":  # after a heading, a section's first sentence starts upper case
+        assert "Die folgende Dialogveranstaltung findet zu einem neuen Termin statt" in text
+    attachments = [p.get_filename() for p in digest.iter_attachments()]
+    assert len(attachments) == 2 and len(set(attachments)) == 2, "one per calendar change"

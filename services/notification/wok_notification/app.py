@@ -7,13 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 
-from wok_contracts.topics import REGISTRATION_EVENTS
+from wok_contracts.topics import ASSESSMENT_EVENTS, REGISTRATION_EVENTS
 from wok_notification import domain
 from wok_notification.adapters.contacts import (
     AccessDirectory,
     ContactDirectory,
     HttpAccessDirectory,
     HttpContactDirectory,
+    HttpOfficeDirectory,
+    HttpTaskforceDirectory,
+    OfficeDirectory,
+    TaskforceDirectory,
 )
 from wok_notification.adapters.mail import MailSender, SmtpConfig, SmtpMailSender
 from wok_notification.adapters.repository import (
@@ -53,6 +57,8 @@ def build_app(
     sender: MailSender | None = None,
     contacts: ContactDirectory | None = None,
     access: AccessDirectory | None = None,
+    taskforce: TaskforceDirectory | None = None,
+    offices: OfficeDirectory | None = None,
     processed: ProcessedStore | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> FastAPI:
@@ -65,6 +71,11 @@ def build_app(
     elif isinstance(repository, InMemoryNotificationRepository):
         for source in repository.outbox_sources():
             runtime.add_outbox(source)
+    registration = {
+        "base_url": settings.registration_url,
+        "service_key": settings.service_key.get_secret_value(),
+        "timeout_s": settings.registration_timeout_s,
+    }
     handlers = NotificationHandlers(
         repository=repository,
         contacts=contacts
@@ -79,6 +90,11 @@ def build_app(
             service_key=settings.service_key.get_secret_value(),
             timeout_s=settings.registration_timeout_s,
         ),
+        taskforce=taskforce or HttpTaskforceDirectory(**registration),
+        offices=offices or HttpOfficeDirectory(**registration),
+        assessment_url=settings.assessment_url,
+        digest_window=timedelta(seconds=settings.digest_window_s),
+        taskforce_reminder_before=timedelta(seconds=settings.taskforce_reminder_before_s),
         sender=sender or smtp_sender(settings),
         renderer=MailRenderer(settings.template_dirs()),
         schedule_times=domain.ScheduleTimes(
@@ -97,7 +113,7 @@ def build_app(
     )
     runtime.consume(
         group=CONSUMER_GROUP,
-        topics=[REGISTRATION_EVENTS],
+        topics=[REGISTRATION_EVENTS, ASSESSMENT_EVENTS],
         handlers=event_handlers(handlers),
         processed=processed,
     )

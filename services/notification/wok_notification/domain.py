@@ -13,6 +13,7 @@ leaves a lease that runs out, so the next delivery of the event can take it over
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass, replace
@@ -130,6 +131,7 @@ class EventDetails:
     cancelled: bool = False
     cancel_reason: str = ""
     previous_starts_at: datetime | None = None
+    registration_deadline: datetime | None = None
 
     @classmethod
     def scheduled(cls, data: DialogueEventScheduled | DialogueEventChanged) -> EventDetails:
@@ -143,6 +145,7 @@ class EventDetails:
             format=data.format,
             place=data.place,
             revision=data.revision,
+            registration_deadline=data.registration_deadline,
         )
 
     def rescheduled(self, data: DialogueEventRescheduled) -> EventDetails:
@@ -156,6 +159,7 @@ class EventDetails:
             format=data.format,
             place=data.place,
             revision=data.revision,
+            registration_deadline=data.registration_deadline,
         )
 
     def cancelled_at(self, *, revision: int, reason: str) -> EventDetails:
@@ -310,6 +314,8 @@ class Mail:
     access_place: str | None
     cancel_reason: str
     invite: CalendarInvite | None
+    # the registration deadline, written out (taskforce reminders)
+    deadline: str | None = None
 
 
 # The walking skeleton's name for it
@@ -390,6 +396,22 @@ def compose_mail(
         access_place=single_line(access.place) if access and access.place else None,
         cancel_reason=event.cancel_reason.strip(),
         invite=invite,
+        deadline=(
+            format_moment(event.registration_deadline, language=language)
+            if event.registration_deadline is not None
+            else None
+        ),
+    )
+
+
+def format_moment(moment: datetime, *, language: str, tz: ZoneInfo = BERLIN) -> str:
+    """Day with weekday and time in Europe/Berlin, as the language writes them."""
+    local = moment.astimezone(tz)
+    if language == "de":
+        return f"{format_day_de(local, tz=tz)}, {local:%H:%M} Uhr"
+    locale = babel_locale(language)
+    return (
+        f"{format_date(local, 'full', locale=locale)}, {format_time(local, 'short', locale=locale)}"
     )
 
 
@@ -460,9 +482,14 @@ def iso_utc(moment: datetime) -> str:
 
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
+    # held back by the one-message-per-hour limit, waiting in a digest
+    HELD = "held"
     SENT = "sent"
     FAILED = "failed"
     UNDELIVERABLE = "undeliverable"
+    # held, then moot before its digest went out (the person cancelled or was erased, the
+    # event was cancelled, or a newer message on the same event replaced it)
+    WITHDRAWN = "withdrawn"
 
 
 class DeliveryStateError(Exception):
@@ -470,9 +497,17 @@ class DeliveryStateError(Exception):
 
 
 def delivery_id(
-    kind: NotificationKind, registration_id: str, *, revision: int | None = None
+    kind: NotificationKind,
+    registration_id: str,
+    *,
+    revision: int | None = None,
+    subject: str | None = None,
 ) -> str:
+    """`<kind>:<recipient>`, plus `:<revision>` for reschedules and `:<subject>` where one
+    recipient gets the kind for several subjects (a taskforce member, per event)."""
     base = f"{kind.value}:{registration_id}"
+    if subject is not None:
+        base = f"{base}:{subject}"
     return base if revision is None else f"{base}:{revision}"
 
 
@@ -509,9 +544,11 @@ class Delivery:
     first_unavailable_at: datetime | None = None
     failed_at: datetime | None = None
     erased: bool = False
+    digest_id: str | None = None
 
     @property
     def finished(self) -> bool:
+        """Nothing more to do for this delivery here: done, or waiting in a digest."""
         return self.status is not DeliveryStatus.PENDING
 
     def claimable(self, now: datetime) -> bool:
@@ -593,6 +630,30 @@ class Delivery:
             claimed_until=None,
         )
 
+    def held_in(self, digest_id: str) -> Delivery:
+        """Held for a digest: a new delivery, or one held for a digest that went out before
+        it could join (it moves on to the next)."""
+        untried = self.status is DeliveryStatus.PENDING and self.claim_token is None
+        if self.status is not DeliveryStatus.HELD and not (untried and self.attempts == 0):
+            raise DeliveryStateError(f"delivery {self.id} is {self.status} or being sent")
+        return replace(self, status=DeliveryStatus.HELD, digest_id=digest_id)
+
+    def sent_in_digest(self, *, digest_id: str, sent_at: datetime, message_id: str) -> Delivery:
+        self._check_held(digest_id)
+        return replace(self, status=DeliveryStatus.SENT, sent_at=sent_at, message_id=message_id)
+
+    def withdrawn(self, *, digest_id: str, reason: str, now: datetime) -> Delivery:
+        self._check_held(digest_id)
+        return replace(self, status=DeliveryStatus.WITHDRAWN, failure_reason=reason, failed_at=now)
+
+    def failed_in_digest(self, *, digest_id: str, reason: str, now: datetime) -> Delivery:
+        self._check_held(digest_id)
+        return replace(self, status=DeliveryStatus.FAILED, failure_reason=reason, failed_at=now)
+
+    def _check_held(self, digest_id: str) -> None:
+        if self.status is not DeliveryStatus.HELD or self.digest_id != digest_id:
+            raise DeliveryStateError(f"delivery {self.id} is not held for digest {digest_id}")
+
     def erasure_scrubbed(self) -> Delivery:
         """After the person's erasure: the log keeps kind, state and times, not the language
         they read (it can hint at their origin)."""
@@ -611,6 +672,7 @@ class Delivery:
             language=self.language,
             sent_at=self.sent_at,
             revision=self.revision,
+            digest_id=self.digest_id,
         )
 
     def failed_event(self) -> NotificationFailed:
@@ -642,9 +704,10 @@ def new_delivery(
     language: str,
     now: datetime,
     revision: int | None = None,
+    subject: str | None = None,
 ) -> Delivery:
     return Delivery(
-        id=delivery_id(kind, registration_id, revision=revision),
+        id=delivery_id(kind, registration_id, revision=revision, subject=subject),
         kind=kind,
         registration_id=registration_id,
         dialogue_event_id=dialogue_event_id,
@@ -652,4 +715,164 @@ def new_delivery(
         language=language,
         created_at=now,
         revision=revision,
+    )
+
+
+# ---------------------------------------------------------------- one message per hour
+
+
+# Never held back: the answers to what the person (or the office) just did or asked for.
+# Confirmation, promotion (the confirmation of a place) and erasure confirmation; the
+# staff mail goes to an office, not a person.
+UNTHROTTLED_KINDS = frozenset(
+    {
+        NotificationKind.CONFIRMATION,
+        NotificationKind.PROMOTION,
+        NotificationKind.ERASURE,
+        NotificationKind.SELF_CHECK_SCORED,
+    }
+)
+
+# Kinds a later message on the same event makes moot inside one digest
+SUPERSEDED_BY: dict[NotificationKind, frozenset[NotificationKind]] = {
+    NotificationKind.RESCHEDULED: frozenset(
+        {NotificationKind.RESCHEDULED, NotificationKind.CANCELLED}
+    ),
+    NotificationKind.REMINDER: frozenset({NotificationKind.CANCELLED}),
+    NotificationKind.ACCESS: frozenset({NotificationKind.CANCELLED}),
+    NotificationKind.TASKFORCE_REMINDER: frozenset({NotificationKind.CANCELLED}),
+}
+
+
+def throttled(kind: NotificationKind, *, window: timedelta) -> bool:
+    return window > timedelta(0) and kind not in UNTHROTTLED_KINDS
+
+
+def recipient_key(email: str) -> str:
+    """A person is their address (one person may hold several registrations); stored only as
+    a hash, and deleted on erasure."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def digest_id(recipient_ref: str, *, due_at: str) -> str:
+    """One digest per person and window: everyone holding a message for that window agrees
+    on it. `recipient_ref` is random (kept with the window), never derived from the address:
+    the id reaches logs and, in NotificationSent, a topic."""
+    stamp = re.sub(r"[^0-9]", "", due_at)
+    return f"digest:{recipient_ref}:{stamp}"
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    """A held message, by reference: the content is decided when the digest goes out, from
+    the state then (a person who cancelled meanwhile gets no reminder)."""
+
+    delivery_id: str
+    kind: NotificationKind
+    registration_id: str
+    dialogue_event_id: str
+    held_at: str
+    revision: int | None = None
+    waitlisted: bool = False
+
+
+def superseded(item: DigestItem, items: list[DigestItem]) -> bool:
+    """A later item on the same event replaces this one (a newer date, a cancellation)."""
+    replacing = SUPERSEDED_BY.get(item.kind, frozenset())
+    return any(
+        other.dialogue_event_id == item.dialogue_event_id
+        and other.kind in replacing
+        and other.delivery_id != item.delivery_id
+        and (other.held_at, other.revision or 0) > (item.held_at, item.revision or 0)
+        for other in items
+    )
+
+
+# ---------------------------------------------------------------- staff mails
+
+FIELD_NAMES = {
+    1: "Management und Steuerung",
+    2: "Interkulturelle Öffnung und Antirassismus",
+    3: "Fairer Zugang und Teilhabechancen",
+    4: "Arbeit und wirtschaftliche Entwicklung",
+    5: "Engagement und Beteiligung",
+    6: "Zusammenhalt und Begegnung",
+    7: "Kommunikation und Konfliktmanagement",
+}
+
+
+@dataclass(frozen=True)
+class OfficeContact:
+    """The municipality's contact office (an institutional address, from registration)."""
+
+    ags: str
+    municipality_name: str
+    office_name: str | None
+    email: str
+    language: str
+
+
+@dataclass(frozen=True)
+class StaffMail:
+    """Self-check scored: to the contact office, with the link to the field report."""
+
+    kind: NotificationKind
+    variant: str
+    language: str
+    direction: str
+    message_id: str
+    mail_from: str
+    recipient_name: str
+    recipient_email: str
+    municipality_name: str
+    report_url: str
+    overall: str | None
+    overall_level: str
+    strengths: tuple[str, ...]
+    deficits: tuple[str, ...]
+    invite: CalendarInvite | None = None
+    cancel_url: str | None = None
+    erasure_url: str | None = None
+
+
+def office_recipient_id(ags: str) -> str:
+    return f"office:{ags}"
+
+
+def report_url(assessment_url: str, *, ags: str, language: str) -> str:
+    """The field report is German or English."""
+    base = f"{assessment_url.rstrip('/')}/v1/municipalities/{ags}/report"
+    return base if language == "de" else f"{base}?lang=en"
+
+
+def compose_staff_mail(
+    *,
+    office: OfficeContact,
+    language: str,
+    delivery_id: str,
+    mail_from: str,
+    assessment_url: str,
+    overall: float | None,
+    overall_level: str,
+    strengths: list[int],
+    deficits: list[int],
+) -> StaffMail:
+    def label(number: int) -> str:
+        return f"{number}. {FIELD_NAMES.get(number, str(number))}"
+
+    return StaffMail(
+        kind=NotificationKind.SELF_CHECK_SCORED,
+        variant=NotificationKind.SELF_CHECK_SCORED.value,
+        language=language,
+        direction=text_direction(language),
+        message_id=message_id(delivery_id, domain=mail_domain(mail_from)),
+        mail_from=mail_from,
+        recipient_name=single_line(office.office_name or office.municipality_name),
+        recipient_email=office.email.strip(),
+        municipality_name=single_line(office.municipality_name),
+        report_url=report_url(assessment_url, ags=office.ags, language=language),
+        overall=None if overall is None else f"{overall:.0f}",
+        overall_level=overall_level,
+        strengths=tuple(label(n) for n in strengths),
+        deficits=tuple(label(n) for n in deficits),
     )

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wok_contracts import (
+    AssessmentScored,
     DialogueEventScheduled,
     Envelope,
     EventData,
@@ -38,9 +39,16 @@ from wok_contracts.events.registration import (
 )
 from wok_contracts.topics import NOTIFICATION_EVENTS
 from wok_notification import domain
-from wok_notification.adapters.contacts import AccessDirectory, ContactDirectory
+from wok_notification.adapters.contacts import (
+    AccessDirectory,
+    ContactDirectory,
+    OfficeDirectory,
+    TaskforceDirectory,
+)
 from wok_notification.adapters.mail import MailNotSent, MailRejected, MailSender
 from wok_notification.adapters.repository import (
+    Digest,
+    DigestStatus,
     NotificationRepository,
     Participant,
     ScheduledMessage,
@@ -53,6 +61,10 @@ from wok_runtime.logging import current_correlation_id, get_logger
 from wok_runtime.outbox import OutboundEvent
 
 SOURCE = "/wok/notification"
+# How often a held message may find its digest just going out before it waits for a retry
+MAX_DIGEST_HOPS = 5
+# Their content (scores, the invitees of the moment) is not kept for a redrive
+NOT_REDRIVABLE = (NotificationKind.SELF_CHECK_SCORED, NotificationKind.TASKFORCE_REMINDER)
 
 log = get_logger(__name__)
 
@@ -87,6 +99,11 @@ class NotificationHandlers:
         public_base_url: str,
         lease: timedelta,
         access: AccessDirectory | None = None,
+        taskforce: TaskforceDirectory | None = None,
+        offices: OfficeDirectory | None = None,
+        assessment_url: str = "http://127.0.0.1:8002",
+        digest_window: timedelta = timedelta(0),
+        taskforce_reminder_before: timedelta = timedelta(hours=48),
         schedule_times: domain.ScheduleTimes | None = None,
         give_up: domain.GiveUpPolicy | None = None,
         events_stored: Callable[[], None] = lambda: None,
@@ -95,6 +112,11 @@ class NotificationHandlers:
         self.repository = repository
         self._contacts = contacts
         self._access = access
+        self._taskforce = taskforce
+        self._offices = offices
+        self._assessment_url = assessment_url
+        self._window = digest_window
+        self._taskforce_before = taskforce_reminder_before
         self._sender = sender
         self._renderer = renderer
         self._mail_from = mail_from
@@ -113,7 +135,11 @@ class NotificationHandlers:
 
     async def remember_dialogue_event(self, envelope: Envelope[Any]) -> None:
         data: DialogueEventScheduled | DialogueEventChanged = envelope.data
-        await self.repository.save_event(domain.EventDetails.scheduled(data))
+        event = domain.EventDetails.scheduled(data)
+        await self.repository.save_event(event)
+        stored = await self._event(data.dialogue_event_id)
+        if stored.revision == event.revision:
+            await self._schedule_taskforce_reminder(event, now=self._clock())
         log.info(
             "dialogue event remembered",
             dialogue_event_id=data.dialogue_event_id,
@@ -129,6 +155,7 @@ class NotificationHandlers:
         event = stored.rescheduled(data)
         await self.repository.save_event(event)
         now = self._clock()
+        await self._schedule_taskforce_reminder(event, now=now)
         recipients = await self.repository.participants(
             event.dialogue_event_id,
             statuses=(ParticipantStatus.CONFIRMED, ParticipantStatus.WAITLISTED),
@@ -234,6 +261,9 @@ class NotificationHandlers:
         await self.repository.cancel_scheduled(registration_id=data.registration_id)
         participant = await self.repository.get_participant(data.registration_id)
         event = await self.repository.get_event(data.dialogue_event_id)
+        if participant is not None and participant.contact is not None:
+            # the hashed address of the one-message-per-hour limit goes too
+            await self.repository.forget_recipient(domain.recipient_key(participant.contact.email))
         try:
             if participant is not None and participant.contact is not None and event is not None:
                 await self.deliver(
@@ -274,6 +304,30 @@ class NotificationHandlers:
                 rearm=rearm,
             )
 
+    async def _schedule_taskforce_reminder(
+        self, event: domain.EventDetails, *, now: datetime
+    ) -> None:
+        """One reminder per event, before its registration deadline; whom it reaches is
+        asked of registration when it falls due (so members who registered meanwhile, or
+        left the taskforce, are not reminded)."""
+        if event.cancelled or event.registration_deadline is None:
+            return
+        due = event.registration_deadline - self._taskforce_before
+        if due <= now:
+            return
+        kind = NotificationKind.TASKFORCE_REMINDER
+        await self.repository.schedule(
+            ScheduledMessage(
+                id=f"{kind.value}:{event.dialogue_event_id}",
+                kind=kind,
+                registration_id="",
+                dialogue_event_id=event.dialogue_event_id,
+                ags=event.ags,
+                due_at=domain.iso_utc(due),
+            ),
+            rearm=True,
+        )
+
     async def dispatch_due(self) -> int:
         """Send every scheduled message whose time has come; returns how many were handled."""
         handled = 0
@@ -292,6 +346,8 @@ class NotificationHandlers:
                 await self.repository.finish_scheduled(message.id, token=token, status=status)
 
     async def _dispatch(self, message: ScheduledMessage, *, now: datetime) -> str:
+        if message.kind is NotificationKind.TASKFORCE_REMINDER:
+            return await self._dispatch_taskforce(message, now=now)
         participant = await self.repository.get_participant(message.registration_id)
         event = await self.repository.get_event(message.dialogue_event_id)
         if (
@@ -329,12 +385,49 @@ class NotificationHandlers:
             return ScheduleStatus.FAILED if message.attempts >= 5 else ScheduleStatus.SCHEDULED
         return ScheduleStatus.DONE
 
+    async def _invitees(self, dialogue_event_id: str) -> list[domain.Contact]:
+        return await self._taskforce.fetch(dialogue_event_id) if self._taskforce else []
+
+    async def _dispatch_taskforce(self, message: ScheduledMessage, *, now: datetime) -> str:
+        event = await self.repository.get_event(message.dialogue_event_id)
+        deadline = event.registration_deadline if event else None
+        if event is None or event.cancelled or (deadline is not None and deadline <= now):
+            return ScheduleStatus.CANCELLED
+        try:
+            invitees = (
+                await self._taskforce.fetch(event.dialogue_event_id) if self._taskforce else []
+            )
+            await self._each(
+                invitees,
+                lambda member: self.deliver(
+                    NotificationKind.TASKFORCE_REMINDER,
+                    registration_id=member.registration_id,
+                    event=event,
+                    contact=member,
+                    subject=event.dialogue_event_id,
+                    fetch_contact=False,
+                ),
+            )
+        except NotificationUndeliverable:
+            return ScheduleStatus.FAILED
+        except (TransientError, *TRANSIENT_ERRORS) as error:
+            log.warning("taskforce reminder must wait", id=message.id, error=repr(error))
+            return ScheduleStatus.SCHEDULED
+        except Exception as error:
+            log.error("taskforce reminder failed", id=message.id, error=repr(error))
+            return ScheduleStatus.FAILED if message.attempts >= 5 else ScheduleStatus.SCHEDULED
+        log.info(
+            "taskforce reminded", dialogue_event_id=event.dialogue_event_id, members=len(invitees)
+        )
+        return ScheduleStatus.DONE
+
     async def run_scheduler(self, *, interval_s: float) -> None:
-        """Until cancelled: look for due messages every `interval_s` (restart-safe: the state
-        is in the database)."""
+        """Until cancelled: look for due messages and digests every `interval_s`
+        (restart-safe: the state is in the database)."""
         while True:
             try:
                 await self.dispatch_due()
+                await self.flush_due_digests()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -355,9 +448,11 @@ class NotificationHandlers:
         access: domain.AccessInfo | None = None,
         preferred_language: str | None = None,
         fetch_contact: bool = True,
+        subject: str | None = None,
     ) -> Outcome:
-        """Send one mail at most once; raises TransientError while it must wait."""
-        delivery_id = domain.delivery_id(kind, registration_id, revision=revision)
+        """Send one mail at most once, or hold it for the person's digest; raises
+        TransientError while it must wait."""
+        delivery_id = domain.delivery_id(kind, registration_id, revision=revision, subject=subject)
         fields = {"delivery_id": delivery_id, "dialogue_event_id": event.dialogue_event_id}
         existing = await self.repository.get_delivery(delivery_id)
         if existing is not None and existing.finished:
@@ -389,21 +484,51 @@ class NotificationHandlers:
             access=access,
         )
         message = self._renderer.render(mail, now=now)
-
-        token = str(uuid.uuid4())
-        delivery = await self.repository.claim_delivery(
-            domain.new_delivery(
-                kind,
-                registration_id=registration_id,
-                dialogue_event_id=event.dialogue_event_id,
-                ags=event.ags,
-                language=language,
-                now=now,
-                revision=revision,
-            ),
-            token=token,
+        new = domain.new_delivery(
+            kind,
+            registration_id=registration_id,
+            dialogue_event_id=event.dialogue_event_id,
+            ags=event.ags,
+            language=language,
             now=now,
-            lease=self._lease,
+            revision=revision,
+            subject=subject,
+        )
+        if domain.throttled(kind, window=self._window):
+            recipient = domain.recipient_key(contact.email)
+            slot = await self.repository.take_slot(
+                recipient, holder=delivery_id, now=now, until=now + self._window
+            )
+            if not slot:
+                item = domain.DigestItem(
+                    delivery_id=delivery_id,
+                    kind=kind,
+                    registration_id=registration_id,
+                    dialogue_event_id=event.dialogue_event_id,
+                    held_at=domain.iso_utc(now),
+                    revision=revision,
+                    waitlisted=waitlisted,
+                )
+                outcome = await self._hold(new, recipient=recipient, item=item, fields=fields)
+                if outcome is not None:
+                    return outcome
+        return await self._send_once(new, message, message_id=mail.message_id, fields=fields)
+
+    async def _send_once(
+        self,
+        new: domain.Delivery,
+        message: Any,
+        *,
+        message_id: str,
+        fields: dict[str, Any],
+    ) -> Outcome:
+        """Claim the delivery, send, record the outcome with its event in one write."""
+        delivery_id = new.id
+        kind = new.kind
+        token = str(uuid.uuid4())
+        now = self._clock()
+        delivery = await self.repository.claim_delivery(
+            new, token=token, now=now, lease=self._lease
         )
         if delivery is None:
             current = await self.repository.get_delivery(delivery_id)
@@ -435,9 +560,251 @@ class NotificationHandlers:
             raise
 
         self._failing_since = None
-        await self._record_sent(delivery, token=token, message_id=mail.message_id)
+        await self._record_sent(delivery, token=token, message_id=message_id)
         log.info("mail sent", kind=kind.value, attempts=delivery.attempts, **fields)
         return Outcome(delivery_id, domain.DeliveryStatus.SENT.value)
+
+    # ------------------------------------------------------------ digests
+
+    async def _hold(
+        self,
+        new: domain.Delivery,
+        *,
+        recipient: str,
+        item: domain.DigestItem,
+        fields: dict[str, Any],
+    ) -> Outcome | None:
+        """Put the message into the digest of the person's current window. The digest entry
+        comes first: a crash before the delivery is marked held leaves an entry the digest
+        sends (and marks) anyway, never a held delivery no digest knows. None when the
+        delivery turns out to be sendable now (tried before, during an outage)."""
+        for _ in range(MAX_DIGEST_HOPS):
+            window = await self.repository.window_of(recipient)
+            if window is None:
+                raise TransientError("the person's window is gone (erased meanwhile)")
+            due_at, ref = window
+            digest_id = domain.digest_id(ref, due_at=due_at)
+            added = await self.repository.add_digest_item(
+                digest_id, recipient=recipient, due_at=due_at, ags=new.ags, item=item
+            )
+            if not added:
+                # that digest is going out right now; the next window's takes the message
+                await asyncio.sleep(0.05)
+                continue
+            held = await self.repository.hold_delivery(new, digest_id=digest_id)
+            if held is None:
+                current = await self.repository.get_delivery(new.id)
+                if current is not None and current.status is domain.DeliveryStatus.PENDING:
+                    return None
+                return Outcome(new.id, current.status.value if current else "held")
+            log.info("message held for the digest", digest_id=digest_id, **fields)
+            return Outcome(new.id, domain.DeliveryStatus.HELD.value)
+        raise TransientError(f"the digest for delivery {new.id} kept going out")
+
+    async def flush_due_digests(self) -> int:
+        """Send every digest whose window has ended; returns how many were handled."""
+        handled = 0
+        while True:
+            now = self._clock()
+            token = str(uuid.uuid4())
+            digest = await self.repository.claim_due_digest(now=now, lease=self._lease, token=token)
+            if digest is None:
+                return handled
+            handled += 1
+            try:
+                await self._flush(digest, token=token, now=now)
+            except (TransientError, MailNotSent, *TRANSIENT_ERRORS) as error:
+                backoff = timedelta(seconds=min(300.0, 5.0 * 2**digest.attempts))
+                log.warning("digest must wait", digest_id=digest.id, error=repr(error))
+                await self.repository.retry_digest(digest.id, token=token, due_at=now + backoff)
+
+    async def _flush(self, digest: Digest, *, token: str, now: datetime) -> None:
+        # The digest is the person's one message of the coming window
+        await self.repository.reserve_slot(
+            digest.recipient, holder=digest.id, until=now + self._window
+        )
+        items = list(digest.items)
+        chosen: list[tuple[domain.Delivery, domain.DigestItem, Any]] = []
+        language: str | None = None
+        for item in items:
+            entry = await self._digest_entry(item, items, now=now)
+            if isinstance(entry, str):
+                await self._withdraw(item, digest_id=digest.id, reason=entry, now=now)
+                continue
+            event, contact, access = entry
+            language = language or self._renderer.language_for(contact.language)
+            held = await self._held_for(digest.id, item, event=event, language=language, now=now)
+            if held is None:
+                continue  # sent some other way already
+            mail = domain.compose_mail(
+                item.kind,
+                event=event,
+                contact=contact,
+                language=language,
+                delivery_id=item.delivery_id,
+                mail_from=self._mail_from,
+                public_base_url=self._public_base_url,
+                waitlisted=item.waitlisted,
+                access=access,
+            )
+            chosen.append((held, item, mail))
+        if not chosen:
+            # nothing went out: the window is not the digest's to keep
+            await self.repository.reserve_slot(digest.recipient, holder=digest.id, until=now)
+            await self.repository.finish_digest(digest.id, token=token, status=DigestStatus.EMPTY)
+            log.info("digest had nothing left to send", digest_id=digest.id)
+            return
+        message_id = domain.message_id(digest.id, domain=domain.mail_domain(self._mail_from))
+        mails = [mail for _, _, mail in chosen]
+        message = self._renderer.render_digest(mails, message_id=message_id, now=now)
+        try:
+            await self._sender.send(message)
+        except MailRejected as error:
+            reason = str(error)
+            for held, _, _ in chosen:
+                failed = held.failed_in_digest(digest_id=digest.id, reason=reason, now=now)
+                await self.repository.finish_held(
+                    held.id,
+                    lambda stored: stored.failed_in_digest(
+                        digest_id=digest.id, reason=reason, now=now
+                    ),
+                    events=[self._outbound(failed.failed_event(), held)],
+                )
+            await self.repository.finish_digest(digest.id, token=token, status=DigestStatus.FAILED)
+            self._events_stored()
+            log.warning("digest refused for good", digest_id=digest.id, reason=str(error))
+            return
+        sent_at = self._clock()
+        for held, _, _ in chosen:
+            sent = held.sent_in_digest(digest_id=digest.id, sent_at=sent_at, message_id=message_id)
+            await self.repository.finish_held(
+                held.id,
+                lambda stored: stored.sent_in_digest(
+                    digest_id=digest.id, sent_at=sent_at, message_id=message_id
+                ),
+                events=[self._outbound(sent.sent_event(), held)],
+            )
+        await self.repository.finish_digest(
+            digest.id, token=token, status=DigestStatus.SENT, message_id=message_id
+        )
+        self._events_stored()
+        log.info("digest sent", digest_id=digest.id, messages=len(chosen))
+
+    async def _digest_entry(
+        self, item: domain.DigestItem, items: list[domain.DigestItem], *, now: datetime
+    ) -> str | tuple[domain.EventDetails, domain.Contact, domain.AccessInfo | None]:
+        """What the item's mail needs now, or why it is moot."""
+        event = await self.repository.get_event(item.dialogue_event_id)
+        if event is None:
+            return "the dialogue event is not known"
+        if domain.superseded(item, items):
+            return "a newer message on the same event replaced it"
+        kind = item.kind
+        if kind is NotificationKind.TASKFORCE_REMINDER:
+            members = (
+                await self._taskforce.fetch(event.dialogue_event_id) if self._taskforce else []
+            )
+            member = next((m for m in members if m.registration_id == item.registration_id), None)
+            if member is None:
+                return "registered meanwhile, left the taskforce, or the deadline passed"
+            return event, member, None
+        participant = await self.repository.get_participant(item.registration_id)
+        if participant is None or participant.contact is None:
+            return "the person's data was erased"
+        status = participant.status
+        if kind in (NotificationKind.REMINDER, NotificationKind.ACCESS):
+            if status is not ParticipantStatus.CONFIRMED or event.cancelled or event.ends_at <= now:
+                return "no longer registered, or the event is cancelled or over"
+        if kind is NotificationKind.RESCHEDULED and status not in (
+            ParticipantStatus.CONFIRMED,
+            ParticipantStatus.WAITLISTED,
+        ):
+            return "no longer registered"
+        access = None
+        if kind is NotificationKind.ACCESS:
+            access = await self._access.fetch(event.dialogue_event_id) if self._access else None
+            if access is None or not domain.http_url(access.online_link):
+                return "no online link released"
+        return event, participant.contact, access
+
+    async def _held_for(
+        self,
+        digest_id: str,
+        item: domain.DigestItem,
+        *,
+        event: domain.EventDetails,
+        language: str,
+        now: datetime,
+    ) -> domain.Delivery | None:
+        """The item's delivery, held for this digest (created if a crash left none)."""
+        new = replace(
+            domain.new_delivery(
+                item.kind,
+                registration_id=item.registration_id,
+                dialogue_event_id=item.dialogue_event_id,
+                ags=event.ags,
+                language=language,
+                now=now,
+                revision=item.revision,
+            ),
+            id=item.delivery_id,
+        )
+        return await self.repository.hold_delivery(new, digest_id=digest_id)
+
+    async def _withdraw(
+        self, item: domain.DigestItem, *, digest_id: str, reason: str, now: datetime
+    ) -> None:
+        event = await self.repository.get_event(item.dialogue_event_id)
+        if event is not None:
+            await self._held_for(digest_id, item, event=event, language="", now=now)
+        await self.repository.finish_held(
+            item.delivery_id,
+            lambda stored: stored.withdrawn(digest_id=digest_id, reason=reason, now=now),
+        )
+        log.info("held message withdrawn", delivery_id=item.delivery_id, reason=reason)
+
+    # ------------------------------------------------------------ staff
+
+    async def send_scored_report(self, envelope: Envelope[Any]) -> None:
+        """Self-check scored: the contact office gets the link to the field report."""
+        data: AssessmentScored = envelope.data
+        kind = NotificationKind.SELF_CHECK_SCORED
+        recipient = domain.office_recipient_id(data.ags)
+        delivery_id = domain.delivery_id(kind, recipient, subject=data.self_check_id)
+        fields = {"delivery_id": delivery_id, "self_check_id": data.self_check_id}
+        existing = await self.repository.get_delivery(delivery_id)
+        if existing is not None and existing.finished:
+            if existing.status is domain.DeliveryStatus.UNDELIVERABLE:
+                raise NotificationUndeliverable(f"delivery {delivery_id} was given up")
+            return
+        office = await self._offices.fetch(data.ags) if self._offices else None
+        if office is None:
+            log.info("no contact office address; no staff mail", ags=data.ags, **fields)
+            return
+        language = self._renderer.language_for(office.language)
+        now = self._clock()
+        mail = domain.compose_staff_mail(
+            office=office,
+            language=language,
+            delivery_id=delivery_id,
+            mail_from=self._mail_from,
+            assessment_url=self._assessment_url,
+            overall=data.overall,
+            overall_level=data.overall_level.value,
+            strengths=list(data.strengths),
+            deficits=list(data.deficits),
+        )
+        message = self._renderer.render_staff(mail, now=now)
+        new = domain.new_delivery(
+            kind,
+            registration_id=recipient,
+            dialogue_event_id=data.self_check_id,
+            ags=data.ags,
+            language=language,
+            now=now,
+            subject=data.self_check_id,
+        )
+        await self._send_once(new, message, message_id=mail.message_id, fields=fields)
 
     async def _mail_server_away(
         self, delivery: domain.Delivery, *, token: str, error: Exception, fields: dict[str, Any]
@@ -519,11 +886,14 @@ class NotificationHandlers:
     async def _to_each(
         self, participants: list[Participant], send: Callable[[Participant], Any]
     ) -> None:
-        """One participant's undeliverable mail must not keep the others from theirs."""
+        await self._each(participants, send)
+
+    async def _each(self, recipients: list[Any], send: Callable[[Any], Any]) -> None:
+        """One recipient's undeliverable mail must not keep the others from theirs."""
         given_up: list[str] = []
-        for participant in participants:
+        for recipient in recipients:
             try:
-                await send(participant)
+                await send(recipient)
             except NotificationUndeliverable as error:
                 given_up.append(str(error))
         if given_up:
@@ -534,6 +904,13 @@ class NotificationHandlers:
         delivery = await self.repository.get_delivery(delivery_id)
         if delivery is None:
             raise DeliveryNotFound(delivery_id)
+        if delivery.kind in (
+            NotificationKind.SELF_CHECK_SCORED,
+            NotificationKind.TASKFORCE_REMINDER,
+        ):
+            raise domain.DeliveryStateError(
+                f"a {delivery.kind.value} mail cannot be redriven: its content is not kept"
+            )
         if await self.repository.rearm_delivery(delivery_id) is None:
             raise domain.DeliveryStateError(f"delivery {delivery_id} is {delivery.status.value}")
         event = await self._event(delivery.dialogue_event_id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -26,7 +27,13 @@ from typing import Any
 from icalendar import Calendar, Event, vCalAddress, vText
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from wok_notification.domain import FALLBACK_LANGUAGE, CalendarInvite, CalendarMethod, Mail
+from wok_notification.domain import (
+    FALLBACK_LANGUAGE,
+    CalendarInvite,
+    CalendarMethod,
+    Mail,
+    StaffMail,
+)
 
 PRODUCT_ID = "-//Weltoffene Kommune//Benachrichtigungen//DE"
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -42,6 +49,11 @@ def _plain(value: Any) -> str:
 
 def _paragraphs(text: Any) -> list[str]:
     return [" ".join(p.split()) for p in re.split(r"\n\s*\n", str(text)) if p.strip()]
+
+
+def _sentence_start(text: Any) -> str:
+    value = str(text)
+    return value[:1].upper() + value[1:]
 
 
 def _lines(text: Any) -> list[str]:
@@ -62,11 +74,12 @@ class MailRenderer:
         self._templates.filters["plain"] = _plain
         self._templates.filters["paragraphs"] = _paragraphs
         self._templates.filters["split_lines"] = _lines
+        self._templates.filters["sentence_start"] = _sentence_start
 
     def languages(self) -> set[str]:
         """Every language with templates; looked up on each call, so a folder added while
         the service runs is used from the next mail on."""
-        found = set()
+        found: set[str] = set()
         for folder in self._dirs:
             if folder.is_dir():
                 found.update(
@@ -84,18 +97,69 @@ class MailRenderer:
     def attachment_name(self, language: str) -> str:
         return str(self._messages(language, mail=None).attachment_name()).strip()
 
-    def _messages(self, language: str, *, mail: Mail | None) -> Any:
-        return self._templates.get_template(f"{language}/{MESSAGES}").make_module({"mail": mail})
+    def _messages(
+        self, language: str, *, mail: Mail | StaffMail | None, count: int | None = None
+    ) -> Any:
+        template = self._templates.get_template(f"{language}/{MESSAGES}")
+        return template.make_module({"mail": mail, "count": count})
 
     def render(self, mail: Mail, *, now: datetime) -> EmailMessage:
         messages = self._messages(mail.language, mail=mail)
-        context = {"mail": mail, "m": messages}
+        context = {"mail": mail, "m": messages, "in_digest": False}
         # A language folder may bring its own layout; the shared one otherwise
         pick = self._templates.select_template
         subject = pick([f"{mail.language}/subject.txt", "subject.txt"]).render(context)
         text = pick([f"{mail.language}/layout.txt", "layout.txt"]).render(context)
         html = pick([f"{mail.language}/layout.html", "layout.html"]).render(context)
 
+        message = self._headers(mail, subject=subject, message_id=mail.message_id, now=now)
+        message.set_content(text)
+        message.add_alternative(html, subtype="html")
+        self._attach(message, [(mail, messages)], now=now)
+        # After the content: setting content clears every Content-* header
+        message["Content-Language"] = mail.language
+        return message
+
+    def render_digest(
+        self, mails: Sequence[Mail], *, message_id: str, now: datetime
+    ) -> EmailMessage:
+        """Several held messages to one person as one mail: each its own section with its own
+        calendar attachment. A digest of one is that message itself."""
+        if len(mails) == 1:
+            return self.render(replace(mails[0], message_id=message_id), now=now)
+        first = mails[0]
+        items = [(mail, self._messages(mail.language, mail=mail)) for mail in mails]
+        messages = self._messages(first.language, mail=first, count=len(mails))
+        context = {"mail": first, "m": messages, "items": items, "in_digest": True}
+        pick = self._templates.select_template
+        text = pick([f"{first.language}/digest.txt", "digest.txt"]).render(context)
+        html = pick([f"{first.language}/digest.html", "digest.html"]).render(context)
+        message = self._headers(
+            first, subject=str(messages.digest_subject()), message_id=message_id, now=now
+        )
+        message.set_content(text)
+        message.add_alternative(html, subtype="html")
+        self._attach(message, items, now=now)
+        message["Content-Language"] = first.language
+        return message
+
+    def render_staff(self, mail: StaffMail, *, now: datetime) -> EmailMessage:
+        messages = self._messages(mail.language, mail=mail)
+        context = {"mail": mail, "m": messages}
+        pick = self._templates.select_template
+        text = pick([f"{mail.language}/staff.txt", "staff.txt"]).render(context)
+        html = pick([f"{mail.language}/staff.html", "staff.html"]).render(context)
+        message = self._headers(
+            mail, subject=str(messages.subject()), message_id=mail.message_id, now=now
+        )
+        message.set_content(text)
+        message.add_alternative(html, subtype="html")
+        message["Content-Language"] = mail.language
+        return message
+
+    def _headers(
+        self, mail: Mail | StaffMail, *, subject: str, message_id: str, now: datetime
+    ) -> EmailMessage:
         message = EmailMessage()
         message["From"] = mail.mail_from
         # An Address object, not a formatted string: re-wrapping a pre-formatted header with
@@ -103,23 +167,30 @@ class MailRenderer:
         message["To"] = Address(display_name=mail.recipient_name, addr_spec=mail.recipient_email)
         message["Subject"] = " ".join(subject.split())
         message["Date"] = format_datetime(now.astimezone(UTC))
-        message["Message-ID"] = mail.message_id
+        message["Message-ID"] = message_id
         # RFC 3834: tells auto-responders not to answer a no-reply sender
         message["Auto-Submitted"] = "auto-generated"
-        message.set_content(text)
-        message.add_alternative(html, subtype="html")
-        if mail.invite is not None:
+        return message
+
+    def _attach(
+        self, message: EmailMessage, items: Sequence[tuple[Mail, Any]], *, now: datetime
+    ) -> None:
+        """One calendar attachment per message that carries one; numbered when several."""
+        invites = [(mail, messages) for mail, messages in items if mail.invite is not None]
+        for number, (mail, messages) in enumerate(invites, start=1):
+            assert mail.invite is not None
+            filename = str(messages.attachment_name()).strip()
+            if len(invites) > 1:
+                stem, dot, extension = filename.rpartition(".")
+                filename = f"{stem}-{number}.{extension}" if dot else f"{filename}-{number}"
             # Bytes, not text: RFC 5545 wants CRLF line ends, which text parts would normalise
             message.add_attachment(
                 invitation_ics(mail.invite, now=now),
                 maintype="text",
                 subtype="calendar",
-                filename=str(messages.attachment_name()).strip(),
+                filename=filename,
                 params={"method": mail.invite.method.value, "charset": "utf-8"},
             )
-        # After the content: setting content clears every Content-* header
-        message["Content-Language"] = mail.language
-        return message
 
 
 def invitation_ics(invite: CalendarInvite, *, now: datetime) -> bytes:

@@ -48,6 +48,21 @@ class NotificationSettings(WokSettings):
     scheduler_interval_s: float = Field(
         default=5.0, description="How often due reminders and access mails are looked for"
     )
+    digest_window_s: float = Field(
+        default=3600.0,
+        description="One message per person (address) per window: a further message that is"
+        " not a confirmation (of registration, promotion or erasure) is held and sent with the"
+        " others of the window as one digest at its end; 0 turns the limit off",
+    )
+    taskforce_reminder_before_s: float = Field(
+        default=48 * 3600.0,
+        description="How long before an event's registration deadline taskforce members who"
+        " have not registered are reminded",
+    )
+    assessment_url: str = Field(
+        default="http://127.0.0.1:8002",
+        description="Base URL of the assessment service, for the field report link in staff mails",
+    )
     smtp_give_up_attempts: int = Field(
         default=8, description="Failed SMTP attempts of one mail before it may be given up"
     )

@@ -141,6 +141,10 @@ class Municipality:
     key_hash: str
     contact_office: str | None = None
     key_id: str = ""
+    # Where notification sends staff mails (self-check scored): an office's address, never a
+    # person's; kept here and handed only to notification (internal API), never published.
+    contact_office_email: str | None = None
+    language: str = "de"
 
     @property
     def key_revoked(self) -> bool:
@@ -192,6 +196,8 @@ def onboard_municipality(
     kind: MunicipalityKind,
     population: int | None,
     contact_office: str | None = None,
+    contact_office_email: str | None = None,
+    language: str = "de",
 ) -> tuple[Municipality, IssuedKey, MunicipalityRegistered]:
     """A new municipality, its first key and the event announcing it."""
     key = issue_key(ags)
@@ -204,6 +210,8 @@ def onboard_municipality(
         key_hash=key.key_hash,
         contact_office=contact_office,
         key_id=key.key_id,
+        contact_office_email=contact_office_email,
+        language=language,
     )
     event = MunicipalityRegistered(
         ags=ags,
@@ -216,7 +224,14 @@ def onboard_municipality(
     return municipality, key, event
 
 
-PROFILE_FIELDS = ("name", "kind", "population", "contact_office")
+PROFILE_FIELDS = (
+    "name",
+    "kind",
+    "population",
+    "contact_office",
+    "contact_office_email",
+    "language",
+)
 
 
 def update_profile(
@@ -746,13 +761,26 @@ class TaskforceMember:
     email: str | None
     role: TaskforceRole
     sector: TaskforceSector
+    language: str = "de"
 
 
 def add_taskforce_member(
-    *, ags: str, name: str, email: str | None, role: TaskforceRole, sector: TaskforceSector
+    *,
+    ags: str,
+    name: str,
+    email: str | None,
+    role: TaskforceRole,
+    sector: TaskforceSector,
+    language: str = "de",
 ) -> tuple[TaskforceMember, TaskforceMemberAdded]:
     member = TaskforceMember(
-        member_id=str(uuid.uuid4()), ags=ags, name=name, email=email, role=role, sector=sector
+        member_id=str(uuid.uuid4()),
+        ags=ags,
+        name=name,
+        email=email,
+        role=role,
+        sector=sector,
+        language=language,
     )
     return member, TaskforceMemberAdded(
         member_id=member.member_id, ags=ags, role=role, sector=sector

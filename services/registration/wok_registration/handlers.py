@@ -34,6 +34,12 @@ class Conflict(Exception):
     pass
 
 
+def _statuses_to_try(event: domain.DialogueEvent) -> tuple[RegistrationStatus, ...]:
+    if event.places_left > 0:
+        return (RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLISTED)
+    return (RegistrationStatus.WAITLISTED, RegistrationStatus.CONFIRMED)
+
+
 def _outbound(data: EventData, *, ags: str, subject: str | None = None) -> OutboundEvent:
     if subject is None:
         subject = getattr(data, "registration_id", None) or getattr(data, "dialogue_event_id", None)
@@ -105,9 +111,17 @@ class RegistrationHandlers:
         kind: domain.MunicipalityKind,
         population: int | None,
         contact_office: str | None = None,
+        contact_office_email: str | None = None,
+        language: str = "de",
     ) -> tuple[domain.Municipality, str]:
         municipality, key, event = domain.onboard_municipality(
-            ags=ags, name=name, kind=kind, population=population, contact_office=contact_office
+            ags=ags,
+            name=name,
+            kind=kind,
+            population=population,
+            contact_office=contact_office,
+            contact_office_email=contact_office_email,
+            language=language,
         )
         try:
             await self.repository.add_municipality(
@@ -302,10 +316,8 @@ class RegistrationHandlers:
         now = self.now()
         domain.check_registration_open(event, now=now)
         fingerprint = domain.email_fingerprint(dialogue_event_id=event.id, email=request.email)
-        existing = await self.repository.existing_registration(event.id, fingerprint)
-        if existing is not None:
-            return Registration(existing[0], event.id, existing[1], created=False)
-
+        # No look-up of the address first: the conditional writes below refuse a known one,
+        # and only then is the existing registration read (one round trip less when new).
         await self.repository.add_participant(
             domain.Participant(
                 registration_id=request.registration_id,
@@ -328,8 +340,9 @@ class RegistrationHandlers:
         try:
             for attempt in range(PLAN_ATTEMPTS):
                 # Confirmed while places are left, waitlisted when none are: exactly one of
-                # the two conditional writes fits unless the event changed meanwhile.
-                for status in (RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLISTED):
+                # the two conditional writes fits unless the event changed meanwhile. The one
+                # the event as read calls for goes first, so it usually takes one write.
+                for status in _statuses_to_try(event):
                     taken = await self.repository.take_place(
                         event=event,
                         registration_id=request.registration_id,
@@ -468,10 +481,11 @@ class RegistrationHandlers:
         email: str | None,
         role: domain.TaskforceRole,
         sector: domain.TaskforceSector,
+        language: str = "de",
     ) -> domain.TaskforceMember:
         await self.get_municipality(ags)
         member, event = domain.add_taskforce_member(
-            ags=ags, name=name, email=email, role=role, sector=sector
+            ags=ags, name=name, email=email, role=role, sector=sector, language=language
         )
         await self.repository.add_taskforce_member(
             member, [_outbound(event, ags=ags, subject=member.member_id)]
@@ -493,3 +507,24 @@ class RegistrationHandlers:
     async def taskforce_members(self, ags: str) -> list[domain.TaskforceMember]:
         await self.get_municipality(ags)
         return await self.repository.taskforce_members(ags)
+
+    async def taskforce_invitees(
+        self, dialogue_event_id: str
+    ) -> tuple[domain.DialogueEvent, list[domain.TaskforceMember]]:
+        """The event's municipality's taskforce members with an address who hold no active
+        registration for it (found by the address fingerprint): whom notification reminds
+        before the registration deadline. Nobody once the event is cancelled or the deadline
+        has passed."""
+        event = await self.get_dialogue_event(dialogue_event_id)
+        if event.cancelled or self.now() >= event.registration_deadline:
+            return event, []
+        invitees = []
+        for member in await self.repository.taskforce_members(event.ags):
+            if not member.email:
+                continue
+            fingerprint = domain.email_fingerprint(
+                dialogue_event_id=dialogue_event_id, email=member.email
+            )
+            if await self.repository.existing_registration(dialogue_event_id, fingerprint) is None:
+                invitees.append(member)
+        return event, invitees

@@ -1,5 +1,7 @@
-"""Asking registration for what must not ride Kafka: a participant's contact details, and an
-event's access details (the online link), both with the shared service key."""
+"""Asking registration for what must not ride Kafka, with the shared service key: a
+participant's contact details, an event's access details (the online link), the taskforce
+members to remind before an event's registration deadline, and the municipality's contact
+office (staff mails)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from wok_notification.domain import AccessInfo, Contact
+from wok_notification.domain import AccessInfo, Contact, OfficeContact
 from wok_runtime.consumer import TransientError
 from wok_runtime.logging import get_logger
 
@@ -189,3 +191,145 @@ class FakeContactDirectory:
             self.unavailable -= 1
             raise TransientError("registration unreachable: ConnectError")
         return self.contacts.get(registration_id)
+
+
+class TaskforceDirectory(Protocol):
+    async def fetch(self, dialogue_event_id: str) -> list[Contact]:
+        """The taskforce members to remind of the event's registration deadline (those with
+        an address and no registration; none once it is cancelled or the deadline passed),
+        as contacts whose `registration_id` is the member id. Empty for an unknown event."""
+        ...
+
+
+class _Invitee(BaseModel):
+    member_id: str
+    name: str
+    email: str
+    language: str = "de"
+
+
+class _InviteesResponse(BaseModel):
+    dialogue_event_id: str
+    invitees: list[_Invitee]
+
+
+class HttpTaskforceDirectory:
+    """`GET /internal/v1/dialogue-events/{id}/taskforce-invitees` with the service key."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        service_key: str,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._service_key = service_key
+        self._timeout_s = timeout_s
+        self._transport = transport
+
+    async def fetch(self, dialogue_event_id: str) -> list[Contact]:
+        response = await _get(
+            base_url=self._base_url,
+            path=f"/internal/v1/dialogue-events/{quote(dialogue_event_id, safe='')}"
+            "/taskforce-invitees",
+            service_key=self._service_key,
+            timeout_s=self._timeout_s,
+            transport=self._transport,
+        )
+        if response is None:
+            return []
+        try:
+            body = _InviteesResponse.model_validate_json(response.content)
+        except ValidationError as error:
+            raise ContactLookupFailed(
+                f"unexpected invitees response: {error.error_count()} invalid fields"
+            ) from error
+        return [
+            Contact(
+                registration_id=invitee.member_id,
+                dialogue_event_id=body.dialogue_event_id,
+                name=invitee.name,
+                email=invitee.email,
+                language=invitee.language,
+            )
+            for invitee in body.invitees
+        ]
+
+
+class OfficeDirectory(Protocol):
+    async def fetch(self, ags: str) -> OfficeContact | None:
+        """The contact office, or None when the municipality has no office address."""
+        ...
+
+
+class _OfficeResponse(BaseModel):
+    ags: str
+    name: str
+    contact_office: str | None = None
+    email: str
+    language: str = "de"
+
+
+class HttpOfficeDirectory:
+    """`GET /internal/v1/municipalities/{ags}/contact-office` with the service key."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        service_key: str,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._service_key = service_key
+        self._timeout_s = timeout_s
+        self._transport = transport
+
+    async def fetch(self, ags: str) -> OfficeContact | None:
+        response = await _get(
+            base_url=self._base_url,
+            path=f"/internal/v1/municipalities/{quote(ags, safe='')}/contact-office",
+            service_key=self._service_key,
+            timeout_s=self._timeout_s,
+            transport=self._transport,
+        )
+        if response is None:
+            return None
+        try:
+            body = _OfficeResponse.model_validate_json(response.content)
+        except ValidationError as error:
+            raise ContactLookupFailed(
+                f"unexpected contact office response: {error.error_count()} invalid fields"
+            ) from error
+        return OfficeContact(
+            ags=body.ags,
+            municipality_name=body.name,
+            office_name=body.contact_office,
+            email=body.email,
+            language=body.language,
+        )
+
+
+@dataclass
+class FakeTaskforceDirectory:
+    """Invitees by dialogue event id (tests)."""
+
+    invitees: dict[str, list[Contact]] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
+
+    async def fetch(self, dialogue_event_id: str) -> list[Contact]:
+        self.lookups.append(dialogue_event_id)
+        return list(self.invitees.get(dialogue_event_id, []))
+
+
+@dataclass
+class FakeOfficeDirectory:
+    """Contact offices by AGS (tests)."""
+
+    offices: dict[str, OfficeContact] = field(default_factory=dict)
+
+    async def fetch(self, ags: str) -> OfficeContact | None:
+        return self.offices.get(ags)

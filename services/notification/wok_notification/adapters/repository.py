@@ -19,6 +19,7 @@ fixed-width UTC ISO strings, which compare in the order of time.
 from __future__ import annotations
 
 import copy
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ from wok_notification.domain import (
     Delivery,
     DeliveryStateError,
     DeliveryStatus,
+    DigestItem,
     EventDetails,
     ParticipantStatus,
     iso_utc,
@@ -100,6 +102,85 @@ class ScheduledMessage:
             ags=ags,
             due_at=iso_utc(due_at),
         )
+
+
+class DigestStatus:
+    OPEN = "open"
+    SENDING = "sending"
+    SENT = "sent"
+    # every held message became moot before it went out
+    EMPTY = "empty"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Digest:
+    """The messages held for one person in one window, sent together at its end."""
+
+    id: str
+    recipient: str
+    due_at: str
+    status: str
+    items: tuple[DigestItem, ...]
+    attempts: int = 0
+    token: str | None = None
+    message_id: str | None = None
+
+
+def new_ref() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+def _item_key(delivery_id: str) -> str:
+    return delivery_id.replace(".", "_").replace("$", "_")
+
+
+def _item_document(item: DigestItem) -> dict[str, Any]:
+    document = asdict(item)
+    document["kind"] = item.kind.value
+    # nx-27017 turns a $set boolean into 0/1: store the number and read it back as a flag
+    document["waitlisted"] = int(item.waitlisted)
+    return document
+
+
+def _digest(document: dict[str, Any]) -> Digest:
+    items = [
+        DigestItem(
+            delivery_id=value["delivery_id"],
+            kind=NotificationKind(value["kind"]),
+            registration_id=value["registration_id"],
+            dialogue_event_id=value["dialogue_event_id"],
+            held_at=value["held_at"],
+            revision=value.get("revision"),
+            waitlisted=bool(value.get("waitlisted", 0)),
+        )
+        for value in (document.get("items") or {}).values()
+    ]
+    return Digest(
+        id=document["_id"],
+        recipient=document["recipient"],
+        due_at=document["due_at"],
+        status=document["status"],
+        items=tuple(sorted(items, key=lambda item: (item.held_at, item.delivery_id))),
+        attempts=document.get("attempts", 0),
+        token=document.get("token"),
+        message_id=document.get("message_id"),
+    )
+
+
+def _digest_document(
+    digest_id: str, *, recipient: str, due_at: str, ags: str, item: DigestItem
+) -> dict[str, Any]:
+    return {
+        "_id": digest_id,
+        "recipient": recipient,
+        "ags": ags,
+        "due_at": due_at,
+        "status": DigestStatus.OPEN,
+        "attempts": 0,
+        "token": None,
+        "items": {_item_key(item.delivery_id): _item_document(item)},
+    }
 
 
 class NotificationRepository(Protocol):
@@ -202,6 +283,61 @@ class NotificationRepository(Protocol):
         """Newest first."""
         ...
 
+    # one message per person per window
+
+    async def hold_delivery(self, delivery: Delivery, *, digest_id: str) -> Delivery | None:
+        """Create the delivery held for the digest, or move a held one to it; None when it
+        is finished or being sent."""
+        ...
+
+    async def finish_held(
+        self,
+        delivery_id: str,
+        change: Callable[[Delivery], Delivery],
+        *,
+        events: Sequence[OutboundEvent] = (),
+    ) -> Delivery | None:
+        """Apply a held delivery's transition (sent in its digest, withdrawn, failed)."""
+        ...
+
+    async def take_slot(
+        self, recipient: str, *, holder: str, now: datetime, until: datetime
+    ) -> bool:
+        """True if the person may get a message now (their window is over, or this holder
+        already has it); the window then runs until `until`."""
+        ...
+
+    async def reserve_slot(self, recipient: str, *, holder: str, until: datetime) -> None:
+        """Move the person's window (a digest going out); nothing if they were erased."""
+        ...
+
+    async def window_of(self, recipient: str) -> tuple[str, str] | None:
+        """When the person's window ends, and its random reference (what digest ids, logs
+        and topics carry instead of anything derived from the address)."""
+        ...
+
+    async def forget_recipient(self, recipient: str) -> None:
+        """Erasure: the window and the address hash in digests go."""
+        ...
+
+    async def add_digest_item(
+        self, digest_id: str, *, recipient: str, due_at: str, ags: str, item: DigestItem
+    ) -> bool:
+        """Put the item into the open digest (created if new); False once it is going out."""
+        ...
+
+    async def claim_due_digest(
+        self, *, now: datetime, lease: timedelta, token: str
+    ) -> Digest | None: ...
+
+    async def retry_digest(self, digest_id: str, *, token: str, due_at: datetime) -> None: ...
+
+    async def finish_digest(
+        self, digest_id: str, *, token: str, status: str, message_id: str | None = None
+    ) -> None: ...
+
+    async def get_digest(self, digest_id: str) -> Digest | None: ...
+
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -232,6 +368,7 @@ def _event(document: dict[str, Any]) -> EventDetails:
         cancelled=document.get("cancelled", False),
         cancel_reason=document.get("cancel_reason", ""),
         previous_starts_at=_aware_or_none(document.get("previous_starts_at")),
+        registration_deadline=_aware_or_none(document.get("registration_deadline")),
     )
 
 
@@ -311,6 +448,7 @@ def _delivery(document: dict[str, Any]) -> Delivery:
         first_unavailable_at=_aware_or_none(document.get("first_unavailable_at")),
         failed_at=_aware_or_none(document.get("failed_at")),
         erased=document.get("erased", False),
+        digest_id=document.get("digest_id"),
     )
 
 
@@ -404,6 +542,22 @@ class _DeliveryTransitions(ABC):
     async def rearm_delivery(self, delivery_id: str) -> Delivery | None:
         return await self._transition(delivery_id, lambda stored: stored.rearmed())
 
+    async def hold_delivery(self, delivery: Delivery, *, digest_id: str) -> Delivery | None:
+        held = delivery.held_in(digest_id)
+        document = with_outbox(_delivery_document(held), [])
+        if await self._insert_delivery({**document, VERSION_FIELD: 0}):
+            return held
+        return await self._transition(delivery.id, lambda stored: stored.held_in(digest_id))
+
+    async def finish_held(
+        self,
+        delivery_id: str,
+        change: Callable[[Delivery], Delivery],
+        *,
+        events: Sequence[OutboundEvent] = (),
+    ) -> Delivery | None:
+        return await self._transition(delivery_id, change, events=events)
+
     async def _scrub_deliveries(self, registration_id: str) -> None:
         for delivery_id in await self._delivery_ids_of(registration_id):
             await self._transition(delivery_id, lambda stored: stored.erasure_scrubbed())
@@ -445,12 +599,107 @@ class MongoNotificationRepository(_DeliveryTransitions):
         self.contacts = database["contacts"]
         self.deliveries = database["deliveries"]
         self.scheduled = database["scheduled_messages"]
+        self.recipients = database["recipients"]
+        self.digests = database["digests"]
 
     async def ensure_indexes(self) -> None:
         await self.deliveries.create_index([("created_at", DESCENDING)])
         await self.deliveries.create_index("registration_id")
         await self.contacts.create_index("dialogue_event_id")
         await self.scheduled.create_index([("status", 1), ("due_at", 1)])
+        await self.digests.create_index([("status", 1), ("due_at", 1)])
+        await self.digests.create_index("recipient")
+
+    async def take_slot(
+        self, recipient: str, *, holder: str, now: datetime, until: datetime
+    ) -> bool:
+        try:
+            await self.recipients.insert_one(
+                {"_id": recipient, "free_at": iso_utc(until), "holder": holder, "ref": new_ref()}
+            )
+            return True
+        except DuplicateKeyError:
+            pass
+        if await self.recipients.find_one({"_id": recipient, "holder": holder}) is not None:
+            return True
+        taken = await self.recipients.find_one_and_update(
+            {"_id": recipient, "free_at": {"$lte": iso_utc(now)}},
+            {"$set": {"free_at": iso_utc(until), "holder": holder}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return taken is not None
+
+    async def reserve_slot(self, recipient: str, *, holder: str, until: datetime) -> None:
+        await self.recipients.update_one(
+            {"_id": recipient}, {"$set": {"free_at": iso_utc(until), "holder": holder}}
+        )
+
+    async def window_of(self, recipient: str) -> tuple[str, str] | None:
+        document = await self.recipients.find_one({"_id": recipient})
+        return None if document is None else (str(document["free_at"]), str(document["ref"]))
+
+    async def forget_recipient(self, recipient: str) -> None:
+        await self.recipients.delete_one({"_id": recipient})
+        await self.digests.update_many({"recipient": recipient}, {"$set": {"recipient": ""}})
+
+    async def add_digest_item(
+        self, digest_id: str, *, recipient: str, due_at: str, ags: str, item: DigestItem
+    ) -> bool:
+        try:
+            await self.digests.insert_one(
+                _digest_document(digest_id, recipient=recipient, due_at=due_at, ags=ags, item=item)
+            )
+            return True
+        except DuplicateKeyError:
+            pass
+        result = await self.digests.update_one(
+            {"_id": digest_id, "status": DigestStatus.OPEN},
+            {"$set": {f"items.{_item_key(item.delivery_id)}": _item_document(item)}},
+        )
+        return bool(result.matched_count)
+
+    async def claim_due_digest(
+        self, *, now: datetime, lease: timedelta, token: str
+    ) -> Digest | None:
+        claim = {
+            "$set": {
+                "status": DigestStatus.SENDING,
+                "token": token,
+                "claimed_until": iso_utc(now + lease),
+            }
+        }
+        for query in (
+            {"status": DigestStatus.OPEN, "due_at": {"$lte": iso_utc(now)}},
+            # a sender that died mid-send: its lease has run out
+            {"status": DigestStatus.SENDING, "claimed_until": {"$lte": iso_utc(now)}},
+        ):
+            document = await self.digests.find_one_and_update(
+                query, claim, return_document=ReturnDocument.AFTER
+            )
+            if document is not None:
+                return _digest(document)
+        return None
+
+    async def retry_digest(self, digest_id: str, *, token: str, due_at: datetime) -> None:
+        await self.digests.update_one(
+            {"_id": digest_id, "token": token, "status": DigestStatus.SENDING},
+            {
+                "$set": {"status": DigestStatus.OPEN, "token": None, "due_at": iso_utc(due_at)},
+                "$inc": {"attempts": 1},
+            },
+        )
+
+    async def finish_digest(
+        self, digest_id: str, *, token: str, status: str, message_id: str | None = None
+    ) -> None:
+        await self.digests.update_one(
+            {"_id": digest_id, "token": token, "status": DigestStatus.SENDING},
+            {"$set": {"status": status, "token": None, "message_id": message_id}},
+        )
+
+    async def get_digest(self, digest_id: str) -> Digest | None:
+        document = await self.digests.find_one({"_id": digest_id})
+        return _digest(document) if document else None
 
     async def save_event(self, event: EventDetails) -> None:
         document = _event_document(event)
@@ -625,9 +874,96 @@ class InMemoryNotificationRepository(_DeliveryTransitions):
         self.contacts: dict[str, dict[str, Any]] = {}
         self.deliveries: dict[str, dict[str, Any]] = {}
         self.scheduled: dict[str, dict[str, Any]] = {}
+        self.recipients: dict[str, dict[str, Any]] = {}
+        self.digests: dict[str, dict[str, Any]] = {}
 
     def outbox_sources(self) -> list[InMemoryOutboxSource]:
         return [InMemoryOutboxSource(self.deliveries)]
+
+    async def take_slot(
+        self, recipient: str, *, holder: str, now: datetime, until: datetime
+    ) -> bool:
+        stored = self.recipients.get(recipient)
+        if stored is not None and stored["holder"] != holder and stored["free_at"] > iso_utc(now):
+            return False
+        if stored is None:
+            self.recipients[recipient] = {
+                "_id": recipient,
+                "free_at": iso_utc(until),
+                "holder": holder,
+                "ref": new_ref(),
+            }
+        elif stored["holder"] != holder:
+            stored.update(free_at=iso_utc(until), holder=holder)
+        return True
+
+    async def reserve_slot(self, recipient: str, *, holder: str, until: datetime) -> None:
+        if (stored := self.recipients.get(recipient)) is not None:
+            stored.update(free_at=iso_utc(until), holder=holder)
+
+    async def window_of(self, recipient: str) -> tuple[str, str] | None:
+        stored = self.recipients.get(recipient)
+        return None if stored is None else (str(stored["free_at"]), str(stored["ref"]))
+
+    async def forget_recipient(self, recipient: str) -> None:
+        self.recipients.pop(recipient, None)
+        for document in self.digests.values():
+            if document["recipient"] == recipient:
+                document["recipient"] = ""
+
+    async def add_digest_item(
+        self, digest_id: str, *, recipient: str, due_at: str, ags: str, item: DigestItem
+    ) -> bool:
+        stored = self.digests.get(digest_id)
+        if stored is None:
+            self.digests[digest_id] = _digest_document(
+                digest_id, recipient=recipient, due_at=due_at, ags=ags, item=item
+            )
+            return True
+        if stored["status"] != DigestStatus.OPEN:
+            return False
+        stored["items"][_item_key(item.delivery_id)] = _item_document(item)
+        return True
+
+    async def claim_due_digest(
+        self, *, now: datetime, lease: timedelta, token: str
+    ) -> Digest | None:
+        for document in self.digests.values():
+            due = document["status"] == DigestStatus.OPEN and document["due_at"] <= iso_utc(now)
+            expired = document["status"] == DigestStatus.SENDING and document.get(
+                "claimed_until", ""
+            ) <= iso_utc(now)
+            if due or expired:
+                document.update(
+                    status=DigestStatus.SENDING, token=token, claimed_until=iso_utc(now + lease)
+                )
+                return _digest(copy.deepcopy(document))
+        return None
+
+    def _sending(self, digest_id: str, token: str) -> dict[str, Any] | None:
+        document = self.digests.get(digest_id)
+        if document and document["status"] == DigestStatus.SENDING and document["token"] == token:
+            return document
+        return None
+
+    async def retry_digest(self, digest_id: str, *, token: str, due_at: datetime) -> None:
+        if (document := self._sending(digest_id, token)) is not None:
+            document.update(
+                status=DigestStatus.OPEN,
+                token=None,
+                due_at=iso_utc(due_at),
+                attempts=document.get("attempts", 0) + 1,
+            )
+
+    async def finish_digest(
+        self, digest_id: str, *, token: str, status: str, message_id: str | None = None
+    ) -> None:
+        if (document := self._sending(digest_id, token)) is not None:
+            document.update(status=status, token=None, message_id=message_id)
+
+    async def get_digest(self, digest_id: str) -> Digest | None:
+        document = self.digests.get(digest_id)
+        return _digest(copy.deepcopy(document)) if document else None
 
     async def save_event(self, event: EventDetails) -> None:
         stored = self.events.get(event.dialogue_event_id)

@@ -1,10 +1,16 @@
-"""What the notification consumer group reacts to on `registration.events.v1`."""
+"""What the notification consumer group reacts to on `registration.events.v1` and
+`assessment.events.v1` (every other event type there is skipped)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from wok_contracts import DialogueEventScheduled, EventData, ParticipantRegistered
+from wok_contracts import (
+    AssessmentScored,
+    DialogueEventScheduled,
+    EventData,
+    ParticipantRegistered,
+)
 from wok_contracts.events.registration import (
     DialogueEventCancelled,
     DialogueEventChanged,
@@ -29,4 +35,5 @@ def event_handlers(handlers: NotificationHandlers) -> Mapping[type[EventData], H
         ParticipantPromoted: handlers.send_promotion,
         ParticipantCancelled: handlers.forget_cancelled,
         ParticipantErased: handlers.confirm_erasure,
+        AssessmentScored: handlers.send_scored_report,
     }

@@ -1,12 +1,13 @@
-"""HTTP routes: the delivery log (ids and states only: no bodies, no addresses) and the
-operator's redrive of a mail given up during a mail server outage.
+"""HTTP routes: the delivery log (ids and states only: no bodies, no addresses; `held` and
+the digest a message waits in or went out with) and the operator's redrive of a mail given
+up during a mail server outage.
 
 No `from __future__ import annotations` here: FastAPI resolves the dependency aliases
 defined inside `build_router` at runtime.
 """
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -32,6 +33,7 @@ class DeliveryPublic(BaseModel):
     attempts: int = 0
     failed_at: datetime | None = None
     failure_reason: str | None = None
+    digest_id: str | None = None
 
     @classmethod
     def of(cls, delivery: domain.Delivery) -> "DeliveryPublic":
@@ -46,11 +48,30 @@ class DeliveryPublic(BaseModel):
             attempts=delivery.attempts,
             failed_at=delivery.failed_at,
             failure_reason=delivery.failure_reason,
+            digest_id=delivery.digest_id,
         )
 
 
+def _problem(description: str) -> dict[str, Any]:
+    """An error answer `{"detail": "..."}`, JSON even on routes that answer HTML."""
+    schema = {
+        "type": "object",
+        "properties": {"detail": {"type": "string"}},
+        "required": ["detail"],
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+# What any route may answer besides its own responses (documented once for all of them).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem("No service key, or a wrong one"),
+    404: _problem("No such delivery"),
+    409: _problem("The delivery is not undeliverable"),
+}
+
+
 def build_router(handlers: NotificationHandlers, settings: NotificationSettings) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(responses=ERROR_RESPONSES)
 
     def require_service(credentials: Credentials) -> None:
         if credentials is None or not domain.keys_match(

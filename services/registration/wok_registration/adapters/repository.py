@@ -164,6 +164,8 @@ def _municipality(document: dict[str, Any]) -> Municipality:
         key_hash=document["key_hash"],
         contact_office=document.get("contact_office"),
         key_id=document.get("key_id", ""),
+        contact_office_email=document.get("contact_office_email"),
+        language=document.get("language", "de"),
     )
 
 
@@ -273,6 +275,7 @@ def _member_document(member: TaskforceMember, position: int) -> dict[str, Any]:
         "email": member.email,
         "role": member.role.value,
         "sector": member.sector.value,
+        "language": member.language,
         "state": "active",
         "position": position,
     }
@@ -286,6 +289,7 @@ def _member(document: dict[str, Any]) -> TaskforceMember:
         email=document.get("email"),
         role=TaskforceRole(document["role"]),
         sector=TaskforceSector(document["sector"]),
+        language=document.get("language", "de"),
     )
 
 

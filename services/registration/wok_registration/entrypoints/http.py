@@ -79,6 +79,12 @@ class MunicipalityCreate(BaseModel):
     kind: MunicipalityKind
     population: int | None = Field(default=None, ge=0)
     contact_office: Office | None = None
+    contact_office_email: EmailStr | None = Field(
+        default=None,
+        description="The office's address for staff mails (e.g. self-check scored); not a"
+        " person's. Never published, only handed to notification",
+    )
+    language: Language = Field(default="de", description="Language of staff mails")
 
 
 class MunicipalityUpdate(BaseModel):
@@ -90,10 +96,12 @@ class MunicipalityUpdate(BaseModel):
     kind: MunicipalityKind | None = None
     population: int | None = Field(default=None, ge=0)
     contact_office: Office | None = None
+    contact_office_email: EmailStr | None = None
+    language: Language | None = None
 
     @model_validator(mode="after")
     def required_stay_set(self) -> "MunicipalityUpdate":
-        for name in ("name", "kind"):
+        for name in ("name", "kind", "language"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be removed")
         if not self.model_fields_set:
@@ -314,6 +322,7 @@ class TaskforceMemberCreate(BaseModel):
     email: EmailStr | None = None
     role: TaskforceRole
     sector: TaskforceSector
+    language: Language = Field(default="de", description="Language of the member's mails")
 
 
 class TaskforceMemberPublic(BaseModel):
@@ -323,6 +332,7 @@ class TaskforceMemberPublic(BaseModel):
     email: str | None
     role: TaskforceRole
     sector: TaskforceSector
+    language: str = "de"
 
     @classmethod
     def of(cls, member: domain.TaskforceMember) -> "TaskforceMemberPublic":
@@ -333,7 +343,33 @@ class TaskforceMemberPublic(BaseModel):
             email=member.email,
             role=member.role,
             sector=member.sector,
+            language=member.language,
         )
+
+
+class TaskforceInvitee(BaseModel):
+    member_id: str
+    name: str
+    email: str
+    language: str
+
+
+class TaskforceInvitees(BaseModel):
+    dialogue_event_id: str
+    ags: str
+    registration_deadline: datetime
+    invitees: list[TaskforceInvitee] = Field(
+        description="Taskforce members with an address and no active registration for the"
+        " event; empty once it is cancelled or its registration deadline has passed"
+    )
+
+
+class ContactOffice(BaseModel):
+    ags: str
+    name: str = Field(description="The municipality's name")
+    contact_office: str | None
+    email: str
+    language: str
 
 
 # -- access ------------------------------------------------------------------------------
@@ -396,8 +432,42 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
+def _problem(description: str) -> dict[str, Any]:
+    """An error answer `{"detail": "..."}`, JSON even on routes that answer HTML."""
+    schema = {
+        "type": "object",
+        "properties": {"detail": {"type": "string"}},
+        "required": ["detail"],
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+# What any route may answer besides its own responses (documented once for all of them).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem("The body could not be read (not UTF-8 JSON)"),
+    401: _problem("No key, or an unknown or revoked one"),
+    403: _problem("The key (or the signed link) may not do this"),
+    404: _problem("No such municipality, dialogue event, registration or member"),
+    409: _problem("Not possible in the current state (e.g. already onboarded, deadline passed)"),
+    410: _problem("The signed link has expired"),
+    413: _problem("The request body is too large"),
+    415: _problem("The request body is not JSON"),
+}
+
+
+# The pages a signed link opens answer their problems as a page too.
+PAGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+    for code, description in (
+        (403, "The link is not valid"),
+        (404, "No such registration"),
+        (410, "The link has expired"),
+    )
+}
+
+
 def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(responses=ERROR_RESPONSES)
 
     async def identify(credentials: Credentials) -> Caller:
         if credentials is None:
@@ -469,6 +539,10 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
             kind=body.kind,
             population=body.population,
             contact_office=body.contact_office,
+            contact_office_email=str(body.contact_office_email)
+            if body.contact_office_email
+            else None,
+            language=body.language,
         )
         return MunicipalityCreated(
             **MunicipalityPublic.of(municipality).model_dump(), api_key=api_key
@@ -484,9 +558,10 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         "/v1/municipalities/{ags}", response_model=MunicipalityPublic, tags=["municipalities"]
     )
     async def update_profile(body: MunicipalityUpdate, ags: AdminOrOwn) -> MunicipalityPublic:
-        municipality = await handlers.update_profile(
-            ags=ags, changes=body.model_dump(include=body.model_fields_set)
-        )
+        changes = body.model_dump(include=body.model_fields_set)
+        if changes.get("contact_office_email") is not None:
+            changes["contact_office_email"] = str(changes["contact_office_email"])
+        municipality = await handlers.update_profile(ags=ags, changes=changes)
         return MunicipalityPublic.of(municipality)
 
     @router.post(
@@ -677,6 +752,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         "/v1/registrations/{registration_id}/cancel",
         response_class=HTMLResponse,
         tags=["registrations"],
+        responses=PAGE_PROBLEMS,
     )
     async def cancel_page(
         request: Request, registration_id: str, expires: Expires, signature: Signature
@@ -734,6 +810,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         "/v1/registrations/{registration_id}/erasure",
         response_class=HTMLResponse,
         tags=["registrations"],
+        responses=PAGE_PROBLEMS,
     )
     async def erasure_page(
         request: Request, registration_id: str, expires: Expires, signature: Signature
@@ -784,6 +861,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
             email=str(body.email) if body.email else None,
             role=body.role,
             sector=body.sector,
+            language=body.language,
         )
         return TaskforceMemberPublic.of(member)
 
@@ -803,6 +881,46 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
     async def remove_taskforce_member(member_id: str, ags: Own) -> Response:
         await handlers.remove_taskforce_member(ags=ags, member_id=member_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @router.get(
+        "/internal/v1/dialogue-events/{dialogue_event_id}/taskforce-invitees",
+        response_model=TaskforceInvitees,
+        tags=["internal"],
+    )
+    async def taskforce_invitees(dialogue_event_id: str, _: Service) -> TaskforceInvitees:
+        """Whom notification reminds of the registration deadline (names and addresses
+        leave registration only here and in the contact lookup, to notification)."""
+        event, members = await handlers.taskforce_invitees(dialogue_event_id)
+        return TaskforceInvitees(
+            dialogue_event_id=event.id,
+            ags=event.ags,
+            registration_deadline=event.registration_deadline,
+            invitees=[
+                TaskforceInvitee(
+                    member_id=m.member_id, name=m.name, email=m.email or "", language=m.language
+                )
+                for m in members
+            ],
+        )
+
+    @router.get(
+        "/internal/v1/municipalities/{ags}/contact-office",
+        response_model=ContactOffice,
+        tags=["internal"],
+        responses={404: {"description": "Unknown municipality, or no office address set"}},
+    )
+    async def contact_office(ags: AgsPath, _: Service) -> ContactOffice:
+        """Where staff mails of the municipality go (an institutional address)."""
+        municipality = await handlers.get_municipality(ags)
+        if not municipality.contact_office_email:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no contact office address set")
+        return ContactOffice(
+            ags=municipality.ags,
+            name=municipality.name,
+            contact_office=municipality.contact_office,
+            email=municipality.contact_office_email,
+            language=municipality.language,
+        )
 
     return router
 
