@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -291,7 +291,11 @@ class ServiceRuntime:
         async def healthz() -> dict[str, str]:
             return {"status": "ok", "service": self.name}
 
-        @app.get("/readyz", tags=["operations"])
+        @app.get(
+            "/readyz",
+            tags=["operations"],
+            responses={503: {"description": "MongoDB or Kafka not reachable, or still starting"}},
+        )
         async def readyz() -> JSONResponse:
             checks = await self.readiness()
             ready = all(value == "ok" for value in checks.values())
@@ -300,7 +304,7 @@ class ServiceRuntime:
                 status_code=200 if ready else 503,
             )
 
-        @app.get("/metrics", tags=["operations"])
+        @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
         async def metrics() -> Response:
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

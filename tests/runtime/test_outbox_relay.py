@@ -242,3 +242,80 @@ def test_pending_messages_come_back_in_write_order_whatever_the_map_order() -> N
 
     assert [m.event_id for m in messages] == [e.envelope.id for e in events]
     assert all(json.loads(m.value)["id"] == m.event_id for m in messages)
+
+
+@dataclass
+class SlowPublisher(RecordingPublisher):
+    """Each publish takes a while, as a broker's acknowledgement does; one event can fail."""
+
+    delay_s: float = 0.05
+    failing_event_id: str | None = None
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+            if decode_envelope(value).id == self.failing_event_id:
+                raise ConnectionError("broker away")
+        finally:
+            self.in_flight -= 1
+        await super().publish(topic=topic, key=key, value=value, headers=headers)
+
+
+def relayed_for(publisher: RecordingPublisher, key: str) -> list[str]:
+    """The ids of the events published under `key`, in publishing order."""
+    return [decode_envelope(value).id for _, k, value, _ in publisher.messages if k == key]
+
+
+async def test_municipalities_are_relayed_side_by_side_each_in_its_own_order(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    municipalities = [f"0731{number}000" for number in range(8)]
+    written = {ags: [registered(ags, f"Name {n}") for n in range(3)] for ags in municipalities}
+    for ags, events in written.items():
+        documents[ags] = with_outbox({"_id": ags}, events[:1])
+        apply(documents[ags], outbox_update(events[1:]))
+    publisher = SlowPublisher(delay_s=0.05)
+    relay = OutboxRelay(
+        sources=[InMemoryOutboxSource(documents)], publisher=publisher, key_concurrency=4
+    )
+
+    started = asyncio.get_running_loop().time()
+    assert await relay.drain_once() == 24
+    elapsed = asyncio.get_running_loop().time() - started
+
+    # 24 publishes of 50 ms one after another would take 1.2 s; four keys at a time, 0.3 s.
+    assert publisher.most_in_flight == 4
+    assert elapsed < 1.0
+    for ags, events in written.items():
+        assert relayed_for(publisher, ags) == [event.envelope.id for event in events]
+    assert all(document[PENDING_FIELD] == 0 for document in documents.values())
+
+
+async def test_a_failure_keeps_the_rest_of_that_municipality_pending_and_the_others_go_out(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    kaiserslautern = [registered(KAISERSLAUTERN, f"KL {n}") for n in range(3)]
+    mainz = [registered(MAINZ, f"Mainz {n}") for n in range(3)]
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, kaiserslautern)
+    documents[MAINZ] = with_outbox({"_id": MAINZ}, mainz)
+    publisher = SlowPublisher(delay_s=0.01, failing_event_id=kaiserslautern[1].envelope.id)
+    relay = OutboxRelay(sources=[InMemoryOutboxSource(documents)], publisher=publisher)
+
+    with pytest.raises(ConnectionError):
+        await relay.drain_once()
+
+    assert sorted(publisher.event_ids) == sorted(
+        [kaiserslautern[0].envelope.id] + [e.envelope.id for e in mainz]
+    )
+    assert documents[MAINZ][PENDING_FIELD] == 0
+    assert sorted(documents[KAISERSLAUTERN][OUTBOX_FIELD]) == sorted(
+        e.envelope.id for e in kaiserslautern[1:]
+    )
+
+    publisher.failing_event_id = None
+    assert await relay.drain_once() == 2
+    assert relayed_for(publisher, KAISERSLAUTERN) == [e.envelope.id for e in kaiserslautern]

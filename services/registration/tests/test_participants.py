@@ -319,6 +319,37 @@ async def test_the_same_address_twice_at_once_is_one_registration(harness: Harne
     assert len(registered) == 1
 
 
+async def stored_people(harness: Harness) -> int:
+    participants = harness.handlers.repository.participants  # type: ignore[attr-defined]
+    return (
+        len(participants)
+        if isinstance(participants, dict)
+        else await participants.count_documents({})
+    )
+
+
+async def test_an_address_registered_before_gets_its_registration_back_and_nothing_new(
+    harness: Harness,
+) -> None:
+    await harness.onboard()
+    event_id = await harness.schedule(capacity=2)
+    first = (await harness.register(event_id, 1)).json()
+    await harness.register(event_id, 2)
+    waitlisted = (await harness.register(event_id, 3)).json()
+    assert (first["status"], waitlisted["status"]) == ("confirmed", "waitlisted")
+
+    again = (await harness.register(event_id, 1, name="Person Eins")).json()
+    waitlisted_again = (await harness.register(event_id, 3)).json()
+
+    assert again == first
+    assert waitlisted_again == waitlisted
+    assert await stored_people(harness) == 3, "the repeat's contact is not kept"
+    view = await harness.event(event_id)
+    assert view["places_left"] == 0
+    registered = [t for t in await harness.types() if t == "participant.registered.v1"]
+    assert len(registered) == 3
+
+
 async def test_200_parallel_registrations_for_50_places(harness: Harness) -> None:
     await harness.onboard()
     event_id = await harness.schedule(capacity=50)

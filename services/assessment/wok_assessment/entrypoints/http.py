@@ -358,16 +358,19 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(error_type, answer)
 
 
-class Problem(BaseModel):
-    detail: str
-
-
 def _problem(description: str) -> dict[str, Any]:
-    return {"model": Problem, "description": description}
+    """An error answer `{"detail": "..."}`, JSON even on routes that answer HTML."""
+    schema = {
+        "type": "object",
+        "properties": {"detail": {"type": "string"}},
+        "required": ["detail"],
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 # What any route may answer besides its own responses (documented once for all of them).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem("The body could not be read (not UTF-8 JSON)"),
     401: _problem("No key, or an unknown or revoked one"),
     403: _problem("Another municipality's key"),
     404: _problem("No such self-check, measure, municipality or catalogue version"),

@@ -68,6 +68,23 @@ def _time(value: Any) -> str:
     return "" if value is None else value.isoformat()
 
 
+def _problem(description: str) -> dict[str, Any]:
+    """An error answer `{"detail": "..."}`, JSON even on routes that answer HTML."""
+    schema = {
+        "type": "object",
+        "properties": {"detail": {"type": "string"}},
+        "required": ["detail"],
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+# What any route may answer besides its own responses (documented once for all of them).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem("No federal office key, or a wrong one"),
+    404: _problem("No aggregates for this scope (yet)"),
+}
+
+
 def aggregates_router(*, snapshots: SnapshotPublisher, federal_key: SecretStr) -> APIRouter:
     def require_federal_key(credentials: Credentials) -> None:
         expected = federal_key.get_secret_value()
@@ -87,6 +104,7 @@ def aggregates_router(*, snapshots: SnapshotPublisher, federal_key: SecretStr) -
         prefix="/v1/aggregates",
         tags=["aggregates"],
         dependencies=[Depends(require_federal_key)],
+        responses=ERROR_RESPONSES,
     )
 
     @router.get("/program", response_model=AggregateSnapshot)

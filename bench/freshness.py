@@ -1,0 +1,310 @@
+"""Freshness: from the 201 of a registration to the aggregate on `exchange.aggregates.v1`
+that includes it, and to its e-mail in the SMTP sink, p50/p99 at a fixed rate (open loop).
+
+    .venv/bin/python bench/freshness.py [--rate 200] [--duration 5] [--data-dir DIR]
+
+Starts the whole embedded stack (or uses the one `wok dev` runs on `--data-dir`), onboards
+fresh municipalities with dialogue events and posts public registrations to them while two
+plain Kafka consumers (no group) follow `registration.events.v1` and
+`exchange.aggregates.v1`, each record stamped when it arrives here.
+
+When an aggregate includes a registration: one municipality's events share a key, hence a
+partition, and reporting consumes them in order; so if `ParticipantRegistered` of a
+registration is the k-th of its municipality on the topic, the first snapshot keyed
+`municipality:<ags>` whose `registrations_total` reaches k includes it (the municipalities
+are new, so they hold nothing else). Its latency is that snapshot's arrival minus the 201.
+The e-mail's is the arrival time in the sink (the `.eml` file name, stamped by the sink on
+receipt) minus the 201, matched by the `To` address.
+
+Targets (issue 8): aggregate p99 under 1 s, e-mail p99 under 2 s, at 200 registrations/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import email
+import json
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    HttpPool,
+    Target,
+    bench_stack,
+    console,
+    http_client,
+    machine,
+    ms,
+    open_loop,
+    percentile,
+    print_table,
+    print_target,
+    registration_address,
+    registration_body,
+    run_id,
+    set_up_events,
+)
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from wok_contracts.topics import EXCHANGE_AGGREGATES, REGISTRATION_EVENTS
+
+REGISTERED = "registration.participant.registered.v1"
+TARGET_AGGREGATE_P99_S = 1.0
+TARGET_MAIL_P99_S = 2.0
+
+
+class Follower:
+    """Follows topics from their current end without a consumer group; each record is
+    handed to `on_record` with its arrival time (`time.time()`)."""
+
+    def __init__(self, bootstrap: str, topics: list[str], on_record: Any) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._topics = topics
+        self._on_record = on_record
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        assignment: list[TopicPartition] = []
+        for topic in self._topics:
+            partitions = self._consumer.partitions_for_topic(topic)
+            if not partitions:
+                await self._consumer._client.force_metadata_update()
+                partitions = self._consumer.partitions_for_topic(topic) or set()
+            assignment.extend(TopicPartition(topic, partition) for partition in partitions)
+        self._consumer.assign(assignment)
+        await self._consumer.seek_to_end(*assignment)
+        for partition in assignment:  # resolve the end positions now, before anything is sent
+            await self._consumer.position(partition)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=50)
+            arrived = time.time()
+            for records in batches.values():
+                for record in records:
+                    self._on_record(record, arrived)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+
+class Observations:
+    """What the followers saw: the order of registrations per municipality, and each
+    municipality snapshot's registrations total with its arrival time."""
+
+    def __init__(self, *, registrations_topic: str, municipalities: set[str]) -> None:
+        self._registrations_topic = registrations_topic
+        self._municipalities = municipalities
+        self.order: dict[str, list[str]] = defaultdict(list)
+        self.published: dict[str, float] = {}  # registration id -> its event's arrival
+        self.snapshots: dict[str, list[tuple[float, int]]] = defaultdict(list)
+
+    def on_record(self, record: Any, arrived: float) -> None:
+        key = (record.key or b"").decode()
+        if record.topic == self._registrations_topic:
+            if key not in self._municipalities:
+                return
+            envelope = json.loads(record.value)
+            if envelope.get("type") == REGISTERED:
+                registration_id = envelope["data"]["registration_id"]
+                self.order[key].append(registration_id)
+                self.published.setdefault(registration_id, arrived)
+            return
+        ags = key.removeprefix("municipality:")
+        if ags == key or ags not in self._municipalities:
+            return
+        total = json.loads(record.value)["data"]["metrics"].get("registrations_total")
+        if total is not None:  # None: withheld by disclosure control (1-4 people)
+            self.snapshots[ags].append((arrived, int(total)))
+
+    def included_at(self) -> dict[str, float]:
+        """For every registration some snapshot includes: when that snapshot arrived."""
+        found: dict[str, float] = {}
+        for ags, order in self.order.items():
+            snapshots = sorted(self.snapshots.get(ags, []))
+            index = 0
+            for position, registration_id in enumerate(order, start=1):
+                while index < len(snapshots) and snapshots[index][1] < position:
+                    index += 1
+                if index == len(snapshots):
+                    break
+                found[registration_id] = snapshots[index][0]
+        return found
+
+
+def mail_arrivals(mail_dir: Path, addresses: dict[str, str], since: float) -> dict[str, float]:
+    """By registration id: when the sink received its first mail (from the file name)."""
+    found: dict[str, float] = {}
+    for path in mail_dir.glob("*.eml"):
+        stamp = path.name.split("-", 1)[0]
+        try:
+            received = datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if received.timestamp() < since:
+            continue
+        with path.open("rb") as handle:
+            headers = email.message_from_binary_file(handle, policy=default_policy)
+        to = str(headers.get("To", ""))
+        for address in to.replace(">", "<").split("<"):
+            registration_id = addresses.get(address.strip())
+            if registration_id is not None:
+                found[registration_id] = min(
+                    received.timestamp(), found.get(registration_id, float("inf"))
+                )
+    return found
+
+
+async def wait_until(what: str, done: Any, *, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    with console.status(what):
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            await asyncio.sleep(0.5)
+    return done()
+
+
+async def measure(arguments: argparse.Namespace) -> int:
+    run = run_id()
+    count = max(1, int(arguments.rate * arguments.duration))
+    async with (
+        bench_stack(arguments.data_dir) as stack,
+        http_client(stack.registration_url) as setup,
+        HttpPool(stack.registration_url, connections=arguments.connections) as client,
+    ):
+        with console.status("onboarding municipalities and scheduling events…"):
+            targets: list[Target] = await set_up_events(
+                setup,
+                admin_key=stack.admin_key,
+                municipalities=arguments.municipalities,
+                events_per_municipality=arguments.events,
+                capacity=arguments.capacity,
+                seed=int(time.time()),
+            )
+        observations = Observations(
+            registrations_topic=stack.topic(REGISTRATION_EVENTS),
+            municipalities={target.ags for target in targets},
+        )
+        follower = Follower(
+            stack.kafka_bootstrap,
+            [stack.topic(REGISTRATION_EVENTS), stack.topic(EXCHANGE_AGGREGATES)],
+            observations.on_record,
+        )
+        await follower.start()
+        created: dict[str, float] = {}  # registration id -> wall-clock time of its 201
+        addresses: dict[str, str] = {}  # address -> registration id
+        began = time.time()
+        try:
+
+            async def send(number: int) -> None:
+                target = targets[number % len(targets)]
+                response = await client.post_json(
+                    f"/v1/dialogue-events/{target.dialogue_event_id}/registrations",
+                    registration_body(run=run, number=number),
+                )
+                answered = time.time()
+                if response.status != 201:
+                    raise RuntimeError(f"{response.status} {response.body[:200]!r}")
+                registration_id = response.json()["registration_id"]
+                created[registration_id] = answered
+                addresses[registration_address(run=run, number=number)] = registration_id
+
+            with console.status(f"{count} registrations at {arguments.rate:g}/s…"):
+                ingest = await open_loop(send, rate=arguments.rate, count=count)
+            await wait_until(
+                "waiting for the aggregates to include every registration…",
+                lambda: len(observations.included_at()) >= len(created),
+                timeout_s=arguments.timeout,
+            )
+            mails: dict[str, float] = {}
+
+            def all_mailed() -> bool:
+                mails.update(mail_arrivals(stack.mail_dir, addresses, began - 1))
+                return len(mails) >= len(created)
+
+            await wait_until(
+                "waiting for every confirmation e-mail…", all_mailed, timeout_s=arguments.timeout
+            )
+        finally:
+            await follower.stop()
+
+    included = observations.included_at()
+    event_lags = [
+        observations.published[rid] - at
+        for rid, at in created.items()
+        if rid in observations.published
+    ]
+    aggregate_lags = [included[rid] - at for rid, at in created.items() if rid in included]
+    mail_lags = [mails[rid] - at for rid, at in created.items() if rid in mails]
+    console.print(f"machine: {machine()}")
+    console.print(
+        f"{count} registrations offered at {arguments.rate:g}/s to {arguments.municipalities} "
+        f"municipalities x {arguments.events} dialogue events: {ingest.completed} answered 201 "
+        f"({ingest.throughput:.1f}/s, p50 {ms(ingest.p(50))} ms, p99 {ms(ingest.p(99))} ms), "
+        f"{ingest.failures} failed"
+    )
+    for example in ingest.failure_examples:
+        console.print(f"[yellow]failure: {example}[/yellow]")
+    rows = []
+    paths = (
+        ("201 -> ParticipantRegistered (outbox relay)", event_lags),
+        ("201 -> aggregate", aggregate_lags),
+        ("201 -> e-mail", mail_lags),
+    )
+    for name, lags in paths:
+        rows.append(
+            [
+                name,
+                f"{len(lags)} / {len(created)}",
+                ms(percentile(lags, 50)),
+                ms(percentile(lags, 99)),
+                ms(max(lags, default=float("nan"))),
+            ]
+        )
+    print_table("Freshness", ["path", "seen", "p50 ms", "p99 ms", "max ms"], rows)
+    complete_aggregates = len(aggregate_lags) == len(created) == count
+    complete_mails = len(mail_lags) == len(created) == count
+    print_target(
+        f"201 -> aggregate p99 < {TARGET_AGGREGATE_P99_S:g} s at {arguments.rate:g}/s",
+        measured=f"{ms(percentile(aggregate_lags, 99))} ms"
+        + ("" if complete_aggregates else f" ({count - len(aggregate_lags)} never seen)"),
+        met=complete_aggregates and percentile(aggregate_lags, 99) < TARGET_AGGREGATE_P99_S,
+    )
+    print_target(
+        f"201 -> e-mail p99 < {TARGET_MAIL_P99_S:g} s at {arguments.rate:g}/s",
+        measured=f"{ms(percentile(mail_lags, 99))} ms"
+        + ("" if complete_mails else f" ({count - len(mail_lags)} never seen)"),
+        met=complete_mails and percentile(mail_lags, 99) < TARGET_MAIL_P99_S,
+    )
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="registrations/s")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load")
+    parser.add_argument("--municipalities", type=int, default=4)
+    parser.add_argument("--events", type=int, default=5, help="dialogue events each")
+    parser.add_argument("--capacity", type=int, default=100, help="places per event")
+    parser.add_argument("--connections", type=int, default=64, help="HTTP connections at most")
+    parser.add_argument("--timeout", type=float, default=90.0, help="wait for the last one")
+    parser.add_argument("--data-dir", type=Path, help="measure the stack `wok dev` runs here")
+    sys.exit(asyncio.run(measure(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
