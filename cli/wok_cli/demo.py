@@ -41,6 +41,7 @@ from wok_assessment.domain.catalogue import Catalogue, parse_catalogue
 from wok_assessment.domain.scoring import assess
 from wok_cli.demo_municipal import STEPS as MUNICIPAL_STEPS
 from wok_cli.demo_municipal import play_municipal_operations
+from wok_cli.demo_reporting import reporting_checks
 from wok_contracts import ContractError, decode_envelope
 from wok_contracts.events.assessment import AssessmentLevel, AssessmentScored, StakeholderGroup
 from wok_contracts.events.notification import NotificationKind, NotificationSent
@@ -1647,6 +1648,14 @@ async def run_demo(
     checks.extend(
         judged(f"municipal: {step}", municipal.problems.get(step, []), passed=passed)
         for step, passed in MUNICIPAL_STEPS.items()
+    )
+    checks.extend(
+        await reporting_checks(
+            endpoints,
+            played,
+            timeout_s=max(5.0, deadline - time.monotonic()),
+            progress=progress,
+        )
     )
     peers: dict[str, str] = {}
     if endpoints.exchange_url:

@@ -5,6 +5,7 @@ acknowledges manually, after `EventProcessor.process` returns, and `process` ret
 when the message's effect is stored or the message is in the dead-letter topic:
 
 - undecodable or invalid messages go to the dead-letter topic at once, with the reason;
+  so does an event whose Kafka key is not its municipality (`key_problem`);
 - a handler that fails is retried with exponential backoff, then dead-lettered;
 - infrastructure failures (database or broker away) are retried without limit, so
   nothing is skipped while a dependency is down: the partition waits;
@@ -94,6 +95,26 @@ class ProcessorMetrics:
 DLQ_REASON = "wok-dlq-reason"
 
 
+def key_problem(record: Record, envelope: Envelope[Any]) -> str | None:
+    """Why a record's Kafka key disqualifies it, or None.
+
+    A municipality's events are keyed by its AGS, so they share a partition and stay in
+    order (DESIGN.md section 4). An event keyed otherwise can overtake or trail the others
+    (a registration before its dialogue event), so it is dead-lettered with this reason
+    instead of applied out of order. A record without a key, or an envelope naming no
+    municipality, is not judged.
+    """
+    if record.key is None or envelope.municipality is None:
+        return None
+    if record.key == envelope.municipality.encode():
+        return None
+    key = record.key.decode("utf-8", "replace")[:100]
+    return (
+        f"wrong key: {key!r} is not the envelope's municipality {envelope.municipality!r} "
+        "(a municipality's events are keyed by its AGS to stay in order)"
+    )
+
+
 class EventProcessor:
     def __init__(
         self,
@@ -128,6 +149,11 @@ class EventProcessor:
         handler = self._handlers.get(envelope.type)
         if handler is None:
             self._metrics.on_outcome(envelope.type, "ignored")
+            return
+        wrong_key = key_problem(record, envelope)
+        if wrong_key is not None:
+            await self._dead_letter(record, wrong_key)
+            self._metrics.on_outcome(envelope.type, "dead_lettered")
             return
         with correlation(envelope.correlationid):
             if await self._until_stored(lambda: self._processed.seen(self.consumer, envelope.id)):

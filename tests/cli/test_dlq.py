@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from tests.e2e.helpers import read_topic
 from wok_cli.commands.dlq import dead_letter_topics, redrive
 from wok_cli.commands.topics import KafkaTarget, create_topics, topic_plan
-from wok_cli.devstack import EmbeddedStack
+from wok_cli.devstack import DEAD_LETTER_CONSUMERS, EmbeddedStack
 from wok_cli.main import app
 
 ORIGINAL_TOPIC = "registration.events.v1"
@@ -96,8 +96,7 @@ def test_list_counts_messages_redriven_and_pending(infrastructure: EmbeddedStack
     target = fresh_target(infrastructure)
     asyncio.run(put_dead_letters(target, range(3)))
     assert counts(target) == {
-        "assessment": (0, 0, 0),
-        "notification": (0, 0, 0),
+        **dict.fromkeys(DEAD_LETTER_CONSUMERS, (0, 0, 0)),
         "reporting": (3, 0, 3),
     }
     listed = wok("dlq", "list", target=target)

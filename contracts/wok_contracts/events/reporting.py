@@ -16,6 +16,7 @@ class AggregateScope(StrEnum):
     PROGRAM = "program"
     LAND = "land"
     MUNICIPALITY = "municipality"
+    FIELD = "field"  # one of the seven fields of action across all municipalities
 
 
 class AggregateSnapshot(EventData):
@@ -37,6 +38,12 @@ class AggregateSnapshot(EventData):
         description="Registrations per day (ISO date in Europe/Berlin); None where withheld, "
         "listed in `suppressed` as 'daily_registrations:<date>'. Days without any are absent.",
     )
+    statistics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Figures that are not counts: field scores with their quartiles and ranks "
+        "across municipalities, workshop perspective means and their gaps to the scores "
+        "(docs/data-dictionary.md); None where withheld (listed in `suppressed`).",
+    )
 
 
 class ActivityKind(StrEnum):
@@ -47,6 +54,10 @@ class ActivityKind(StrEnum):
     DIALOGUE_EVENT_RESCHEDULED = "dialogue_event_rescheduled"
     DIALOGUE_EVENT_CANCELLED = "dialogue_event_cancelled"
     ATTENDANCE_RECORDED = "attendance_recorded"
+    SELF_CHECK_STARTED = "self_check_started"
+    SELF_CHECK_COMPLETED = "self_check_completed"
+    MEASURE_PLANNED = "measure_planned"
+    MEASURE_STATUS_CHANGED = "measure_status_changed"
 
 
 class ActivityDigest(EventData):
@@ -65,7 +76,9 @@ class ActivityDigest(EventData):
     text_de: str
     text_en: str
     occurred_at: datetime = Field(description="Time of the event the digest is made from")
-    subject_id: str = Field(description="What it is about: a dialogue event id, or the AGS")
+    subject_id: str = Field(
+        description="What it is about: a dialogue event, self-check or measure id, or the AGS"
+    )
     source_event_id: str = Field(description="Id of the domain event the digest is made from")
 
 

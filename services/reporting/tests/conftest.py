@@ -39,7 +39,6 @@ from wok_reporting.adapters.repository import (
 from wok_reporting.app import SERVICE, build_app
 from wok_reporting.settings import ReportingSettings
 from wok_reporting.snapshots import SnapshotPublisher
-from wok_runtime.consumer import InMemoryProcessedStore
 from wok_runtime.service import ServiceRuntime
 
 FEDERAL_KEY = "federal-test-key"
@@ -91,7 +90,6 @@ def service(settings: ReportingSettings) -> ReportingService:
         projections=projections,
         snapshots=snapshots,
         activities=activities,
-        processed=InMemoryProcessedStore(),
     )
     return ReportingService(
         app=app,

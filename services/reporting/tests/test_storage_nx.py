@@ -18,7 +18,7 @@ from wok_reporting.adapters.mongo import (
     MongoProjectionRepository,
     MongoSnapshotRepository,
 )
-from wok_reporting.adapters.repository import StoredSnapshot
+from wok_reporting.adapters.repository import FactBatch, StoredSnapshot
 from wok_reporting.domain import MUNICIPALITY, REGISTRATION, Fact
 from wok_runtime.mongo import mongo_client
 from wok_runtime.outbox import MongoOutboxSource, pending_messages
@@ -61,7 +61,8 @@ async def test_facts_are_kept_per_entity_and_event_and_fold_into_one_row(databas
     (row,) = (await projections.load()).registrations
     assert (row.status, row.sector, row.erased) == ("cancelled", "business", True)
     assert row.event_time == T0 + timedelta(seconds=1)
-    assert await database["registrations"].count_documents({}) == 1
+    # Stored three times, one fact each: the same event id is one fact when loaded.
+    assert await database["fact_chunks"].count_documents({"kind": "loose"}) == 3
     assert sorted(f.event_id for f in await projections.facts()) == ["e-1", "e.2$"]
     assert {f.time for f in await projections.facts()} == {T0, T0 + timedelta(seconds=1)}
 
@@ -128,3 +129,159 @@ async def test_every_stored_snapshot_is_listed(database) -> None:
 
     assert [s.scope_id for s in listed] == ["land:07", "program"]
     assert listed[0].snapshot.daily_registrations == {"2026-11-01": 7, "2026-11-02": None}
+
+
+# --- the batch path: chunks with offsets, positions, rebuild generations, legacy data ------
+
+
+def batch_of(partition: int, last_offset: int, *facts: Fact) -> FactBatch:
+    return FactBatch(
+        topic="registration.events.v1", partition=partition, last_offset=last_offset, facts=facts
+    )
+
+
+def registration(n: int, status: str = "confirmed", *, event_id: str | None = None) -> Fact:
+    return Fact(
+        entity=REGISTRATION,
+        entity_id=f"registration-{n}",
+        ags="07312000",
+        event_id=event_id or f"event-{n}-{status}",
+        event_type="registration.participant.registered.v1",
+        time=T0 + timedelta(seconds=n),
+        fields={"dialogue_event_id": "d-1", "status": status, "sector": "business", "n": 1.5},
+    )
+
+
+async def test_a_batch_is_one_chunk_per_partition_with_its_offset(database) -> None:
+    projections = MongoProjectionRepository(database)
+    assert await projections.stored_offset("registration.events.v1", 0) is None
+
+    await projections.record_batches(
+        [batch_of(0, 41, registration(1), registration(2)), batch_of(3, 7, registration(3))]
+    )
+    await projections.record_batches([batch_of(0, 45)])  # only skipped records: offset only
+    # The same event once more at another offset (a producer retry): one fact.
+    await projections.record_batches([batch_of(3, 9, registration(3), registration(4))])
+
+    assert await database["fact_chunks"].count_documents({"kind": "live"}) == 4
+    restarted = MongoProjectionRepository(database)
+    assert await restarted.stored_offset("registration.events.v1", 0) == 45
+    assert await restarted.stored_offset("registration.events.v1", 3) == 9
+    assert await restarted.stored_offset("registration.events.v1", 1) is None
+    assert sorted(f.event_id for f in await restarted.facts()) == [
+        "event-1-confirmed",
+        "event-2-confirmed",
+        "event-3-confirmed",
+        "event-4-confirmed",
+    ]
+    rows = (await restarted.load()).registrations
+    assert [(r.registration_id, r.status, r.sector) for r in rows] == [
+        (f"registration-{n}", "confirmed", "business") for n in (1, 2, 3, 4)
+    ]
+    assert {f.fields["n"] for f in await restarted.facts()} == {1.5}
+    assert {f.time for f in await restarted.facts()} == {
+        T0 + timedelta(seconds=n) for n in (1, 2, 3, 4)
+    }
+
+
+async def test_the_offset_is_found_when_the_position_hint_was_not_written(database) -> None:
+    """A crash between the chunk and its position hint: the chunk is the truth."""
+    projections = MongoProjectionRepository(database)
+    await projections.record_batches([batch_of(2, 10, registration(1))])
+    await projections.record_batches([batch_of(2, 20, registration(2))])
+    await database["fact_positions"].update_one(
+        {"_id": "registration.events.v1|2"}, {"$set": {"n": 0, "last": 10}}
+    )
+
+    restarted = MongoProjectionRepository(database)
+    assert await restarted.stored_offset("registration.events.v1", 2) == 20
+    await restarted.record_batches([batch_of(2, 30, registration(3))])
+    assert await database["fact_chunks"].find_one({"_id": "live|registration.events.v1|2|2"})
+    assert (
+        await MongoProjectionRepository(database).stored_offset("registration.events.v1", 2) == 30
+    )
+
+    await database["fact_positions"].delete_many({})
+    assert (
+        await MongoProjectionRepository(database).stored_offset("registration.events.v1", 2) == 30
+    )
+
+
+async def test_a_rebuild_replaces_what_it_read_and_keeps_later_chunks_and_offsets(database) -> None:
+    projections = MongoProjectionRepository(database)
+    await projections.record_batches([batch_of(0, 4, registration(1), registration(2))])
+    await projections.record_batches([batch_of(0, 9, registration(3))])
+    await projections.record(registration(9))  # outside any batch
+
+    # The rebuild read offsets 0-4 of partition 0 (end 5): chunk 1 (up to 9) is newer.
+    rebuilt = [registration(1, "cancelled"), registration(2)]
+    await projections.replace_all(rebuilt, up_to={("registration.events.v1", 0): 5})
+
+    facts = {f.event_id: f for f in await projections.facts()}
+    assert set(facts) == {"event-1-cancelled", "event-2-confirmed", "event-3-confirmed"}
+    assert await projections.stored_offset("registration.events.v1", 0) == 9
+    first = await database["fact_chunks"].find_one({"_id": "live|registration.events.v1|0|0"})
+    assert first is not None and first["facts"] == "[]"  # emptied, kept for its position
+    assert await database["fact_chunks"].count_documents({"kind": "loose"}) == 0
+
+    await projections.replace_all([registration(5)])  # a second rebuild: older base gone
+    assert [f.event_id for f in await projections.facts()] == ["event-5-confirmed"]
+    assert await database["fact_chunks"].count_documents({"kind": "base"}) == 1
+
+
+async def test_facts_of_the_earlier_shape_are_moved_into_a_chunk_once(database) -> None:
+    for collection, entity_id in (
+        ("registrations", "registration-1"),
+        ("municipalities", "07312000"),
+    ):
+        await database[collection].insert_one(
+            {
+                "_id": entity_id,
+                "ags": "07312000",
+                "facts": {
+                    "old-1": {
+                        "event_id": "old-1",
+                        "event_type": "registration.participant.registered.v1",
+                        "time": "2026-11-01T09:00:00.123456+00:00",
+                        "fields": {"status": "confirmed", "sector": "business", "name": "K"},
+                    }
+                },
+            }
+        )
+    projections = MongoProjectionRepository(database)
+
+    await projections.ensure_ready()
+    await projections.ensure_ready()  # once only
+
+    assert await database["registrations"].count_documents({}) == 0
+    facts = await projections.facts()
+    assert sorted((f.entity, f.entity_id) for f in facts) == [
+        ("municipality", "07312000"),
+        ("registration", "registration-1"),
+    ]
+    assert await projections.municipality_name("07312000", as_of=T0) == "K"
+
+
+async def test_digests_of_a_batch_are_stored_once_in_one_write(database) -> None:
+    activities = MongoActivityRepository(database)
+    digests = [
+        ActivityDigest(
+            municipality="07312000",
+            municipality_name="Kaiserslautern",
+            kind=ActivityKind.DIALOGUE_EVENT_CANCELLED,
+            text_de="Kaiserslautern hat eine Dialogveranstaltung abgesagt.",
+            text_en="Kaiserslautern cancelled a dialogue event.",
+            occurred_at=T0 + timedelta(seconds=n),
+            subject_id=f"d-{n}",
+            source_event_id=f"source-{n}",
+        )
+        for n in range(3)
+    ]
+    assert await activities.add_many([(d, "c") for d in digests[:2]], publish=True) == 2
+    assert await activities.add_many([(d, "c") for d in digests], publish=True) == 1
+    assert [d.source_event_id for d in await activities.all()] == [
+        "source-0",
+        "source-1",
+        "source-2",
+    ]
+    assert len(await MongoOutboxSource(activities.collection).documents_with_pending(10)) == 3

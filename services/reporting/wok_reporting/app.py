@@ -15,12 +15,12 @@ from wok_reporting.adapters.repository import (
     ProjectionRepository,
     SnapshotRepository,
 )
+from wok_reporting.batches import ProjectionSink
 from wok_reporting.entrypoints.consumers import GROUP, TOPICS, event_handlers
 from wok_reporting.entrypoints.http import aggregates_router
 from wok_reporting.handlers import Projector
 from wok_reporting.settings import ReportingSettings
 from wok_reporting.snapshots import SnapshotPublisher
-from wok_runtime.consumer import ProcessedStore
 from wok_runtime.outbox import InMemoryOutboxSource
 from wok_runtime.service import ServiceRuntime
 
@@ -34,10 +34,11 @@ def build_app(
     projections: ProjectionRepository | None = None,
     snapshots: SnapshotRepository | None = None,
     activities: ActivityRepository | None = None,
-    processed: ProcessedStore | None = None,
 ) -> FastAPI:
     runtime = runtime or ServiceRuntime(name=SERVICE, settings=settings)
-    projections = projections or MongoProjectionRepository(runtime.database)
+    if projections is None:
+        projections = MongoProjectionRepository(runtime.database)
+        runtime.on_startup(projections.ensure_ready)
     snapshots = snapshots or MongoSnapshotRepository(runtime.database)
     if activities is None:
         activities = MongoActivityRepository(runtime.database)
@@ -57,8 +58,13 @@ def build_app(
         runtime.relay.wake()
 
     projector = Projector(projections=projections, activities=activities, on_change=changed)
-    runtime.consume(
-        group=GROUP, topics=TOPICS, handlers=event_handlers(projector), processed=processed
+    # In batches: one write per partition and batch, the offsets stored with the facts.
+    runtime.consume_batches(
+        group=GROUP,
+        topics=TOPICS,
+        sink=ProjectionSink(projector),
+        event_types=[event_type.event_type for event_type in event_handlers(projector)],
+        max_records=settings.batch_max_records,
     )
     app = runtime.http_app(
         title="Weltoffene Kommune: reporting",

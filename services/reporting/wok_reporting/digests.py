@@ -1,7 +1,9 @@
 """Activity digests for exchange.activity.v1: what a municipality did, in German and English.
 
 Plain code, no I/O. Only activities of a municipality itself get a digest; what residents
-do (register, cancel, ask for erasure) never does, and no digest carries a count of people.
+do (register, cancel, ask for erasure), workshop participants (a perspective) and taskforce
+members (joining, leaving) do never does, and no digest carries a count of people. A
+measure's digest names its field, not its title (free text that could name someone).
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from wok_contracts import (
     DialogueEventRescheduled,
     DialogueEventScheduled,
     Envelope,
+    MeasurePlanned,
+    MeasureStatus,
+    MeasureStatusChanged,
     MunicipalityProfileUpdated,
     MunicipalityRegistered,
+    SelfCheckStarted,
+    SelfCheckSubmitted,
 )
-from wok_reporting.domain import BERLIN, as_utc
+from wok_reporting.domain import BERLIN, FIELD_NAMES_DE, as_utc
 
 # Digest envelope ids derive from the source event id: a digest sent twice is one digest.
 DIGEST_NAMESPACE = uuid.UUID("5f0c6a52-93d4-4a0e-9a43-6d2b0c7f4e11")
@@ -96,6 +103,50 @@ def _texts(data: Any, name: str) -> tuple[ActivityKind, str, str, str] | None:
             f"{name} hat eine Dialogveranstaltung durchgeführt.",
             f"{name} held a dialogue event.",
             data.dialogue_event_id,
+        )
+    return _assessment_texts(data, name)
+
+
+# How a measure's new status reads: (German verb phrase, English verb).
+STATUS_CHANGES = {
+    MeasureStatus.RUNNING: ("hat eine Maßnahme im Handlungsfeld „{}“ begonnen", "started"),
+    MeasureStatus.DONE: ("hat eine Maßnahme im Handlungsfeld „{}“ abgeschlossen", "completed"),
+    MeasureStatus.DROPPED: ("hat eine Maßnahme im Handlungsfeld „{}“ aufgegeben", "dropped"),
+    MeasureStatus.PLANNED: ("plant eine Maßnahme im Handlungsfeld „{}“ neu", "replanned"),
+}
+
+
+def _assessment_texts(data: Any, name: str) -> tuple[ActivityKind, str, str, str] | None:
+    if isinstance(data, SelfCheckStarted):
+        return (
+            ActivityKind.SELF_CHECK_STARTED,
+            f"{name} hat den Selbstcheck begonnen.",
+            f"{name} started its self-check.",
+            data.self_check_id,
+        )
+    if isinstance(data, SelfCheckSubmitted):
+        return (
+            ActivityKind.SELF_CHECK_COMPLETED,
+            f"{name} hat den Selbstcheck abgeschlossen.",
+            f"{name} completed its self-check.",
+            data.self_check_id,
+        )
+    if isinstance(data, MeasurePlanned):
+        field_de = FIELD_NAMES_DE[data.field]
+        return (
+            ActivityKind.MEASURE_PLANNED,
+            f"{name} hat eine Maßnahme im Handlungsfeld „{field_de}“ geplant.",
+            f"{name} planned a measure in {field_de}.",
+            data.measure_id,
+        )
+    if isinstance(data, MeasureStatusChanged):
+        field_de = FIELD_NAMES_DE[data.field]
+        german, english = STATUS_CHANGES[data.status]
+        return (
+            ActivityKind.MEASURE_STATUS_CHANGED,
+            f"{name} {german.format(field_de)}.",
+            f"{name} {english} a measure in {field_de}.",
+            data.measure_id,
         )
     return None
 

@@ -5,7 +5,9 @@ one column per cell: the metrics and the registrations of each day. A reader kno
 the cells relate, and each relation is a signed sum that equals zero:
 
 - within a scope: total = confirmed + waitlisted + cancelled; total = the sum over the
-  sectors; total = the sum over the days;
+  sectors; total = the sum over the days; workshop participants = the sum over the
+  stakeholder groups; taskforce members = the sum over the roles = the sum over the sectors
+  (`domain.BREAKDOWNS`);
 - across scopes, for every people cell: a Land = the sum over its municipalities, and the
   program = the sum over the Länder (a scope's parent is its nearest ancestor in the table).
 
@@ -16,6 +18,14 @@ relations restricted to the withheld cells (a cell is recomputable if and only i
 unit vector lies in their row space). The complement chosen is the smallest non-zero
 published cell of a relation that gives a cell away: least information lost, and a
 withheld 0 beside a small cell is easily guessed, which would give the small cell away.
+
+Statistics computed from people's answers (the mean workshop rating of a field and its gap
+to the self-check score) share the fate of the people cell that counts whose answers they
+average (`ScopeFigures.derived_from`): withheld when it is withheld (or 0). With the count
+and the mean a reader has the sum of the ratings, and the sums obey the same relations
+between scopes as the counts, so the pattern that protects the counts protects the sums.
+Scores, quartiles and ranks of municipalities describe administrations, not people, and
+are published as they are.
 
 Not covered: differences between successive snapshots of one scope (a total going from 12
 to 13 says one more person registered), and the bounds non-negativity puts on withheld
@@ -29,11 +39,11 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from wok_reporting.domain import (
+    BREAKDOWNS,
     MIN_PUBLISHABLE,
     PEOPLE_METRICS,
     REGISTRATIONS_TOTAL,
-    SECTOR_METRICS,
-    STATUS_PARTS,
+    ScopeFigures,
     parent_of,
 )
 
@@ -50,6 +60,7 @@ class Disclosed:
     metrics: dict[str, int | None]
     suppressed: tuple[str, ...] = field(default=())
     complementary: tuple[str, ...] = field(default=())
+    statistics: dict[str, float | None] = field(default_factory=dict)
 
 
 def counts_people(name: str) -> bool:
@@ -79,17 +90,15 @@ def relations(table: Mapping[str, Mapping[str, int]]) -> list[Relation]:
     """Every relation between the cells of `table` that a reader can use (module doc)."""
     found: list[Relation] = []
     for scope, cells in table.items():
-        if REGISTRATIONS_TOTAL not in cells:
-            continue
-        total = ((scope, REGISTRATIONS_TOTAL), 1)
-        for parts in (
-            STATUS_PARTS,
-            SECTOR_METRICS,
-            tuple(name for name in cells if name.startswith(DAILY_PREFIX)),
-        ):
-            # A part missing from the cells is a known 0 (a day without registrations).
-            present = [name for name in parts if name in cells]
-            found.append((total, *(((scope, name), -1) for name in present)))
+        days = tuple(name for name in cells if name.startswith(DAILY_PREFIX))
+        for whole, breakdowns in BREAKDOWNS:
+            if whole not in cells:
+                continue
+            total = ((scope, whole), 1)
+            for parts in (*breakdowns, days) if whole == REGISTRATIONS_TOTAL else breakdowns:
+                # A part missing from the cells is a known 0 (a day without registrations).
+                present = [name for name in parts if name in cells]
+                found.append((total, *(((scope, name), -1) for name in present)))
     children: dict[str, list[str]] = {}
     for scope in table:
         parent = _parent_in(scope, table)
@@ -224,3 +233,31 @@ def protect(table: Mapping[str, Mapping[str, int]]) -> dict[str, Disclosed]:
         )
         for scope, cells in table.items()
     }
+
+
+def disclose(figures: Mapping[str, ScopeFigures]) -> dict[str, Disclosed]:
+    """Disclosure control over every scope published together: the people cells (`protect`),
+    then the statistics derived from people's answers (module doc)."""
+    disclosed = protect({scope: figure.cells() for scope, figure in figures.items()})
+    result = {}
+    for scope, figure in figures.items():
+        cells = disclosed[scope]
+        statistics: dict[str, float | None] = {}
+        withheld: list[str] = []
+        for name, value in figure.statistics.items():
+            source = figure.derived_from.get(name)
+            if source is not None and value is not None:
+                source_scope, source_cell = source
+                shown = disclosed.get(source_scope)
+                count = None if shown is None else shown.metrics.get(source_cell)
+                if not count:  # withheld, or nobody: a mean of nobody is no figure
+                    value = None
+                    withheld.append(name)
+            statistics[name] = value
+        result[scope] = Disclosed(
+            metrics=cells.metrics,
+            suppressed=(*cells.suppressed, *withheld),
+            complementary=cells.complementary,
+            statistics=statistics,
+        )
+    return result

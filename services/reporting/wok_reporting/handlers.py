@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wok_contracts import (
+    AssessmentScored,
     AttendanceRecorded,
     DialogueEventCancelled,
     DialogueEventChanged,
@@ -21,6 +22,8 @@ from wok_contracts import (
     DialogueEventScheduled,
     Envelope,
     EventData,
+    MeasurePlanned,
+    MeasureStatusChanged,
     MunicipalityProfileUpdated,
     MunicipalityRegistered,
     NotificationSent,
@@ -28,6 +31,11 @@ from wok_contracts import (
     ParticipantErased,
     ParticipantPromoted,
     ParticipantRegistered,
+    SelfCheckStarted,
+    SelfCheckSubmitted,
+    TaskforceMemberAdded,
+    TaskforceMemberRemoved,
+    WorkshopPerspectiveRecorded,
 )
 from wok_reporting.adapters.repository import ActivityRepository, ProjectionRepository
 from wok_reporting.digests import digest_of
@@ -35,10 +43,14 @@ from wok_reporting.domain import (
     CANCELLED,
     CONFIRMED,
     DIALOGUE_EVENT,
+    MEASURE,
     MUNICIPALITY,
     NOTIFICATION,
+    PERSPECTIVE,
     REGISTRATION,
     SCHEDULED,
+    SELF_CHECK,
+    TASKFORCE_MEMBER,
     Fact,
     FactValue,
     as_utc,
@@ -81,6 +93,37 @@ def _fields(data: Any) -> tuple[str, str, dict[str, FactValue]] | None:
     if isinstance(data, NotificationSent):
         fields = {"registration_id": data.registration_id, "kind": data.kind.value}
         return NOTIFICATION, data.notification_id, fields
+    return _assessment_fields(data)
+
+
+def _assessment_fields(data: Any) -> tuple[str, str, dict[str, FactValue]] | None:
+    """Self-checks, workshop perspectives, measures and taskforce members."""
+    if isinstance(data, SelfCheckStarted):
+        return SELF_CHECK, data.self_check_id, {"sequence": data.sequence, "started": True}
+    if isinstance(data, SelfCheckSubmitted):
+        return SELF_CHECK, data.self_check_id, {"sequence": data.sequence, "submitted": True}
+    if isinstance(data, AssessmentScored):
+        fields: dict[str, FactValue] = {
+            "sequence": data.sequence,
+            "scored": True,
+            "overall": data.overall,
+        }
+        for score in data.fields:
+            fields[f"score_{score.field}"] = score.score
+            fields[f"level_{score.field}"] = score.level.value
+        return SELF_CHECK, data.self_check_id, fields
+    if isinstance(data, WorkshopPerspectiveRecorded):
+        # The stakeholder group and the ratings only; the workshop's name is not needed.
+        fields = {"group": data.stakeholder_group.value}
+        fields.update({f"rating_{rating.field}": rating.rating for rating in data.ratings})
+        return PERSPECTIVE, data.perspective_id, fields
+    if isinstance(data, MeasurePlanned | MeasureStatusChanged):
+        return MEASURE, data.measure_id, {"field": data.field, "status": data.status.value}
+    if isinstance(data, TaskforceMemberAdded):
+        fields = {"role": data.role.value, "sector": data.sector.value, "removed": False}
+        return TASKFORCE_MEMBER, data.member_id, fields
+    if isinstance(data, TaskforceMemberRemoved):
+        return TASKFORCE_MEMBER, data.member_id, {"removed": True}
     return None
 
 
@@ -147,6 +190,14 @@ CONSUMED: tuple[type[EventData], ...] = (
     ParticipantPromoted,
     ParticipantErased,
     NotificationSent,
+    TaskforceMemberAdded,
+    TaskforceMemberRemoved,
+    SelfCheckStarted,
+    SelfCheckSubmitted,
+    AssessmentScored,
+    WorkshopPerspectiveRecorded,
+    MeasurePlanned,
+    MeasureStatusChanged,
 )
 
 

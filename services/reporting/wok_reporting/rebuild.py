@@ -45,12 +45,7 @@ class RebuildReport:
 
 
 def entity_counts(projection: Projection) -> dict[str, int]:
-    return {
-        "municipality": len(projection.municipalities),
-        "dialogue_event": len(projection.dialogue_events),
-        "registration": len(projection.registrations),
-        "notification": len(projection.notifications),
-    }
+    return projection.entity_counts()
 
 
 async def replay(values: Iterable[bytes | None], projector: Projector) -> tuple[int, int]:
@@ -142,6 +137,8 @@ async def _read_once(
                 starts[partition] = since[partition]
             else:
                 starts[partition] = firsts[partition]
+            # Where tansu answers short of the end (see below), a catch-up may start past it.
+            ends[partition] = max(ends[partition], starts[partition])
             consumer.seek(partition, starts[partition])
         by_partition: dict[TopicPartition, dict[int, bytes | None]] = {tp: {} for tp in assignment}
         while True:
@@ -151,8 +148,12 @@ async def _read_once(
             batches = await consumer.getmany(*assignment, timeout_ms=200)
             for partition, records in batches.items():
                 for record in records:
-                    if starts[partition] <= record.offset < ends[partition]:
+                    if starts[partition] <= record.offset:
                         by_partition[partition][record.offset] = record.value
+                        # tansu answers the end offset as the last record batch's base
+                        # offset + 1, short of its end when that batch holds several
+                        # records; the fetch hands over the whole batch, so take it all.
+                        ends[partition] = max(ends[partition], record.offset + 1)
         missing = sum((ends[tp] - starts[tp]) - len(by_partition[tp]) for tp in assignment)
         values = [
             by_partition[tp][offset] for tp in assignment for offset in sorted(by_partition[tp])
@@ -185,14 +186,21 @@ async def rebuild(
     report.entities_after = entity_counts(after)
     report.same_as_before = after == before
     shrinks = any(
-        report.entities_after[kind] < report.entities_before[kind] for kind in ENTITY_KINDS
+        report.entities_after.get(kind, 0) < report.entities_before.get(kind, 0)
+        for kind in ENTITY_KINDS
     )
     if not apply or (shrinks and not allow_shrinking):
         return report
-    await projections.replace_all(await fresh.projections.facts())
+    # Facts stored live from offsets the read did not reach stay; the positions stay too.
+    covered = {
+        (partition.topic.removeprefix(settings.topic_prefix), partition.partition): end
+        for partition, end in ends.items()
+    }
+    await projections.replace_all(await fresh.projections.facts(), up_to=covered)
     stored = Projector(projections=projections, activities=activities, publish=False)
-    for digest in await fresh.activities.all():
-        await activities.add(digest, correlation_id="", publish=False)
+    await activities.add_many(
+        [(digest, "") for digest in await fresh.activities.all()], publish=False
+    )
     # What arrived while the topics were read: applied on top (facts are idempotent).
     later, _ = await read_topics(settings, since=ends)
     read, _ = await replay(later, stored)

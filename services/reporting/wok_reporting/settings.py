@@ -17,3 +17,8 @@ class ReportingSettings(WokSettings):
         gt=0,
         description="Changes within this interval are coalesced into one snapshot per scope",
     )
+    batch_max_records: int = Field(
+        default=2000,
+        gt=0,
+        description="At most this many records are consumed and stored as one batch",
+    )

@@ -24,7 +24,7 @@ from wok_reporting.adapters.repository import (
     SnapshotRepository,
     StoredSnapshot,
 )
-from wok_reporting.disclosure import DAILY_PREFIX, Disclosed, protect
+from wok_reporting.disclosure import DAILY_PREFIX, Disclosed, disclose
 from wok_reporting.domain import PROGRAM, ScopeFigures, aggregate, as_utc
 from wok_runtime.logging import get_logger
 from wok_runtime.outbox import Publisher
@@ -55,6 +55,7 @@ def snapshot(
             for name, value in cells.items()
             if name.startswith(DAILY_PREFIX)
         },
+        statistics=dict(disclosed.statistics),
     )
 
 
@@ -65,6 +66,7 @@ def same_content(a: AggregateSnapshot, b: AggregateSnapshot) -> bool:
         and a.scope_key == b.scope_key
         and a.metrics == b.metrics
         and a.daily_registrations == b.daily_registrations
+        and a.statistics == b.statistics
         and sorted(a.suppressed) == sorted(b.suppressed)
         and (a.as_of is None) == (b.as_of is None)
         and (a.as_of is None or b.as_of is None or as_utc(a.as_of) == as_utc(b.as_of))
@@ -100,8 +102,13 @@ class SnapshotPublisher:
         return None if stored is None else stored.snapshot
 
     async def all_current(self) -> list[AggregateSnapshot]:
-        """The newest snapshot of every scope: program, then Länder, then municipalities."""
-        order = {AggregateScope.PROGRAM: 0, AggregateScope.LAND: 1, AggregateScope.MUNICIPALITY: 2}
+        """The newest snapshot of every scope: program, Länder, municipalities, fields."""
+        order = {
+            AggregateScope.PROGRAM: 0,
+            AggregateScope.LAND: 1,
+            AggregateScope.MUNICIPALITY: 2,
+            AggregateScope.FIELD: 3,
+        }
         found = [stored.snapshot for stored in await self._snapshots.all()]
         return sorted(found, key=lambda s: (order[s.scope], s.scope_key))
 
@@ -112,7 +119,7 @@ class SnapshotPublisher:
         complement withheld in another, so one change can republish several scopes.
         """
         figures = aggregate(await self._projections.load())
-        disclosed = protect({scope: figure.cells() for scope, figure in figures.items()})
+        disclosed = disclose(figures)
         published = []
         for scope, figure in figures.items():
             stored = await self._snapshots.latest(scope)

@@ -1,47 +1,66 @@
-"""MongoDB versions of the repositories (string ids, $set on map keys, no array updates).
+"""MongoDB versions of the repositories (string ids, no array updates, see DESIGN.md 8).
 
-An entity is one document `{_id: entity id, ags, facts: {<event key>: fact}}`; a fact is
-added with `$set` on its own map key, so storing it again, or concurrently with other
-facts about the entity, loses nothing. Times are stored as ISO-8601 strings in UTC with
-microseconds: those sort and compare as strings alike on MongoDB and on nx-27017 (which
-hands dates back as zone-less strings).
+Facts are kept in chunks, one document per consumed batch and partition (collection
+`fact_chunks`): `{_id: "live|<topic>|<partition>|<n>", topic, partition, n, last, count,
+facts: <zlib-compressed JSON array>}`. A batch of any size is one insert, so the cost of
+consuming does not grow with what is stored; the chunk carries the partition's highest
+offset it covers (`last`), written in the same document as the facts, and `n` numbers a
+partition's chunks 0, 1, 2, ... A small document per partition in `fact_positions`
+remembers the newest chunk; it is written after the chunk, so the position is that chunk's
+`last` or, after a crash in between, found by looking up chunk n+1, n+2, ... by `_id`. The
+facts are one compressed JSON array (binary): nx-27017 stores bytes as they are, while
+every nested document costs it time (a compressed chunk costs it a sixth of a plain JSON
+string), and a fact list is only ever written whole and read whole.
+
+A fact is `[entity, entity id, AGS, event id, event type, time, fields]` (the time in
+microseconds since 1970, UTC: exact, and cheap to write); facts fold by
+(entity, entity id) and are deduplicated by event id when loaded, so a fact stored twice
+(the same event at another offset, a batch stored again) counts once.
+
+Municipality facts are also kept per municipality (`municipalities`, `{_id: AGS, ags,
+facts: {<event key>: fact}}`, `$set` on a map key), so a digest finds the name a
+municipality had at its event's time with one lookup.
+
+A rebuild writes its facts as base chunks of a new generation (`base|<gen>|<n>`), switches
+`projection_meta.base` to it, then empties the live chunks its read covered and deletes the
+older generation: readers see the old state, then old and new together (the same facts),
+then the new one, never less. Times elsewhere are ISO-8601 strings in UTC with microseconds.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from datetime import UTC, datetime
+import json
+import uuid
+import zlib
+from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from wok_contracts import ActivityDigest, AggregateSnapshot
 from wok_reporting.adapters.repository import (
+    EndOffsets,
+    FactBatch,
     StoredSnapshot,
     activity_document,
     digest_from,
     name_as_of,
 )
-from wok_reporting.domain import (
-    DIALOGUE_EVENT,
-    MUNICIPALITY,
-    NOTIFICATION,
-    REGISTRATION,
-    Fact,
-    Projection,
-    as_utc,
-)
+from wok_reporting.domain import MUNICIPALITY, Fact, Projection, as_utc
 
-COLLECTIONS = {
-    MUNICIPALITY: "municipalities",
-    DIALOGUE_EVENT: "dialogue_events",
-    REGISTRATION: "registrations",
-    NOTIFICATION: "notifications",
-}
+CHUNKS = "fact_chunks"
+POSITIONS = "fact_positions"
+META = "projection_meta"
+MUNICIPALITIES = "municipalities"
+# Collections of the earlier shape (one document per entity); migrated into chunks once.
+LEGACY_COLLECTIONS = ("dialogue_events", "registrations", "notifications")
 ACTIVITY = "activity"
 SNAPSHOTS = "snapshots"
+BASE_CHUNK_FACTS = 5000
+DUPLICATE_KEY = 11000
 
 
 def stored_time(moment: datetime) -> str:
@@ -59,6 +78,63 @@ def fact_key(event_id: str) -> str:
     if event_id and "." not in event_id and not event_id.startswith("$"):
         return event_id
     return "h" + hashlib.sha256(event_id.encode()).hexdigest()
+
+
+def chunk_id(topic: str, partition: int, n: int) -> str:
+    return f"live|{topic}|{partition}|{n}"
+
+
+def position_id(topic: str, partition: int) -> str:
+    return f"{topic}|{partition}"
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since 1970 (UTC); a time without zone is UTC, as in `as_utc`."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(moment.timestamp() * 1_000_000)
+
+
+def encode_facts(facts: Iterable[Fact]) -> bytes:
+    """A chunk's facts as one JSON array, zlib-compressed; times as microseconds since
+    1970 (exact)."""
+    text = json.dumps(
+        [
+            [
+                fact.entity,
+                fact.entity_id,
+                fact.ags,
+                fact.event_id,
+                fact.event_type,
+                epoch_us(fact.time),
+                fact.fields if isinstance(fact.fields, dict) else dict(fact.fields),
+            ]
+            for fact in facts
+        ],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return zlib.compress(text.encode(), 1)
+
+
+def decode_facts(stored: bytes | str | None) -> list[Fact]:
+    """The facts of a chunk (compressed bytes, or a JSON string: an emptied chunk's `[]`)."""
+    text = zlib.decompress(stored) if isinstance(stored, bytes) else (stored or "[]")
+    return [
+        Fact(
+            entity=entity,
+            entity_id=entity_id,
+            ags=ags,
+            event_id=event_id,
+            event_type=event_type,
+            time=EPOCH + timedelta(microseconds=time),
+            fields=fields,
+        )
+        for entity, entity_id, ags, event_id, event_type, time, fields in json.loads(text)
+    ]
 
 
 def _fact_document(fact: Fact) -> dict[str, Any]:
@@ -85,45 +161,196 @@ def _facts_of(entity: str, document: dict[str, Any]) -> list[Fact]:
     ]
 
 
-def _fact_update(fact: Fact) -> tuple[dict[str, Any], dict[str, Any]]:
-    return (
+def _fact_update(fact: Fact) -> UpdateOne:
+    return UpdateOne(
         {"_id": fact.entity_id},
         {"$set": {"ags": fact.ags, f"facts.{fact_key(fact.event_id)}": _fact_document(fact)}},
+        upsert=True,
     )
+
+
+def unique_facts(facts: Iterable[Fact]) -> list[Fact]:
+    """One fact per (entity, entity id, event id): the same event stored twice is one."""
+    found: dict[tuple[str, str, str], Fact] = {}
+    for fact in facts:
+        found[(fact.entity, fact.entity_id, fact.event_id)] = fact
+    return list(found.values())
 
 
 class MongoProjectionRepository:
     def __init__(self, database: Any) -> None:
         self._database = database
+        self._chunks = database[CHUNKS]
+        self._positions = database[POSITIONS]
+        self._meta = database[META]
+        self._municipalities = database[MUNICIPALITIES]
+        # Per partition: (number of its newest chunk, the offset it covers up to).
+        self._newest: dict[tuple[str, int], tuple[int, int]] = {}
+
+    async def ensure_ready(self) -> None:
+        """Start-up: move facts of the earlier one-document-per-entity shape into a chunk."""
+        if await self._meta.find_one({"_id": "legacy"}) is not None:
+            return
+        facts: list[Fact] = []
+        for entity, collection in (
+            ("dialogue_event", "dialogue_events"),
+            ("registration", "registrations"),
+            ("notification", "notifications"),
+            (MUNICIPALITY, MUNICIPALITIES),
+        ):
+            async for document in self._database[collection].find({}):
+                facts.extend(_facts_of(entity, document))
+        if facts:
+            await self._insert_loose(facts)
+        for collection in LEGACY_COLLECTIONS:
+            await self._database[collection].delete_many({})
+        await self._meta.update_one(
+            {"_id": "legacy"}, {"$set": {"migrated": len(facts)}}, upsert=True
+        )
+
+    async def _insert_loose(self, facts: Sequence[Fact]) -> None:
+        for start in range(0, len(facts), BASE_CHUNK_FACTS):
+            part = facts[start : start + BASE_CHUNK_FACTS]
+            await self._chunks.insert_one(
+                {
+                    "_id": f"loose|{uuid.uuid4().hex}",
+                    "kind": "loose",
+                    "count": len(part),
+                    "facts": encode_facts(part),
+                }
+            )
 
     async def record(self, fact: Fact) -> None:
-        query, update = _fact_update(fact)
-        await self._database[COLLECTIONS[fact.entity]].update_one(query, update, upsert=True)
+        """One fact outside any consumed batch (a rebuild catching up, a test)."""
+        if fact.entity == MUNICIPALITY:
+            await self._municipalities.bulk_write([_fact_update(fact)], ordered=True)
+        await self._insert_loose([fact])
+
+    async def record_batches(self, batches: Sequence[FactBatch]) -> None:
+        municipal = [
+            fact for batch in batches for fact in batch.facts if fact.entity == MUNICIPALITY
+        ]
+        if municipal:
+            await self._municipalities.bulk_write(
+                [_fact_update(fact) for fact in municipal], ordered=True
+            )
+        chunks: list[dict[str, Any]] = []
+        for batch in batches:
+            n, _ = await self._newest_chunk(batch.topic, batch.partition)
+            chunks.append(
+                {
+                    "_id": chunk_id(batch.topic, batch.partition, n + 1),
+                    "kind": "live",
+                    "topic": batch.topic,
+                    "partition": batch.partition,
+                    "n": n + 1,
+                    "last": batch.last_offset,
+                    "count": len(batch.facts),
+                    "facts": encode_facts(batch.facts),
+                }
+            )
+        try:
+            await self._chunks.insert_many(chunks, ordered=False)
+        except BulkWriteError as error:
+            # Another consumer stored that partition's next chunk (a rebalance): look the
+            # newest chunks up again; the caller retries, and facts stored twice are one.
+            self._newest.clear()
+            raise RuntimeError(f"chunk already taken: {error.details.get('writeErrors')}") from None
+        for chunk in chunks:
+            key = (chunk["topic"], chunk["partition"])
+            self._newest[key] = (chunk["n"], chunk["last"])
+            await self._positions.update_one(
+                {"_id": position_id(*key)},
+                {"$set": {"n": chunk["n"], "last": chunk["last"]}},
+                upsert=True,
+            )
+
+    async def _newest_chunk(self, topic: str, partition: int) -> tuple[int, int]:
+        """(n, last) of the partition's newest chunk; (-1, -1) if there is none."""
+        key = (topic, partition)
+        if key in self._newest:
+            return self._newest[key]
+        hint = await self._positions.find_one({"_id": position_id(topic, partition)})
+        n, last = (-1, -1) if hint is None else (int(hint["n"]), int(hint["last"]))
+        while True:
+            following = await self._chunks.find_one(
+                {"_id": chunk_id(topic, partition, n + 1)}, {"last": 1}
+            )
+            if following is None:
+                break
+            n, last = n + 1, max(last, int(following["last"]))
+        self._newest[key] = (n, last)
+        return n, last
+
+    async def stored_offset(self, topic: str, partition: int) -> int | None:
+        self._newest.pop((topic, partition), None)  # asked after an assignment: read anew
+        n, last = await self._newest_chunk(topic, partition)
+        return None if n < 0 else last
 
     async def facts(self) -> list[Fact]:
+        meta = await self._meta.find_one({"_id": "base"})
+        generation = None if meta is None else meta.get("generation")
         found: list[Fact] = []
-        for entity, collection in COLLECTIONS.items():
-            async for document in self._database[collection].find({}):
-                found.extend(_facts_of(entity, document))
-        return found
+        async for chunk in self._chunks.find({}):
+            if chunk.get("kind") == "base" and chunk.get("generation") != generation:
+                continue
+            found.extend(decode_facts(chunk.get("facts")))
+        return unique_facts(found)
 
     async def load(self) -> Projection:
         return Projection.from_facts(await self.facts())
 
     async def municipality_name(self, ags: str, *, as_of: datetime) -> str:
-        document = await self._database[COLLECTIONS[MUNICIPALITY]].find_one({"_id": ags})
-        facts = [] if document is None else _facts_of(MUNICIPALITY, document)
+        facts = (await self.municipality_facts([ags])).get(ags, [])
         return name_as_of(facts, ags, as_of)
 
-    async def replace_all(self, facts: Iterable[Fact]) -> None:
-        by_collection: dict[str, list[UpdateOne]] = {name: [] for name in COLLECTIONS.values()}
-        for fact in facts:
-            query, update = _fact_update(fact)
-            by_collection[COLLECTIONS[fact.entity]].append(UpdateOne(query, update, upsert=True))
-        for collection, updates in by_collection.items():
-            await self._database[collection].delete_many({})
-            if updates:
-                await self._database[collection].bulk_write(updates, ordered=True)
+    async def municipality_facts(self, ags: Collection[str]) -> dict[str, list[Fact]]:
+        if not ags:
+            return {}
+        cursor = self._municipalities.find({"_id": {"$in": sorted(set(ags))}})
+        return {document["_id"]: _facts_of(MUNICIPALITY, document) async for document in cursor}
+
+    async def replace_all(self, facts: Iterable[Fact], *, up_to: EndOffsets | None = None) -> None:
+        facts = unique_facts(facts)
+        meta = await self._meta.find_one({"_id": "base"})
+        previous = None if meta is None else meta.get("generation")
+        generation = uuid.uuid4().hex[:12]
+        parts = [facts[i : i + BASE_CHUNK_FACTS] for i in range(0, len(facts), BASE_CHUNK_FACTS)]
+        if parts:
+            await self._chunks.insert_many(
+                [
+                    {
+                        "_id": f"base|{generation}|{n}",
+                        "kind": "base",
+                        "generation": generation,
+                        "count": len(part),
+                        "facts": encode_facts(part),
+                    }
+                    for n, part in enumerate(parts)
+                ]
+            )
+        await self._meta.update_one(
+            {"_id": "base"}, {"$set": {"generation": generation}}, upsert=True
+        )
+        # The live chunks the rebuild's read covered, and every loose fact, are in the base
+        # now; their documents stay (emptied) so the partition positions stay as they are.
+        async for chunk in self._chunks.find(
+            {"kind": "live"}, {"topic": 1, "partition": 1, "last": 1}
+        ):
+            end = None if up_to is None else up_to.get((chunk["topic"], chunk["partition"]))
+            if up_to is None or (end is not None and chunk["last"] < end):
+                await self._chunks.update_one(
+                    {"_id": chunk["_id"]}, {"$set": {"facts": "[]", "count": 0}}
+                )
+        await self._chunks.delete_many({"kind": "loose"})
+        if previous is not None:
+            await self._chunks.delete_many({"kind": "base", "generation": previous})
+        municipal = [fact for fact in facts if fact.entity == MUNICIPALITY]
+        await self._municipalities.delete_many({})
+        if municipal:
+            await self._municipalities.bulk_write(
+                [_fact_update(fact) for fact in municipal], ordered=True
+            )
 
 
 class MongoActivityRepository:
@@ -140,6 +367,24 @@ class MongoActivityRepository:
         except DuplicateKeyError:
             return False
         return True
+
+    async def add_many(
+        self, digests: Sequence[tuple[ActivityDigest, str]], *, publish: bool
+    ) -> int:
+        """Store each (digest, correlation id) once, in one write; how many were new."""
+        if not digests:
+            return 0
+        documents = [
+            activity_document(digest, correlation_id=correlation_id, publish=publish)
+            for digest, correlation_id in digests
+        ]
+        try:
+            result = await self.collection.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            if any(e.get("code") != DUPLICATE_KEY for e in error.details.get("writeErrors", [])):
+                raise
+            return int(error.details.get("nInserted", 0))
+        return len(result.inserted_ids)
 
     async def recent(self, limit: int) -> list[ActivityDigest]:
         cursor = self.collection.find({}).sort("occurred_at", -1).limit(limit)

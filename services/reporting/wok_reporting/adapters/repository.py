@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -16,9 +16,33 @@ from wok_runtime.outbox import OutboundEvent, with_outbox
 SOURCE = "/wok/reporting"
 
 
+@dataclass(frozen=True)
+class FactBatch:
+    """The facts of one partition's part of a consumed batch, and the highest offset of the
+    partition it covers (stored with the facts: replays at or below it are skipped)."""
+
+    topic: str
+    partition: int
+    last_offset: int
+    facts: tuple[Fact, ...]
+
+
+# (topic without prefix, partition) -> the first offset NOT covered (a rebuild's end)
+EndOffsets = Mapping[tuple[str, int], int]
+
+
 class ProjectionRepository(Protocol):
     async def record(self, fact: Fact) -> None:
         """Store a fact under its entity and event id (a second time changes nothing)."""
+        ...
+
+    async def record_batches(self, batches: Sequence[FactBatch]) -> None:
+        """Store the facts of a consumed batch together with each partition's last offset
+        (one write per partition part; storing the same facts again changes nothing)."""
+        ...
+
+    async def stored_offset(self, topic: str, partition: int) -> int | None:
+        """The highest offset of a partition stored with the facts (None: none yet)."""
         ...
 
     async def load(self) -> Projection: ...
@@ -29,8 +53,13 @@ class ProjectionRepository(Protocol):
         """The name the municipality had at `as_of` (its AGS if none is known yet)."""
         ...
 
-    async def replace_all(self, facts: Iterable[Fact]) -> None:
-        """Forget every fact, then store these (a rebuild)."""
+    async def municipality_facts(self, ags: Collection[str]) -> dict[str, list[Fact]]:
+        """The stored facts about these municipalities (what their names are made of)."""
+        ...
+
+    async def replace_all(self, facts: Iterable[Fact], *, up_to: EndOffsets | None = None) -> None:
+        """Forget every fact, then store these (a rebuild of the topics read below `up_to`;
+        facts stored from offsets at or above it stay, and so do the stored offsets)."""
         ...
 
 
@@ -43,9 +72,20 @@ def name_as_of(facts: Iterable[Fact], ags: str, as_of: datetime) -> str:
 class InMemoryProjectionRepository:
     def __init__(self) -> None:
         self.entities: dict[tuple[str, str], dict[str, Fact]] = {}
+        self.offsets: dict[tuple[str, int], int] = {}
 
     async def record(self, fact: Fact) -> None:
         self.entities.setdefault((fact.entity, fact.entity_id), {})[fact.event_id] = fact
+
+    async def record_batches(self, batches: Sequence[FactBatch]) -> None:
+        for batch in batches:
+            for fact in batch.facts:
+                await self.record(fact)
+            key = (batch.topic, batch.partition)
+            self.offsets[key] = max(batch.last_offset, self.offsets.get(key, batch.last_offset))
+
+    async def stored_offset(self, topic: str, partition: int) -> int | None:
+        return self.offsets.get((topic, partition))
 
     async def load(self) -> Projection:
         return Projection.from_facts(await self.facts())
@@ -56,7 +96,14 @@ class InMemoryProjectionRepository:
     async def municipality_name(self, ags: str, *, as_of: datetime) -> str:
         return name_as_of(self.entities.get((MUNICIPALITY, ags), {}).values(), ags, as_of)
 
-    async def replace_all(self, facts: Iterable[Fact]) -> None:
+    async def municipality_facts(self, ags: Collection[str]) -> dict[str, list[Fact]]:
+        return {
+            code: list(self.entities[(MUNICIPALITY, code)].values())
+            for code in ags
+            if (MUNICIPALITY, code) in self.entities
+        }
+
+    async def replace_all(self, facts: Iterable[Fact], *, up_to: EndOffsets | None = None) -> None:
         self.entities.clear()
         for fact in facts:
             await self.record(fact)
@@ -66,6 +113,12 @@ class ActivityRepository(Protocol):
     async def add(self, digest: ActivityDigest, *, correlation_id: str, publish: bool) -> bool:
         """Store the digest of a source event once, with its pending publication if
         `publish`; False if that source event has its digest already."""
+        ...
+
+    async def add_many(
+        self, digests: Sequence[tuple[ActivityDigest, str]], *, publish: bool
+    ) -> int:
+        """`add` for several (digest, correlation id) at once; how many were new."""
         ...
 
     async def recent(self, limit: int) -> list[ActivityDigest]:
@@ -115,6 +168,14 @@ class InMemoryActivityRepository:
             digest, correlation_id=correlation_id, publish=publish
         )
         return True
+
+    async def add_many(
+        self, digests: Sequence[tuple[ActivityDigest, str]], *, publish: bool
+    ) -> int:
+        added = 0
+        for digest, correlation_id in digests:
+            added += await self.add(digest, correlation_id=correlation_id, publish=publish)
+        return added
 
     async def recent(self, limit: int) -> list[ActivityDigest]:
         newest = sorted(

@@ -1,4 +1,5 @@
-"""The federal API: the published aggregates, behind the federal office's key."""
+"""The federal API: the published aggregates, behind the federal office's key, and the
+dashboard page that reads them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from wok_contracts import LANDS, AggregateScope, AggregateSnapshot, Ags
-from wok_reporting.domain import METRICS, PROGRAM, scope_id
+from wok_reporting.domain import (
+    FIELD_METRICS,
+    FIELD_NAMES_DE,
+    FIELD_NAMES_EN,
+    FIELD_STATISTICS,
+    METRICS,
+    PROGRAM,
+    STATISTICS,
+    scope_id,
+)
+from wok_reporting.entrypoints.dashboard import dashboard_router
 from wok_reporting.snapshots import SnapshotPublisher
 
 _bearer = HTTPBearer(auto_error=False, description="The federal office's key (WOK_FEDERAL_KEY)")
@@ -29,12 +40,15 @@ ScopeQuery = Annotated[
         description="Only this scope: program, land:<code> or municipality:<AGS>",
     ),
 ]
+FieldPath = Annotated[int, Path(ge=1, le=7, description="Field of action, 1-7")]
 
 # The version of docs/data-dictionary.md that the exports follow.
-DATA_DICTIONARY_VERSION = "1.0"
+DATA_DICTIONARY_VERSION = "1.1"
 WITHHELD = "."  # in CSV: withheld by disclosure control (as in official German statistics)
 SCOPE_COLUMNS = ("scope", "scope_key", "land_name", "sequence", "as_of", "generated_at")
 DAILY_COLUMNS = ("scope", "scope_key", "date", "registrations")
+FIELD_COLUMNS = ("field", "field_name_de", "field_name_en", "sequence", "as_of", "generated_at")
+AREA_SCOPES = (AggregateScope.PROGRAM, AggregateScope.LAND, AggregateScope.MUNICIPALITY)
 
 
 def _csv(header: tuple[str, ...], rows: list[list[Any]], filename: str) -> Response:
@@ -54,6 +68,18 @@ def _csv(header: tuple[str, ...], rows: list[list[Any]], filename: str) -> Respo
 
 def _cell(value: int | None) -> str:
     return WITHHELD if value is None else str(value)
+
+
+def _rank(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _statistic(snapshot: AggregateSnapshot, name: str) -> str:
+    """A statistic in CSV: '.' when withheld, empty when there is no such figure."""
+    value = snapshot.statistics.get(name)
+    if value is None:
+        return WITHHELD if name in snapshot.suppressed else ""
+    return str(int(value)) if name.endswith(("_rank", "_quartile")) else str(value)
 
 
 def _land_name(snapshot: AggregateSnapshot) -> str:
@@ -137,13 +163,26 @@ def aggregates_router(*, snapshots: SnapshotPublisher, federal_key: SecretStr) -
             )
         return current
 
+    @router.get("/fields/{field}", response_model=AggregateSnapshot)
+    async def get_field_aggregate(field: FieldPath) -> AggregateSnapshot:
+        """One field of action across all municipalities: the score distribution, each
+        municipality's score and rank, measures by status, the workshop mean and gap."""
+        current = await snapshots.current(scope_id(AggregateScope.FIELD, str(field)))
+        if current is None:
+            raise HTTPException(
+                status_code=status.HTTP_404_NOT_FOUND,
+                detail=f"no aggregates for field {field} yet (no self-check, measure or "
+                "workshop perspective is known)",
+            )
+        return current
+
     @router.get("", response_model=list[AggregateSnapshot])
     async def list_aggregates() -> list[AggregateSnapshot]:
-        """The newest snapshot of every scope: program, Länder, municipalities."""
+        """The newest snapshot of every scope: program, Länder, municipalities, fields."""
         return await snapshots.all_current()
 
     async def selected(scope: str | None) -> list[AggregateSnapshot]:
-        found = await snapshots.all_current()
+        found = [s for s in await snapshots.all_current() if s.scope in AREA_SCOPES]
         if scope is None:
             return found
         chosen = [s for s in found if scope_id(s.scope, s.scope_key) == scope]
@@ -163,10 +202,11 @@ def aggregates_router(*, snapshots: SnapshotPublisher, federal_key: SecretStr) -
                 _time(s.as_of),
                 _time(s.generated_at),
                 *(_cell(s.metrics.get(metric)) for metric in METRICS),
+                *(_statistic(s, name) for name in STATISTICS),
             ]
             for s in await selected(scope)
         ]
-        return _csv((*SCOPE_COLUMNS, *METRICS), rows, "wok-aggregates.csv")
+        return _csv((*SCOPE_COLUMNS, *METRICS, *STATISTICS), rows, "wok-aggregates.csv")
 
     @router.get("/export.json")
     async def export_aggregates_json(scope: ScopeQuery = None) -> dict[str, Any]:
@@ -182,7 +222,8 @@ def aggregates_router(*, snapshots: SnapshotPublisher, federal_key: SecretStr) -
                     "as_of": _time(s.as_of) or None,
                     "generated_at": _time(s.generated_at),
                     "metrics": {metric: s.metrics.get(metric) for metric in METRICS},
-                    "withheld": [m for m in s.suppressed if m in METRICS],
+                    "statistics": {name: s.statistics.get(name) for name in STATISTICS},
+                    "withheld": [m for m in s.suppressed if m in METRICS or m in STATISTICS],
                 }
                 for s in await selected(scope)
             ],
@@ -211,4 +252,60 @@ def aggregates_router(*, snapshots: SnapshotPublisher, federal_key: SecretStr) -
             ],
         }
 
-    return router
+    async def field_snapshots() -> list[AggregateSnapshot]:
+        found = await snapshots.all_current()
+        return [s for s in found if s.scope is AggregateScope.FIELD]
+
+    def field_row(s: AggregateSnapshot) -> list[Any]:
+        number = int(s.scope_key)
+        return [
+            number,
+            FIELD_NAMES_DE[number],
+            FIELD_NAMES_EN[number],
+            s.sequence,
+            _time(s.as_of),
+            _time(s.generated_at),
+            *(_cell(s.metrics.get(metric)) for metric in FIELD_METRICS),
+            *(_statistic(s, name) for name in FIELD_STATISTICS),
+        ]
+
+    @router.get("/fields.csv", response_class=Response)
+    async def export_fields_csv() -> Response:
+        """One row per field of action: score distribution across municipalities, measures
+        by status, workshop mean and gap; '.' = withheld, empty = no figure yet."""
+        rows = [field_row(s) for s in await field_snapshots()]
+        return _csv((*FIELD_COLUMNS, *FIELD_METRICS, *FIELD_STATISTICS), rows, "wok-fields.csv")
+
+    @router.get("/fields.json")
+    async def export_fields_json() -> dict[str, Any]:
+        return {
+            "data_dictionary_version": DATA_DICTIONARY_VERSION,
+            "rows": [
+                {
+                    "field": int(s.scope_key),
+                    "field_name_de": FIELD_NAMES_DE[int(s.scope_key)],
+                    "field_name_en": FIELD_NAMES_EN[int(s.scope_key)],
+                    "sequence": s.sequence,
+                    "as_of": _time(s.as_of) or None,
+                    "generated_at": _time(s.generated_at),
+                    "metrics": {metric: s.metrics.get(metric) for metric in FIELD_METRICS},
+                    "statistics": {name: s.statistics.get(name) for name in FIELD_STATISTICS},
+                    "municipalities": {
+                        name.removeprefix("score:"): {
+                            "score": value,
+                            "rank": _rank(s.statistics.get("rank:" + name.removeprefix("score:"))),
+                        }
+                        for name, value in sorted(s.statistics.items())
+                        if name.startswith("score:")
+                    },
+                    "withheld": list(s.suppressed),
+                }
+                for s in await field_snapshots()
+            ],
+        }
+
+    # The dashboard page next to the API it reads (it holds no figures itself).
+    with_dashboard = APIRouter()
+    with_dashboard.include_router(router)
+    with_dashboard.include_router(dashboard_router())
+    return with_dashboard

@@ -1,0 +1,275 @@
+"""Batch consumption: every record ends stored once with its offset, skipped, or dead-lettered.
+
+Fast: a fake sink and publisher, no broker, tiny backoff. The sink on the real database and
+broker is exercised by reporting's storage tests and the e2e SIGKILL test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.errors import AutoReconnect
+
+from tests.contracts.test_envelope import sample_events
+from wok_contracts import (
+    ContractError,
+    Envelope,
+    MunicipalityRegistered,
+    ParticipantRegistered,
+    RegistrationStatus,
+    Sector,
+    decode_envelope,
+    new_envelope,
+)
+from wok_runtime.batch import BatchProcessor, PartitionBatch, decode
+from wok_runtime.consumer import DLQ_REASON, ProcessorMetrics, Record, RetryPolicy
+
+CONSUMER = "reporting"
+DEAD_LETTERS = "dead-letter.reporting.v1"
+TOPIC = "registration.events.v1"
+KAISERSLAUTERN = "07312000"
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+
+
+@dataclass
+class RecordingPublisher:
+    messages: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
+
+    async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+        self.messages.append((topic, key, value, headers))
+
+
+@dataclass
+class Sink:
+    """Stores event ids per partition with the offset, like reporting's chunks; fails on
+    request: `poison` ids always, `outages` times with a database error first."""
+
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    stored: dict[str, int] = field(default_factory=dict)  # event id -> times stored
+    writes: int = 0
+    poison: set[str] = field(default_factory=set)
+    outages: int = 0
+
+    async def stored_offset(self, topic: str, partition: int) -> int | None:
+        return self.offsets.get((topic, partition))
+
+    async def store(self, batches: Sequence[PartitionBatch]) -> None:
+        if self.outages:
+            self.outages -= 1
+            raise AutoReconnect("database away")
+        ids = [item.envelope.id for batch in batches for item in batch.items]
+        if self.poison & set(ids):
+            raise ValueError("cannot project this event")
+        self.writes += 1
+        for event_id in ids:
+            self.stored[event_id] = self.stored.get(event_id, 0) + 1
+        for batch in batches:
+            self.offsets[(batch.topic, batch.partition)] = batch.last_offset
+
+
+def registered(registration_id: str) -> Envelope[Any]:
+    return new_envelope(
+        ParticipantRegistered(
+            registration_id=registration_id,
+            dialogue_event_id="dlg-1",
+            ags=KAISERSLAUTERN,
+            status=RegistrationStatus.CONFIRMED,
+            sector=Sector.RESIDENT,
+        ),
+        source="/wok/registration",
+        municipality=KAISERSLAUTERN,
+    )
+
+
+def record(offset: int, value: bytes, *, partition: int = 0) -> Record:
+    return Record(
+        topic=TOPIC, partition=partition, offset=offset, key=KAISERSLAUTERN.encode(), value=value
+    )
+
+
+@dataclass
+class Consumer:
+    processor: BatchProcessor
+    sink: Sink
+    dead_letters: RecordingPublisher
+    outcomes: list[tuple[str, str]]
+
+
+def consumer(sink: Sink | None = None, *, pipeline_records: int = 1000) -> Consumer:
+    sink = sink or Sink()
+    dead_letters = RecordingPublisher()
+    outcomes: list[tuple[str, str]] = []
+    processor = BatchProcessor(
+        consumer=CONSUMER,
+        sink=sink,
+        event_types={ParticipantRegistered.event_type},
+        dead_letters=dead_letters,
+        dead_letter_topic=DEAD_LETTERS,
+        retry=FAST_RETRY,
+        metrics=ProcessorMetrics(on_outcome=lambda t, outcome: outcomes.append((t, outcome))),
+        pipeline_records=pipeline_records,
+    )
+    return Consumer(processor, sink, dead_letters, outcomes)
+
+
+async def test_a_batch_is_one_write_with_each_partitions_last_offset() -> None:
+    c = consumer()
+    events = [registered(f"reg-{n}") for n in range(6)]
+    records = [record(10 + n, e.to_json_bytes(), partition=n % 2) for n, e in enumerate(events)]
+
+    await c.processor.process(records)
+
+    assert c.sink.writes == 1
+    assert c.sink.stored == {e.id: 1 for e in events}
+    assert c.sink.offsets == {(TOPIC, 0): 14, (TOPIC, 1): 15}
+    assert c.outcomes.count((ParticipantRegistered.event_type, "processed")) == 6
+
+
+async def test_a_large_batch_is_written_in_parts_in_order_while_the_next_is_decoded() -> None:
+    @dataclass
+    class OrderedSink(Sink):
+        active: int = 0
+        most_at_once: int = 0
+
+        async def store(self, batches: Sequence[PartitionBatch]) -> None:
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+            try:
+                await asyncio.sleep(0.01)  # a write takes a while: the next part is decoded
+                await super().store(batches)
+            finally:
+                self.active -= 1
+
+    sink = OrderedSink()
+    c = consumer(sink, pipeline_records=2)
+    events = [registered(f"reg-{n}") for n in range(7)]
+    sink.poison = {events[4].id}
+
+    await c.processor.process([record(n, e.to_json_bytes()) for n, e in enumerate(events)])
+
+    # Parts of 2, each written after the one before it was stored; the poisoned event's
+    # part falls back to one at a time and its event is dead-lettered.
+    assert sink.most_at_once == 1
+    assert sink.writes >= 4
+    assert sink.stored == {e.id: 1 for e in events if e.id != events[4].id}
+    assert sink.offsets == {(TOPIC, 0): 6}
+    ((_, _, value, _),) = c.dead_letters.messages
+    assert value == events[4].to_json_bytes()
+
+
+async def test_records_at_or_below_the_stored_offset_are_skipped_after_an_assignment() -> None:
+    """A batch stored but not committed (crash, rebalance) comes again: applied once."""
+    events = [registered(f"reg-{n}") for n in range(5)]
+    records = [record(n, e.to_json_bytes()) for n, e in enumerate(events)]
+    first = consumer()
+    await first.processor.process(records[:3])
+
+    again = consumer(first.sink)  # a new member reads the position stored with the state
+    await again.processor.process(records)
+
+    assert first.sink.stored == {e.id: 1 for e in events}
+    assert first.sink.offsets == {(TOPIC, 0): 4}
+    assert again.outcomes.count(("replayed", "duplicate")) == 3
+
+
+async def test_the_stored_offset_is_read_again_after_a_rebalance() -> None:
+    c = consumer()
+    events = [registered(f"reg-{n}") for n in range(4)]
+    await c.processor.process([record(0, events[0].to_json_bytes())])
+    # Meanwhile another member stored up to offset 2 of the partition.
+    c.sink.offsets[(TOPIC, 0)] = 2
+    c.processor.forget_positions([(TOPIC, 0)])
+
+    await c.processor.process([record(n, e.to_json_bytes()) for n, e in enumerate(events)])
+
+    assert set(c.sink.stored) == {events[0].id, events[3].id}
+
+
+async def test_an_invalid_message_is_dead_lettered_and_its_offset_stored_with_the_rest() -> None:
+    c = consumer()
+    good = registered("reg-1")
+    unknown_type = new_envelope(
+        MunicipalityRegistered(ags=KAISERSLAUTERN, name="K", kind="city", land="07"),
+        source="/wok/registration",
+        municipality=KAISERSLAUTERN,
+    )
+
+    await c.processor.process(
+        [
+            record(0, b"{not json"),
+            record(1, good.to_json_bytes()),
+            record(2, unknown_type.to_json_bytes()),
+        ]
+    )
+
+    ((topic, key, value, headers),) = c.dead_letters.messages
+    assert (topic, key, value) == (DEAD_LETTERS, KAISERSLAUTERN, b"{not json")
+    assert headers[DLQ_REASON].startswith("not JSON")
+    assert headers["wok-dlq-offset"] == "0"
+    assert c.sink.stored == {good.id: 1}
+    assert c.sink.offsets == {(TOPIC, 0): 2}  # past the ignored and dead-lettered ones
+    assert (MunicipalityRegistered.event_type, "ignored") in c.outcomes
+
+
+async def test_an_event_the_sink_keeps_failing_on_is_dead_lettered_and_the_others_stored() -> None:
+    c = consumer()
+    events = [registered(f"reg-{n}") for n in range(4)]
+    c.sink.poison = {events[1].id}
+
+    await c.processor.process([record(n, e.to_json_bytes()) for n, e in enumerate(events)])
+
+    assert c.sink.stored == {e.id: 1 for e in events if e.id != events[1].id}
+    ((_, _, value, headers),) = c.dead_letters.messages
+    assert value == events[1].to_json_bytes()
+    assert headers[DLQ_REASON].startswith("handler failed after 3 attempts")
+    assert c.sink.offsets == {(TOPIC, 0): 3}
+    assert (ParticipantRegistered.event_type, "dead_lettered") in c.outcomes
+
+
+async def test_a_database_outage_is_waited_out_without_dead_letters() -> None:
+    c = consumer(Sink(outages=10))  # more than max_attempts: outages do not count
+    events = [registered(f"reg-{n}") for n in range(3)]
+
+    await c.processor.process([record(n, e.to_json_bytes()) for n, e in enumerate(events)])
+
+    assert c.dead_letters.messages == []
+    assert c.sink.stored == {e.id: 1 for e in events}
+    assert c.sink.writes == 1
+
+
+def test_the_fast_decoder_answers_as_decode_envelope_does() -> None:
+    for data in sample_events():
+        raw = new_envelope(
+            data, source="/test", municipality=getattr(data, "ags", None)
+        ).to_json_bytes()
+        assert decode(raw) == decode_envelope(raw)
+    # A "type" inside the data ahead of the envelope's own: the guess is wrong, the answer not.
+    envelope = registered("reg-9")
+    document = envelope.model_dump(mode="json")
+    reordered = {"data": {**document["data"], "type": "registration.municipality.registered.v1"}}
+    reordered.update({k: v for k, v in document.items() if k != "data"})
+    raw = json.dumps(reordered).encode()
+    assert decode(raw) == decode_envelope(raw)
+    assert decode(raw).type == ParticipantRegistered.event_type
+    for bad in (
+        b"{not json",
+        b"",
+        b'{"type": "nope.v1"}',
+        b"\xff\xfe",
+        raw.replace(b"07312000", b"x"),
+    ):
+        try:
+            decode_envelope(bad)
+        except ContractError as expected:
+            try:
+                decode(bad)
+            except ContractError as error:
+                assert error.reason == expected.reason
+            else:
+                raise AssertionError(f"{bad!r} decoded")
+        else:
+            raise AssertionError(f"{bad!r} is valid")
