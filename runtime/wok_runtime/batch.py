@@ -379,7 +379,7 @@ def subscribe_batches(
     consume.__name__ = f"consume_batches_{processor.consumer.replace('-', '_')}"
     return broker.subscriber(
         *(settings.topic(topic) for topic in topics),
-        group_id=processor.consumer,
+        group_id=settings.consumer_group(processor.consumer),
         batch=True,
         max_records=max_records,
         batch_timeout_ms=batch_timeout_ms,

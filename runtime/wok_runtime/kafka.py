@@ -131,7 +131,7 @@ def subscribe(
     consume.__name__ = f"consume_{processor.consumer.replace('-', '_')}"
     return broker.subscriber(
         *(settings.topic(topic) for topic in topics),
-        group_id=processor.consumer,
+        group_id=settings.consumer_group(processor.consumer),
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,

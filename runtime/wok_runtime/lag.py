@@ -73,7 +73,9 @@ class LagMonitor:
             ]
             if not partitions:
                 continue
-            offsets = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            offsets = await admin.list_consumer_group_offsets(
+                self._settings.consumer_group(group), partitions=partitions
+            )
             committed = {
                 partition: meta.offset
                 for partition, meta in offsets.items()

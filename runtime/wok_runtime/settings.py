@@ -67,3 +67,7 @@ class WokSettings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def consumer_group(self, name: str) -> str:
+        """Consumer groups carry the prefix too: deployments sharing a cluster stay apart."""
+        return f"{self.topic_prefix}{name}"

@@ -346,7 +346,9 @@ async def lag(stack: EmbeddedStack, group: str, *, of: str = "registration.event
 
     name = topic(stack, of)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=stack.kafka_bootstrap,
+        group_id=f"{stack.settings.topic_prefix}{group}",  # groups carry the prefix too
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:

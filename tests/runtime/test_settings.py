@@ -84,3 +84,11 @@ def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert WokSettings(mongodb_uri="mongodb://127.0.0.1:40001").mongodb_uri == (
         "mongodb://127.0.0.1:40001"
     )
+
+
+def test_consumer_groups_carry_the_deployment_prefix_like_topics() -> None:
+    # two deployments on one cluster (e.g. staging and production) must not share a group
+    staging = WokSettings(topic_prefix="staging.")
+    assert staging.consumer_group("reporting") == "staging.reporting"
+    assert staging.topic("registration.events.v1") == "staging.registration.events.v1"
+    assert WokSettings().consumer_group("reporting") == "reporting"
