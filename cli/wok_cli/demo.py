@@ -41,6 +41,7 @@ from wok_assessment.domain.catalogue import Catalogue, parse_catalogue
 from wok_assessment.domain.scoring import assess
 from wok_cli.demo_municipal import STEPS as MUNICIPAL_STEPS
 from wok_cli.demo_municipal import play_municipal_operations
+from wok_cli.demo_notification import set_contact_offices, wait_for_staff_mails
 from wok_cli.demo_reporting import reporting_checks
 from wok_contracts import ContractError, decode_envelope
 from wok_contracts.events.assessment import AssessmentLevel, AssessmentScored, StakeholderGroup
@@ -1598,6 +1599,7 @@ async def run_demo(
     progress: Callable[[str, int, int], None] = lambda step, done, total: None,
 ) -> DemoResult:
     started = time.monotonic()
+    started_wall = time.time()
     before = await latest_program_snapshot(endpoints)
     before_metrics = (before or {}).get("metrics", {})
     baseline: dict[str, int | None] = {
@@ -1608,6 +1610,11 @@ async def run_demo(
         played = await player.play(client)
         if endpoints.service_key:
             await player.play_rules(client, played)
+        offices, office_problems = await set_contact_offices(
+            client,
+            admin_key=endpoints.admin_key,
+            municipalities=[p.ags for p in played if p.onboarded],
+        )
         municipal = await play_municipal_operations(
             client,
             played=played,
@@ -1703,6 +1710,23 @@ async def run_demo(
                 progress=lambda done, total: progress(STEP_RULE_MAILS, done, total),
             )
     checks.extend(rule_checks(played, promotions=promotions, mails=rule_mails, folder=folder))
+    if folder is None:
+        checks.append(Check("staff mails", "skipped", "the stack's mail folder is unknown"))
+    else:
+        staff_problems = office_problems + await wait_for_staff_mails(
+            folder,
+            offices,
+            timeout_s=max(5.0, deadline - time.monotonic()),
+            since=started_wall - 1.0,
+        )
+        checks.append(
+            judged(
+                "staff mails",
+                staff_problems,
+                passed=f"each of {len(offices)} contact offices got one 'self-check scored' "
+                "mail in its language (Arabic right to left) with the link to its field report",
+            )
+        )
     return DemoResult(
         played=played,
         baseline=baseline,

@@ -74,9 +74,13 @@ async def set_contact_offices(
     return offices, problems
 
 
-def _mails_to(mail_dir: Path, addresses: set[str]) -> dict[str, list[EmailMessage]]:
+def _mails_to(
+    mail_dir: Path, addresses: set[str], *, since: float = 0.0
+) -> dict[str, list[EmailMessage]]:
     found: dict[str, list[EmailMessage]] = {}
     for path in sorted(mail_dir.glob("*.eml")):
+        if path.stat().st_mtime < since:
+            continue  # an earlier run's mail on the same stack
         message = email.message_from_bytes(path.read_bytes(), policy=default_policy)
         if not isinstance(message, EmailMessage) or message["To"] is None:
             continue
@@ -86,9 +90,12 @@ def _mails_to(mail_dir: Path, addresses: set[str]) -> dict[str, list[EmailMessag
     return found
 
 
-def staff_mail_problems(mail_dir: Path, offices: Mapping[str, Office]) -> list[str]:
-    """What is wrong with the offices' mails (empty: each got exactly its one)."""
-    received = _mails_to(mail_dir, {office.email for office in offices.values()})
+def staff_mail_problems(
+    mail_dir: Path, offices: Mapping[str, Office], *, since: float = 0.0
+) -> list[str]:
+    """What is wrong with the offices' mails written since `since` (a Unix time; empty:
+    each got exactly its one)."""
+    received = _mails_to(mail_dir, {office.email for office in offices.values()}, since=since)
     problems = []
     for ags, office in offices.items():
         mails = received.get(office.email, [])
@@ -110,12 +117,12 @@ def staff_mail_problems(mail_dir: Path, offices: Mapping[str, Office]) -> list[s
 
 
 async def wait_for_staff_mails(
-    mail_dir: Path, offices: Mapping[str, Office], *, timeout_s: float = 60.0
+    mail_dir: Path, offices: Mapping[str, Office], *, timeout_s: float = 60.0, since: float = 0.0
 ) -> list[str]:
     """Poll the mail folder until every office has its mail (or the time is up)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        problems = staff_mail_problems(mail_dir, offices)
+        problems = staff_mail_problems(mail_dir, offices, since=since)
         if not problems or time.monotonic() > deadline:
             return problems
         await asyncio.sleep(1.0)

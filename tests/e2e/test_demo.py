@@ -43,6 +43,7 @@ CHECKS = (
     "peer activity feeds",
     "measures that helped",
     "peer suggestions as events",
+    "staff mails",
 )
 
 
@@ -100,12 +101,14 @@ def test_demo_starts_its_own_stack_plays_and_agrees(tmp_path: Path) -> None:
     kinds = [str(m["Message-ID"]).strip().strip("<").split(".")[0] for m in every_mail]
     # Bochum (13 places asked, 3 wait) and Berlin (16, 6 wait) are full: one promotion each;
     # Bochum's event moved by a week: its 12 still registered are told, once each; the
-    # person erased there is told their data is gone.
+    # person erased there is told their data is gone; each municipality's contact office is
+    # told its self-check was scored.
     assert Counter(kinds) == {
         "confirmation": registrations,
         "promotion": 2,
         "rescheduled": 12,
         "erasure": 1,
+        "self_check_scored": 4,
     }
     for mail, kind in zip(every_mail, kinds, strict=True):
         if kind == "rescheduled":
@@ -166,6 +169,7 @@ def test_demo_on_a_stack_without_a_known_mail_folder_skips_only_the_mail_checks(
         "promotion mails": "skipped",
         "rescheduled mails": "skipped",
         **{name: "passed" for name in CHECKS[12:]},
+        "staff mails": "skipped",
     }
     assert "mail folder is unknown" in result.stdout
     assert "Skipped: confirmation mails per language" in result.stdout

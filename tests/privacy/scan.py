@@ -170,6 +170,10 @@ class Person:
         return Needles.of(names=self.names, emails=[self.email])
 
 
+# Mails to a municipality's contact office: its address is institutional, not personal data.
+STAFF_MAIL_KINDS = frozenset({"self_check_scored"})
+
+
 def people_in_mail(mail_dir: Path) -> dict[str, Person]:
     """Everyone the stack's SMTP sink holds a mail for, by address (lower case): the name and
     address of the To header, and the registration and kind each Message-ID names
@@ -180,6 +184,8 @@ def people_in_mail(mail_dir: Path) -> dict[str, Person]:
         headers = parser.parsebytes(path.read_bytes())
         delivery = str(headers.get("Message-ID", "")).strip().strip("<>").rpartition("@")[0]
         kind, _, rest = delivery.partition(".")
+        if kind in STAFF_MAIL_KINDS:
+            continue  # to a municipality's office (an institution's address), not a person
         registration_id = rest.split(".")[0]
         for name, address in getaddresses([str(headers.get("To", ""))]):
             if "@" not in address:
