@@ -6,7 +6,7 @@ office (staff mails)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -17,6 +17,8 @@ from wok_runtime.consumer import TransientError
 from wok_runtime.logging import get_logger
 
 log = get_logger(__name__)
+
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 class ContactLookupFailed(Exception):
@@ -42,8 +44,10 @@ class _ContactResponse(BaseModel):
     erasure_url: str | None = None
 
 
-class HttpContactDirectory:
-    """`GET /internal/v1/registrations/{id}/contact` with the shared service key."""
+class _RegistrationLookup:
+    """A GET of one of registration's internal routes with the shared service key, its body
+    read into `model`: None for 404, TransientError while registration cannot answer,
+    ContactLookupFailed for an answer that retrying will not change."""
 
     def __init__(
         self,
@@ -58,8 +62,7 @@ class HttpContactDirectory:
         self._timeout_s = timeout_s
         self._transport = transport
 
-    async def fetch(self, registration_id: str) -> Contact | None:
-        path = f"/internal/v1/registrations/{quote(registration_id, safe='')}/contact"
+    async def _lookup(self, path: str, model: type[_Body], *, what: str) -> _Body | None:
         response = await _get(
             base_url=self._base_url,
             path=path,
@@ -70,11 +73,21 @@ class HttpContactDirectory:
         if response is None:
             return None
         try:
-            body = _ContactResponse.model_validate_json(response.content)
+            return model.model_validate_json(response.content)
         except ValidationError as error:
             raise ContactLookupFailed(
-                f"unexpected contact response: {error.error_count()} invalid fields"
+                f"unexpected {what} response: {error.error_count()} invalid fields"
             ) from error
+
+
+class HttpContactDirectory(_RegistrationLookup):
+    """`GET /internal/v1/registrations/{id}/contact` with the shared service key."""
+
+    async def fetch(self, registration_id: str) -> Contact | None:
+        path = f"/internal/v1/registrations/{quote(registration_id, safe='')}/contact"
+        body = await self._lookup(path, _ContactResponse, what="contact")
+        if body is None:
+            return None
         return Contact(
             registration_id=body.registration_id,
             dialogue_event_id=body.dialogue_event_id,
@@ -127,38 +140,14 @@ class _AccessResponse(BaseModel):
     online_link: str | None = None
 
 
-class HttpAccessDirectory:
+class HttpAccessDirectory(_RegistrationLookup):
     """`GET /internal/v1/dialogue-events/{id}/access` with the shared service key."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        service_key: str,
-        timeout_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._service_key = service_key
-        self._timeout_s = timeout_s
-        self._transport = transport
-
     async def fetch(self, dialogue_event_id: str) -> AccessInfo | None:
-        response = await _get(
-            base_url=self._base_url,
-            path=f"/internal/v1/dialogue-events/{quote(dialogue_event_id, safe='')}/access",
-            service_key=self._service_key,
-            timeout_s=self._timeout_s,
-            transport=self._transport,
-        )
-        if response is None:
+        path = f"/internal/v1/dialogue-events/{quote(dialogue_event_id, safe='')}/access"
+        body = await self._lookup(path, _AccessResponse, what="access")
+        if body is None:
             return None
-        try:
-            body = _AccessResponse.model_validate_json(response.content)
-        except ValidationError as error:
-            raise ContactLookupFailed(
-                f"unexpected access response: {error.error_count()} invalid fields"
-            ) from error
         return AccessInfo(place=body.place, online_link=body.online_link)
 
 
@@ -213,39 +202,16 @@ class _InviteesResponse(BaseModel):
     invitees: list[_Invitee]
 
 
-class HttpTaskforceDirectory:
+class HttpTaskforceDirectory(_RegistrationLookup):
     """`GET /internal/v1/dialogue-events/{id}/taskforce-invitees` with the service key."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        service_key: str,
-        timeout_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._service_key = service_key
-        self._timeout_s = timeout_s
-        self._transport = transport
-
     async def fetch(self, dialogue_event_id: str) -> list[Contact]:
-        response = await _get(
-            base_url=self._base_url,
-            path=f"/internal/v1/dialogue-events/{quote(dialogue_event_id, safe='')}"
-            "/taskforce-invitees",
-            service_key=self._service_key,
-            timeout_s=self._timeout_s,
-            transport=self._transport,
+        path = (
+            f"/internal/v1/dialogue-events/{quote(dialogue_event_id, safe='')}/taskforce-invitees"
         )
-        if response is None:
+        body = await self._lookup(path, _InviteesResponse, what="invitees")
+        if body is None:
             return []
-        try:
-            body = _InviteesResponse.model_validate_json(response.content)
-        except ValidationError as error:
-            raise ContactLookupFailed(
-                f"unexpected invitees response: {error.error_count()} invalid fields"
-            ) from error
         return [
             Contact(
                 registration_id=invitee.member_id,
@@ -272,38 +238,14 @@ class _OfficeResponse(BaseModel):
     language: str = "de"
 
 
-class HttpOfficeDirectory:
+class HttpOfficeDirectory(_RegistrationLookup):
     """`GET /internal/v1/municipalities/{ags}/contact-office` with the service key."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        service_key: str,
-        timeout_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._service_key = service_key
-        self._timeout_s = timeout_s
-        self._transport = transport
-
     async def fetch(self, ags: str) -> OfficeContact | None:
-        response = await _get(
-            base_url=self._base_url,
-            path=f"/internal/v1/municipalities/{quote(ags, safe='')}/contact-office",
-            service_key=self._service_key,
-            timeout_s=self._timeout_s,
-            transport=self._transport,
-        )
-        if response is None:
+        path = f"/internal/v1/municipalities/{quote(ags, safe='')}/contact-office"
+        body = await self._lookup(path, _OfficeResponse, what="contact office")
+        if body is None:
             return None
-        try:
-            body = _OfficeResponse.model_validate_json(response.content)
-        except ValidationError as error:
-            raise ContactLookupFailed(
-                f"unexpected contact office response: {error.error_count()} invalid fields"
-            ) from error
         return OfficeContact(
             ags=body.ags,
             municipality_name=body.name,
