@@ -593,6 +593,30 @@ class _DeliveryTransitions(ABC):
 ACTIVE_SCHEDULE = [ScheduleStatus.SCHEDULED, ScheduleStatus.CLAIMED]
 
 
+async def _claim_due(
+    collection: Any,
+    *,
+    waiting: str,
+    claimed: str,
+    now: datetime,
+    lease: timedelta,
+    token: str,
+) -> dict[str, Any] | None:
+    """Take one document that is due (or whose holder died: its lease ran out) for `token`
+    with one conditional write, so two workers never hold the same one."""
+    claim = {"$set": {"status": claimed, "token": token, "claimed_until": iso_utc(now + lease)}}
+    for query in (
+        {"status": waiting, "due_at": {"$lte": iso_utc(now)}},
+        {"status": claimed, "claimed_until": {"$lte": iso_utc(now)}},
+    ):
+        document: dict[str, Any] | None = await collection.find_one_and_update(
+            query, claim, return_document=ReturnDocument.AFTER
+        )
+        if document is not None:
+            return document
+    return None
+
+
 class MongoNotificationRepository(_DeliveryTransitions):
     def __init__(self, database: Any) -> None:
         self.events = database["dialogue_events"]
@@ -661,24 +685,15 @@ class MongoNotificationRepository(_DeliveryTransitions):
     async def claim_due_digest(
         self, *, now: datetime, lease: timedelta, token: str
     ) -> Digest | None:
-        claim = {
-            "$set": {
-                "status": DigestStatus.SENDING,
-                "token": token,
-                "claimed_until": iso_utc(now + lease),
-            }
-        }
-        for query in (
-            {"status": DigestStatus.OPEN, "due_at": {"$lte": iso_utc(now)}},
-            # a sender that died mid-send: its lease has run out
-            {"status": DigestStatus.SENDING, "claimed_until": {"$lte": iso_utc(now)}},
-        ):
-            document = await self.digests.find_one_and_update(
-                query, claim, return_document=ReturnDocument.AFTER
-            )
-            if document is not None:
-                return _digest(document)
-        return None
+        document = await _claim_due(
+            self.digests,
+            waiting=DigestStatus.OPEN,
+            claimed=DigestStatus.SENDING,
+            now=now,
+            lease=lease,
+            token=token,
+        )
+        return _digest(document) if document is not None else None
 
     async def retry_digest(self, digest_id: str, *, token: str, due_at: datetime) -> None:
         await self.digests.update_one(
@@ -778,24 +793,15 @@ class MongoNotificationRepository(_DeliveryTransitions):
     async def claim_due(
         self, *, now: datetime, lease: timedelta, token: str
     ) -> ScheduledMessage | None:
-        claim = {
-            "$set": {
-                "status": ScheduleStatus.CLAIMED,
-                "token": token,
-                "claimed_until": iso_utc(now + lease),
-            }
-        }
-        for query in (
-            {"status": ScheduleStatus.SCHEDULED, "due_at": {"$lte": iso_utc(now)}},
-            # a dispatcher that died mid-claim: its lease has run out
-            {"status": ScheduleStatus.CLAIMED, "claimed_until": {"$lte": iso_utc(now)}},
-        ):
-            document = await self.scheduled.find_one_and_update(
-                query, claim, return_document=ReturnDocument.AFTER
-            )
-            if document is not None:
-                return _scheduled(document)
-        return None
+        document = await _claim_due(
+            self.scheduled,
+            waiting=ScheduleStatus.SCHEDULED,
+            claimed=ScheduleStatus.CLAIMED,
+            now=now,
+            lease=lease,
+            token=token,
+        )
+        return _scheduled(document) if document is not None else None
 
     async def finish_scheduled(self, message_id: str, *, token: str, status: str) -> None:
         await self.scheduled.update_one(
