@@ -15,6 +15,7 @@ from wok_contracts.events.assessment import MeasureStatus
 from wok_contracts.events.exchange import PeerActivityKind, PeerReason, PeerRole
 from wok_exchange.domain import FIELD_NAMES
 from wok_exchange.handlers import ExchangeHandlers, Standing
+from wok_runtime.http_errors import problem
 from wok_runtime.municipal_keys import KeyDirectory, municipality_key_dependency
 
 
@@ -80,20 +81,10 @@ def _own(standing: Standing, ags: str) -> tuple[bool, list[int], list[int]]:
     return True, sorted(profile.deficits), sorted(profile.latest.strengths)
 
 
-def _problem(description: str) -> dict[str, Any]:
-    """An error answer `{"detail": "..."}`."""
-    schema = {
-        "type": "object",
-        "properties": {"detail": {"type": "string"}},
-        "required": ["detail"],
-    }
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
 # What any route may answer besides its own responses (documented once for all of them).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _problem("No key, or an unknown or revoked one"),
-    403: _problem("Another municipality's key"),
+    401: problem("No key, or an unknown or revoked one"),
+    403: problem("Another municipality's key"),
 }
 
 

@@ -8,8 +8,8 @@ defined inside `build_router` at runtime.
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from wok_assessment.domain import FIELDS_OF_ACTION
@@ -27,6 +27,8 @@ from wok_assessment.report import render_report
 from wok_assessment.report_pdf import render_report_pdf
 from wok_contracts import Ags
 from wok_contracts.events.assessment import AssessmentLevel, MeasureStatus, StakeholderGroup
+from wok_runtime.http_errors import install_error_handlers as install_domain_errors
+from wok_runtime.http_errors import problem
 from wok_runtime.municipal_keys import (
     KeyDirectory,
     forbid_other_municipality,
@@ -347,34 +349,16 @@ DOMAIN_ERRORS: tuple[type[Exception], ...] = (
 
 def install_error_handlers(app: FastAPI) -> None:
     """Domain errors become their 4xx once, for every route (see `_errors`)."""
-
-    async def answer(_: Request, error: Exception) -> JSONResponse:
-        failure = _errors(error)
-        return JSONResponse(
-            {"detail": failure.detail}, status_code=failure.status_code, headers=failure.headers
-        )
-
-    for error_type in DOMAIN_ERRORS:
-        app.add_exception_handler(error_type, answer)
-
-
-def _problem(description: str) -> dict[str, Any]:
-    """An error answer `{"detail": "..."}`, JSON even on routes that answer HTML."""
-    schema = {
-        "type": "object",
-        "properties": {"detail": {"type": "string"}},
-        "required": ["detail"],
-    }
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    install_domain_errors(app, errors=DOMAIN_ERRORS, to_http=_errors)
 
 
 # What any route may answer besides its own responses (documented once for all of them).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _problem("The body could not be read (not UTF-8 JSON)"),
-    401: _problem("No key, or an unknown or revoked one"),
-    403: _problem("Another municipality's key"),
-    404: _problem("No such self-check, measure, municipality or catalogue version"),
-    409: _problem("Not possible in the current state (e.g. the self-check was submitted)"),
+    400: problem("The body could not be read (not UTF-8 JSON)"),
+    401: problem("No key, or an unknown or revoked one"),
+    403: problem("Another municipality's key"),
+    404: problem("No such self-check, measure, municipality or catalogue version"),
+    409: problem("Not possible in the current state (e.g. the self-check was submitted)"),
 }
 
 

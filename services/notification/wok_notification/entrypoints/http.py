@@ -17,6 +17,7 @@ from wok_contracts import NotificationKind
 from wok_notification import domain
 from wok_notification.handlers import DeliveryNotFound, NotificationHandlers
 from wok_notification.settings import NotificationSettings
+from wok_runtime.http_errors import problem
 
 bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -52,21 +53,11 @@ class DeliveryPublic(BaseModel):
         )
 
 
-def _problem(description: str) -> dict[str, Any]:
-    """An error answer `{"detail": "..."}`, JSON even on routes that answer HTML."""
-    schema = {
-        "type": "object",
-        "properties": {"detail": {"type": "string"}},
-        "required": ["detail"],
-    }
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
 # What any route may answer besides its own responses (documented once for all of them).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _problem("No service key, or a wrong one"),
-    404: _problem("No such delivery"),
-    409: _problem("The delivery is not undeliverable"),
+    401: problem("No service key, or a wrong one"),
+    404: problem("No such delivery"),
+    409: problem("The delivery is not undeliverable"),
 }
 
 

@@ -53,6 +53,8 @@ from wok_registration import domain
 from wok_registration.entrypoints import pages
 from wok_registration.handlers import Conflict, NotFound, RegistrationHandlers
 from wok_registration.settings import RegistrationSettings
+from wok_runtime.http_errors import install_error_handlers as install_domain_errors
+from wok_runtime.http_errors import problem
 
 bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -417,41 +419,23 @@ def _errors(error: Exception) -> HTTPException:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Domain errors become their 4xx once, for every route (see `_errors`)."""
-
-    async def answer(_: Request, error: Exception) -> JSONResponse:
-        failure = _errors(error)
-        return JSONResponse(
-            {"detail": failure.detail}, status_code=failure.status_code, headers=failure.headers
-        )
-
-    for error_type in (NotFound, Conflict, domain.DomainError):
-        app.add_exception_handler(error_type, answer)
+    install_domain_errors(app, errors=(NotFound, Conflict, domain.DomainError), to_http=_errors)
 
 
 def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def _problem(description: str) -> dict[str, Any]:
-    """An error answer `{"detail": "..."}`, JSON even on routes that answer HTML."""
-    schema = {
-        "type": "object",
-        "properties": {"detail": {"type": "string"}},
-        "required": ["detail"],
-    }
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
 # What any route may answer besides its own responses (documented once for all of them).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _problem("The body could not be read (not UTF-8 JSON)"),
-    401: _problem("No key, or an unknown or revoked one"),
-    403: _problem("The key (or the signed link) may not do this"),
-    404: _problem("No such municipality, dialogue event, registration or member"),
-    409: _problem("Not possible in the current state (e.g. already onboarded, deadline passed)"),
-    410: _problem("The signed link has expired"),
-    413: _problem("The request body is too large"),
-    415: _problem("The request body is not JSON"),
+    400: problem("The body could not be read (not UTF-8 JSON)"),
+    401: problem("No key, or an unknown or revoked one"),
+    403: problem("The key (or the signed link) may not do this"),
+    404: problem("No such municipality, dialogue event, registration or member"),
+    409: problem("Not possible in the current state (e.g. already onboarded, deadline passed)"),
+    410: problem("The signed link has expired"),
+    413: problem("The request body is too large"),
+    415: problem("The request body is not JSON"),
 }
 
 
@@ -742,9 +726,9 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         except domain.InvalidLink as error:
             raise _forbidden(str(error)) from error
 
-    def link_problem(error: HTTPException) -> HTMLResponse:
+    def linkproblem(error: HTTPException) -> HTMLResponse:
         return HTMLResponse(
-            pages.problem("Link nicht gültig", _german_link_problem(error.status_code)),
+            pages.problem("Link nicht gültig", _german_linkproblem(error.status_code)),
             status_code=error.status_code,
         )
 
@@ -760,7 +744,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         try:
             check_link(domain.LinkAction.CANCEL, registration_id, expires, signature)
         except HTTPException as error:
-            return link_problem(error)
+            return linkproblem(error)
         view = await handlers.registration_view(registration_id)
         if view is None:
             return HTMLResponse(
@@ -786,7 +770,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
             cancelled_now = await handlers.cancel_registration(registration_id)
         except HTTPException as error:
             if html:
-                return link_problem(error)
+                return linkproblem(error)
             raise
         except (NotFound, Conflict, domain.DomainError) as error:
             failure = _errors(error)
@@ -818,7 +802,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         try:
             check_link(domain.LinkAction.ERASURE, registration_id, expires, signature)
         except HTTPException as error:
-            return link_problem(error)
+            return linkproblem(error)
         view = await handlers.registration_view(registration_id)
         if view is None:
             return HTMLResponse(pages.erased())
@@ -837,7 +821,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
             check_link(domain.LinkAction.ERASURE, registration_id, expires, signature)
         except HTTPException as error:
             if html:
-                return link_problem(error)
+                return linkproblem(error)
             raise
         await handlers.erase_participant(registration_id)
         if html:
@@ -925,7 +909,7 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
     return router
 
 
-def _german_link_problem(status_code: int) -> str:
+def _german_linkproblem(status_code: int) -> str:
     if status_code == status.HTTP_410_GONE:
         return "Dieser Link ist abgelaufen."
     return "Dieser Link ist nicht gültig. Bitte verwenden Sie den Link aus Ihrer E-Mail."

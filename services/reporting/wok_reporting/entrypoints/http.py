@@ -25,6 +25,7 @@ from wok_reporting.domain import (
 )
 from wok_reporting.entrypoints.dashboard import dashboard_router
 from wok_reporting.snapshots import SnapshotPublisher
+from wok_runtime.http_errors import problem
 
 _bearer = HTTPBearer(auto_error=False, description="The federal office's key (WOK_FEDERAL_KEY)")
 
@@ -94,20 +95,10 @@ def _time(value: Any) -> str:
     return "" if value is None else value.isoformat()
 
 
-def _problem(description: str) -> dict[str, Any]:
-    """An error answer `{"detail": "..."}`, JSON even on routes that answer HTML."""
-    schema = {
-        "type": "object",
-        "properties": {"detail": {"type": "string"}},
-        "required": ["detail"],
-    }
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
 # What any route may answer besides its own responses (documented once for all of them).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _problem("No federal office key, or a wrong one"),
-    404: _problem("No aggregates for this scope (yet)"),
+    401: problem("No federal office key, or a wrong one"),
+    404: problem("No aggregates for this scope (yet)"),
 }
 
 
