@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -358,7 +358,8 @@ class NotificationHandlers:
             or event.ends_at <= now
         ):
             return ScheduleStatus.CANCELLED
-        try:
+
+        async def send() -> str:
             access = None
             if message.kind is NotificationKind.ACCESS:
                 access = await self._access.fetch(event.dialogue_event_id) if self._access else None
@@ -375,25 +376,33 @@ class NotificationHandlers:
                 contact=participant.contact,
                 access=access,
             )
+            return ScheduleStatus.DONE
+
+        return await self._attempt(message, what="scheduled mail", send=send)
+
+    async def _attempt(
+        self, message: ScheduledMessage, *, what: str, send: Callable[[], Awaitable[str]]
+    ) -> str:
+        """A scheduled message's outcome: what `send` says, or retried later while the mail
+        server or registration is away, failed after the retry limit."""
+        try:
+            return await send()
         except NotificationUndeliverable:
             return ScheduleStatus.FAILED
         except (TransientError, *TRANSIENT_ERRORS) as error:
-            log.warning("scheduled mail must wait", id=message.id, error=repr(error))
+            log.warning(f"{what} must wait", id=message.id, error=repr(error))
             return ScheduleStatus.SCHEDULED
         except Exception as error:
-            log.error("scheduled mail failed", id=message.id, error=repr(error))
+            log.error(f"{what} failed", id=message.id, error=repr(error))
             return ScheduleStatus.FAILED if message.attempts >= 5 else ScheduleStatus.SCHEDULED
-        return ScheduleStatus.DONE
-
-    async def _invitees(self, dialogue_event_id: str) -> list[domain.Contact]:
-        return await self._taskforce.fetch(dialogue_event_id) if self._taskforce else []
 
     async def _dispatch_taskforce(self, message: ScheduledMessage, *, now: datetime) -> str:
         event = await self.repository.get_event(message.dialogue_event_id)
         deadline = event.registration_deadline if event else None
         if event is None or event.cancelled or (deadline is not None and deadline <= now):
             return ScheduleStatus.CANCELLED
-        try:
+
+        async def send() -> str:
             invitees = (
                 await self._taskforce.fetch(event.dialogue_event_id) if self._taskforce else []
             )
@@ -408,18 +417,14 @@ class NotificationHandlers:
                     fetch_contact=False,
                 ),
             )
-        except NotificationUndeliverable:
-            return ScheduleStatus.FAILED
-        except (TransientError, *TRANSIENT_ERRORS) as error:
-            log.warning("taskforce reminder must wait", id=message.id, error=repr(error))
-            return ScheduleStatus.SCHEDULED
-        except Exception as error:
-            log.error("taskforce reminder failed", id=message.id, error=repr(error))
-            return ScheduleStatus.FAILED if message.attempts >= 5 else ScheduleStatus.SCHEDULED
-        log.info(
-            "taskforce reminded", dialogue_event_id=event.dialogue_event_id, members=len(invitees)
-        )
-        return ScheduleStatus.DONE
+            log.info(
+                "taskforce reminded",
+                dialogue_event_id=event.dialogue_event_id,
+                members=len(invitees),
+            )
+            return ScheduleStatus.DONE
+
+        return await self._attempt(message, what="taskforce reminder", send=send)
 
     async def run_scheduler(self, *, interval_s: float) -> None:
         """Until cancelled: look for due messages and digests every `interval_s`
