@@ -25,6 +25,7 @@ from wok_reporting.adapters.repository import (
 from wok_reporting.domain import ENTITY_KINDS, Projection
 from wok_reporting.entrypoints.consumers import TOPICS
 from wok_reporting.handlers import Projector
+from wok_runtime.kafka import kafka_client_options
 from wok_runtime.logging import get_logger
 from wok_runtime.settings import WokSettings
 
@@ -114,7 +115,7 @@ async def _read_once(
     settings: WokSettings, *, since: Offsets | None
 ) -> tuple[list[bytes | None], Offsets, int]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_options(settings),  # with the deployment's SASL/TLS settings
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
