@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import re
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -36,10 +35,8 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
 
 from wok_contracts import ContractError, Envelope, decode_envelope
-from wok_contracts.registry import REGISTRY
 from wok_runtime.consumer import (
     TRANSIENT_ERRORS,
     EventProcessor,
@@ -90,31 +87,6 @@ class BatchSink(Protocol):
 
         Must be idempotent by event id: storing an event again changes nothing."""
         ...
-
-
-_TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]{1,200})"')
-_ENVELOPES: dict[str, Any] = {}
-
-
-def decode(raw: bytes | None) -> Envelope[Any]:
-    """`decode_envelope`, faster for the common case: the type is guessed from the raw bytes
-    and the envelope validated straight from JSON (pydantic's parser); when that fails or
-    the guess was not the envelope's type, `decode_envelope` decides, with its reason."""
-    if raw:
-        found = _TYPE.search(raw)
-        model = None if found is None else REGISTRY.get(found.group(1).decode())
-        if model is not None:
-            envelope_type = _ENVELOPES.get(model.event_type)
-            if envelope_type is None:
-                envelope_type = _ENVELOPES[model.event_type] = Envelope[model]  # type: ignore[valid-type]
-            try:
-                envelope: Envelope[Any] = envelope_type.model_validate_json(raw)
-            except ValidationError:
-                pass
-            else:
-                if envelope.type == model.event_type:
-                    return envelope
-    return decode_envelope(raw)
 
 
 class BatchProcessor:
@@ -206,7 +178,7 @@ class BatchProcessor:
                     outcomes[("replayed", "duplicate")] += 1
                     continue
                 try:
-                    envelope = decode(record.value)
+                    envelope = decode_envelope(record.value)
                 except ContractError as error:
                     await self._single._dead_letter(record, error.reason)
                     outcomes[("undecodable", "dead_lettered")] += 1
