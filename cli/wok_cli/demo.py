@@ -159,6 +159,8 @@ class AssessmentPlayed:
     perspectives: int = 0
     measures: dict[str, str] = field(default_factory=dict)
     """Status by measure id, as played."""
+    measure_fields: dict[str, int] = field(default_factory=dict)
+    """Field number by measure id, as played."""
     scoring_problems: list[str] = field(default_factory=list)
     """Where the answers held or the scores differ from what was played (empty: all agree)."""
     workshop_problems: list[str] = field(default_factory=list)
@@ -1108,25 +1110,41 @@ class DemoPlayer:
     async def _measures(
         self, client: httpx.AsyncClient, ags: str, played: AssessmentPlayed
     ) -> None:
+        """Two measures for the weakest field (one set running) and, where another field is
+        the strongest, one to carry on what works there: the measure the exchange offers
+        to peers weak in that field."""
         weakest = played.weakest
         if weakest is None:
             played.workshop_problems.append(f"{ags}: no scored field to plan measures for")
             return
         auth = self._auth(ags)
         number, _ = weakest
-        today = datetime.now(UTC).date()
-        for title, owner, months in (
-            (f"Bestandsaufnahme {FIELD_NAMES[number]} mit den Fachämtern", "Integrationsbüro", 3),
+        planned = [
             (
+                number,
+                f"Bestandsaufnahme {FIELD_NAMES[number]} mit den Fachämtern",
+                "Integrationsbüro",
+                3,
+            ),
+            (
+                number,
                 f"Dialogformat {FIELD_NAMES[number]} mit dem Migrationsbeirat",
                 "Stabsstelle Beteiligung",
                 9,
             ),
-        ):
+        ]
+        strongest = played.strongest
+        if strongest is not None and strongest[0] != number:
+            strong = strongest[0]
+            planned.append(
+                (strong, f"Bewährtes verstetigen: {FIELD_NAMES[strong]}", "Integrationsbüro", 12)
+            )
+        today = datetime.now(UTC).date()
+        for field_number, title, owner, months in planned:
             response = await client.post(
                 f"/v1/municipalities/{ags}/measures",
                 json={
-                    "field": number,
+                    "field": field_number,
                     "title": title,
                     "owner_role": owner,
                     "starts_on": today.isoformat(),
@@ -1136,6 +1154,7 @@ class DemoPlayer:
             )
             response.raise_for_status()
             played.measures[response.json()["id"]] = response.json()["status"]
+            played.measure_fields[response.json()["id"]] = field_number
         first = next(iter(played.measures))
         response = await client.patch(
             f"/v1/municipalities/{ags}/measures/{first}", json={"status": "running"}, headers=auth
@@ -1146,7 +1165,9 @@ class DemoPlayer:
         response.raise_for_status()
         played.workshop_problems.extend(
             f"{ags}: {problem}"
-            for problem in measure_problems(played.measures, response.json(), field=number)
+            for problem in measure_problems(
+                played.measures, response.json(), fields=played.measure_fields
+            )
         )
 
     async def _schedule(
@@ -1204,13 +1225,14 @@ def perspective_problems(
 
 
 def measure_problems(
-    played: Mapping[str, str], listed: Iterable[Mapping[str, Any]], *, field: int
+    played: Mapping[str, str], listed: Iterable[Mapping[str, Any]], *, fields: Mapping[str, int]
 ) -> list[str]:
-    """Whether the municipality's measures hold the played ones, for the field, in their status."""
+    """Whether the municipality's measures hold the played ones, in their fields and status."""
     held = {m["id"]: m for m in listed}
     problems = []
     for measure_id, status in played.items():
         measure = held.get(measure_id)
+        field = fields[measure_id]
         if measure is None:
             problems.append(f"measure {measure_id} is not listed")
         elif measure["status"] != status or measure["field"] != field:
@@ -1518,8 +1540,8 @@ def assessment_checks(
             not_played + [problem for a in assessed for problem in a.workshop_problems],
             passed=f"{sum(a.perspectives for a in assessed)} perspectives of "
             f"{len({g for g, _ in WORKSHOP_VOICES})} stakeholder groups counted; "
-            f"{sum(len(a.measures) for a in assessed)} measures for the weakest fields, "
-            "one running each",
+            f"{sum(len(a.measures) for a in assessed)} measures for the weakest and strongest "
+            "fields, one running each",
         ),
     ]
 

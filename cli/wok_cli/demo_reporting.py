@@ -13,10 +13,12 @@ assessment steps; it waits until every played municipality's snapshot on
   the demo's own stack the field scopes hold exactly the played municipalities;
 - the self-check funnel: started ≥ submitted ≥ scored ≥ what was played, program-wide and
   per municipality;
-- measures: the played measures of the weakest field, by status (exact on the demo's own
-  stack, at least as many on a shared one, where earlier runs planned some too);
+- measures: the played measures by field (the weakest and the strongest) and by status (exact
+  on the demo's own stack, at least as many on a shared one, where earlier runs planned some
+  too);
 - activity digests: "<name> completed its self-check." and "<name> planned a measure in
-  <field>." on `exchange.activity.v1`, keyed by the AGS, with no personal data.
+  <field>." (for each field it planned measures in) on `exchange.activity.v1`, keyed by the
+  AGS, with no personal data.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -153,12 +156,12 @@ def measure_problems(
     problems = []
     for p in _assessed(played):
         assert p.assessment is not None
-        weakest = p.assessment.weakest
-        if weakest is None or not p.assessment.measures:
+        if not p.assessment.measures:
             continue
         own = snapshots.get(f"municipality:{p.ags}", {}).get("metrics", {})
+        by_field = Counter(p.assessment.measure_fields.values())
         wanted = {
-            f"measures_field_{weakest[0]}": len(p.assessment.measures),
+            **{f"measures_field_{number}": count for number, count in by_field.items()},
             "measures_running": list(p.assessment.measures.values()).count("running"),
             "measures_planned": list(p.assessment.measures.values()).count("planned"),
         }
@@ -175,8 +178,10 @@ def digest_problems(played: list[Played], texts: dict[str, set[str]]) -> list[st
         assert p.assessment is not None
         own = texts.get(p.ags, set())
         wanted = [f"{p.name} completed its self-check."]
-        if p.assessment.weakest is not None and p.assessment.measures:
-            wanted.append(f"{p.name} planned a measure in {FIELD_NAMES[p.assessment.weakest[0]]}.")
+        wanted.extend(
+            f"{p.name} planned a measure in {FIELD_NAMES[number]}."
+            for number in sorted(set(p.assessment.measure_fields.values()))
+        )
         problems.extend(f"{p.ags}: no digest “{text}”" for text in wanted if text not in own)
     return problems
 

@@ -523,14 +523,16 @@ def test_workshop_and_measures_are_judged_by_what_the_service_lists() -> None:
     summary["fields"][0]["participants"] = 1
     assert perspective_problems(summary, self_check_id="X-1", voices=voices) != []
 
-    played = {"m1": "running", "m2": "planned"}
+    played = {"m1": "running", "m2": "planned", "m3": "planned"}
+    fields = {"m1": 4, "m2": 4, "m3": 2}
     listed = [
         {"id": "m1", "status": "running", "field": 4},
         {"id": "m2", "status": "planned", "field": 4},
+        {"id": "m3", "status": "planned", "field": 2},
     ]
-    assert measure_problems(played, listed, field=4) == []
-    assert measure_problems(played, listed[:1], field=4) != []
-    assert measure_problems(played, listed, field=5) != []
+    assert measure_problems(played, listed, fields=fields) == []
+    assert measure_problems(played, listed[:2], fields=fields) != []
+    assert measure_problems(played, listed, fields={**fields, "m3": 4}) != []
 
 
 # -- the mails -----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def played_one(ags: str, name: str, score: float) -> Played:
         answers={},
         result=result,
         measures={"m1": "running", "m2": "planned"},
+        measure_fields={"m1": 6, "m2": 6},
     )
     return played
 
