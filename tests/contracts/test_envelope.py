@@ -128,7 +128,8 @@ def sample_events() -> list[EventData]:
 
 
 def exchange_samples() -> list[EventData]:
-    """The exchange service's payloads: a pair told to one side, a peer's measure shared."""
+    """The exchange service's payloads: a pair told to one side and withdrawn, a peer's
+    measure shared."""
     return [
         events.PeerSuggested(
             suggestion_id=f"2:{KAISERSLAUTERN}:07315000",
@@ -149,6 +150,17 @@ def exchange_samples() -> list[EventData]:
                     status=events.MeasureStatus.RUNNING,
                 )
             ],
+        ),
+        events.PeerSuggestionWithdrawn(
+            suggestion_id=f"2:{KAISERSLAUTERN}:07315000",
+            recipient="07315000",
+            role=events.PeerRole.SHARES,
+            field=2,
+            needing=KAISERSLAUTERN,
+            offering="07315000",
+            peer=KAISERSLAUTERN,
+            peer_name="Kaiserslautern",
+            reason=events.PeerWithdrawalReason.DEFICIT_CLOSED,
         ),
         events.PeerActivityShared(
             item_id=f"{KAISERSLAUTERN}:00000000-0000-4000-8000-000000000002",

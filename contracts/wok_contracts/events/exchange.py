@@ -2,9 +2,10 @@
 
 Peer matchmaking between model municipalities: when a field of action is a deficit in one
 municipality and a strength (or a clear improvement between two scorings) in another, both
-are told about the pair, with the measures that helped; and each municipality hears of its
-peers' activity where it touches its own deficits. Every event is addressed to one
-municipality (`recipient`, also the message key). Municipalities only, never a person.
+are told about the pair, with the measures that helped, and again when it stops holding; and
+each municipality hears of its peers' activity where it touches its own deficits. Every
+event is addressed to one municipality (`recipient`, also the message key). Municipalities
+only, never a person.
 """
 
 from __future__ import annotations
@@ -66,6 +67,30 @@ class PeerSuggested(EventData):
     )
 
 
+class PeerWithdrawalReason(StrEnum):
+    """Why a pair no longer holds."""
+
+    DEFICIT_CLOSED = "deficit_closed"  # the needing municipality no longer lacks the field
+    OFFER_ENDED = "offer_ended"  # the offering one is no longer strong or improving in it
+
+
+class PeerSuggestionWithdrawn(EventData):
+    """A pair told earlier no longer holds after a new scoring; told to each of the two.
+    Should it hold again later, it is suggested again (a new `PeerSuggested`)."""
+
+    event_type: ClassVar[str] = "exchange.peer.withdrawn.v1"
+
+    suggestion_id: str = Field(description="The withdrawn suggestion's id")
+    recipient: Ags
+    role: PeerRole
+    field: int = Field(ge=1, le=7, description="Field of action, 1-7")
+    needing: Ags
+    offering: Ags
+    peer: Ags = Field(description="The other municipality of the pair, seen from the recipient")
+    peer_name: str
+    reason: PeerWithdrawalReason
+
+
 class PeerActivityKind(StrEnum):
     MEASURE_PLANNED = "measure_planned"
     MEASURE_STATUS_CHANGED = "measure_status_changed"
@@ -89,4 +114,8 @@ class PeerActivityShared(EventData):
     source_event_id: str
 
 
-EVENT_TYPES: tuple[type[EventData], ...] = (PeerSuggested, PeerActivityShared)
+EVENT_TYPES: tuple[type[EventData], ...] = (
+    PeerSuggested,
+    PeerSuggestionWithdrawn,
+    PeerActivityShared,
+)

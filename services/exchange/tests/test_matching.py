@@ -13,10 +13,12 @@ from wok_exchange.domain import (
     IMPROVEMENT_POINTS,
     Activity,
     Measure,
+    PairTold,
     Scoring,
     feed,
     match,
     measure_activity,
+    pair_announcements,
     profiles,
     recipients_of,
     suggestions_for,
@@ -204,3 +206,33 @@ def test_suggestions_are_symmetric_never_self_pairs_complete_and_order_independe
     shuffler.shuffle(shuffled)
     assert match(profiles(shuffled + scored)) == suggestions
     assert match(known) == suggestions
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(scorings(), min_size=1, max_size=5))
+def test_announcing_each_standing_in_turn_leaves_each_side_told_exactly_what_holds(
+    standings: list[list[Scoring]],
+) -> None:
+    told: dict[tuple[str, str], PairTold] = {}
+    used_ids: set[str] = set()
+    for scored in standings:
+        suggestions = match(profiles(scored))
+        due = pair_announcements(suggestions, told.values())
+        for announcement_id, suggestion, recipient in due.suggest:
+            key = (suggestion.suggestion_id, recipient)
+            before = told.get(key, PairTold(*key))
+            told[key] = PairTold(*key, suggested=before.suggested + 1, withdrawn=before.withdrawn)
+            used_ids.add(announcement_id)
+        for announcement_id, before in due.withdraw:
+            key = (before.suggestion_id, before.recipient)
+            told[key] = PairTold(*key, suggested=before.suggested, withdrawn=before.withdrawn + 1)
+            used_ids.add(announcement_id)
+
+        holding = {key for key, t in told.items() if t.holds}
+        wanted = {(s.suggestion_id, r) for s in suggestions for r in (s.needing, s.offering)}
+        assert holding == wanted
+        # nothing more to tell for the same standing
+        again = pair_announcements(suggestions, told.values())
+        assert again.suggest == [] and again.withdraw == []
+    total = sum(t.suggested + t.withdrawn for t in told.values())
+    assert len(used_ids) == total

@@ -3,7 +3,13 @@ reporting's digests in, peer suggestions and a feed out, over HTTP and as events
 
 from __future__ import annotations
 
-from wok_contracts import PeerActivityShared, PeerSuggested
+from wok_contracts import (
+    PeerActivityShared,
+    PeerRole,
+    PeerSuggested,
+    PeerSuggestionWithdrawn,
+    PeerWithdrawalReason,
+)
 from wok_contracts.topics import ASSESSMENT_EVENTS
 
 KAISERSLAUTERN = "07312000"
@@ -71,6 +77,58 @@ async def test_redelivered_and_replayed_scores_announce_nothing_twice(harness) -
         (KAISERSLAUTERN, f"3:{KAISERSLAUTERN}:{MAINZ}"),
         (MAINZ, f"3:{KAISERSLAUTERN}:{MAINZ}"),
     ]
+
+
+async def test_a_pair_that_stops_holding_is_withdrawn_from_both_once_and_can_return(
+    harness,
+) -> None:
+    kaiserslautern = await harness.onboard(KAISERSLAUTERN, "Kaiserslautern")
+    await harness.onboard(MAINZ, "Mainz")
+    await harness.score(harness.scored(MAINZ, strengths=(3,)))
+    await harness.score(harness.scored(KAISERSLAUTERN, sequence=1, deficits=(3,)))
+    # Kaiserslautern closes its gap: the pair no longer holds
+    closed = await harness.score(harness.scored(KAISERSLAUTERN, sequence=2))
+    await harness.redeliver(ASSESSMENT_EVENTS, closed)
+
+    view = await harness.client.get(
+        f"/v1/municipalities/{KAISERSLAUTERN}/peers", headers=kaiserslautern
+    )
+    assert view.json()["suggestions"] == []
+    pair = f"3:{KAISERSLAUTERN}:{MAINZ}"
+    told = [(key, e.data) for key, e in await harness.published_events()]
+    withdrawn = [(key, d) for key, d in told if isinstance(d, PeerSuggestionWithdrawn)]
+    assert sorted((d.recipient, d.role, d.peer_name, d.reason) for _, d in withdrawn) == [
+        (KAISERSLAUTERN, PeerRole.LEARNS, "Mainz", PeerWithdrawalReason.DEFICIT_CLOSED),
+        (MAINZ, PeerRole.SHARES, "Kaiserslautern", PeerWithdrawalReason.DEFICIT_CLOSED),
+    ]
+    assert all(key == d.recipient.encode() and d.suggestion_id == pair for key, d in withdrawn)
+
+    # Mainz loses its strength while Kaiserslautern lacks the field again: nothing holds;
+    # then Mainz is strong again and the pair is suggested anew, once to each
+    await harness.score(harness.scored(MAINZ, sequence=2))
+    await harness.score(harness.scored(KAISERSLAUTERN, sequence=3, deficits=(3,)))
+    await harness.score(harness.scored(MAINZ, sequence=3, strengths=(3,)))
+    await harness.score(harness.scored(MAINZ, sequence=3, strengths=(3,)))  # again, new id
+    kinds = [(type(e.data).__name__, e.data.recipient) for _, e in await harness.published_events()]
+    assert sorted(kinds) == sorted(
+        [("PeerSuggested", KAISERSLAUTERN), ("PeerSuggested", MAINZ)] * 2
+        + [("PeerSuggestionWithdrawn", KAISERSLAUTERN), ("PeerSuggestionWithdrawn", MAINZ)]
+    )
+
+
+async def test_a_peer_losing_its_strength_withdraws_the_pair_as_offer_ended(harness) -> None:
+    await harness.onboard(KAISERSLAUTERN, "Kaiserslautern")
+    await harness.onboard(MAINZ, "Mainz")
+    await harness.score(harness.scored(KAISERSLAUTERN, deficits=(6,)))
+    await harness.score(harness.scored(MAINZ, sequence=1, strengths=(6,)))
+    await harness.score(harness.scored(MAINZ, sequence=2))
+
+    reasons = {
+        e.data.reason
+        for _, e in await harness.published_events()
+        if isinstance(e.data, PeerSuggestionWithdrawn)
+    }
+    assert reasons == {PeerWithdrawalReason.OFFER_ENDED}
 
 
 async def test_a_clear_improvement_makes_a_peer_suggested(harness) -> None:

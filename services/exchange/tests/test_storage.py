@@ -13,11 +13,14 @@ from wok_contracts import PeerActivityKind, PeerReason, PeerRole, PeerSuggested,
 from wok_contracts.events.assessment import MeasureStatus
 from wok_contracts.topics import EXCHANGE_PEERS
 from wok_exchange.adapters import (
+    SUGGESTED,
+    WITHDRAWN,
     ExchangeRepository,
     InMemoryExchangeRepository,
     MongoExchangeRepository,
+    PairAnnouncement,
 )
-from wok_exchange.domain import Activity, Measure, Scoring
+from wok_exchange.domain import Activity, Measure, PairTold, Scoring
 from wok_runtime.mongo import mongo_client
 from wok_runtime.outbox import (
     InMemoryOutboxSource,
@@ -133,17 +136,50 @@ async def test_an_announcement_is_made_once_and_relayed(storage) -> None:
         offering_score=80.0,
     )
     outbound = OutboundEvent(EXCHANGE_PEERS, new_envelope(event, source="/t", municipality=MAINZ))
-    assert await repository.announce("suggestion:a", [outbound]) is True
-    assert await repository.announce("suggestion:a", [outbound]) is False
-    assert await repository.announce("suggestion:b", []) is True
-    assert await repository.announced(["suggestion:a", "suggestion:b", "suggestion:c"]) == {
-        "suggestion:a",
-        "suggestion:b",
-    }
-    assert await repository.announced([]) == set()
+    told = PairAnnouncement(SUGGESTED, f"2:{KAISERSLAUTERN}:{MAINZ}", MAINZ)
+    assert await repository.announce("suggestion:a", [outbound], pair=told) is True
+    assert await repository.announce("suggestion:a", [outbound], pair=told) is False
+    assert await repository.announce("feed:b", []) is True
+    assert await repository.pairs_told() == [
+        PairTold(f"2:{KAISERSLAUTERN}:{MAINZ}", MAINZ, suggested=1, withdrawn=0)
+    ]
 
     [document] = await source.documents_with_pending(10)
     [message] = pending_messages(document)
     assert (message.topic, message.key) == (EXCHANGE_PEERS, MAINZ)
     await source.mark_published(message)
     assert await source.documents_with_pending(10) == []
+
+
+async def test_what_each_municipality_was_told_of_each_pair_is_counted(storage) -> None:
+    repository, _ = storage
+    pair = f"2:{KAISERSLAUTERN}:{MAINZ}"
+    for announcement_id, kind, recipient in (
+        ("suggestion:1", SUGGESTED, MAINZ),
+        ("suggestion:2", SUGGESTED, KAISERSLAUTERN),
+        ("withdrawal:1", WITHDRAWN, MAINZ),
+        ("withdrawal:2", WITHDRAWN, KAISERSLAUTERN),
+        ("suggestion:3", SUGGESTED, MAINZ),
+    ):
+        await repository.announce(announcement_id, [], pair=PairAnnouncement(kind, pair, recipient))
+    await repository.announce("feed:1", [])
+
+    told = {t.recipient: t for t in await repository.pairs_told()}
+    assert told[MAINZ] == PairTold(pair, MAINZ, suggested=2, withdrawn=1)
+    assert told[MAINZ].holds
+    assert told[KAISERSLAUTERN] == PairTold(pair, KAISERSLAUTERN, suggested=1, withdrawn=1)
+    assert not told[KAISERSLAUTERN].holds
+
+
+async def test_announcements_stored_before_their_kind_was_written_get_it(mongodb_uri) -> None:
+    client = mongo_client(mongodb_uri)
+    database = client[f"wok_exchange_test_{uuid.uuid4().hex[:12]}"]
+    try:
+        pair = f"2:{KAISERSLAUTERN}:{MAINZ}"
+        await database["announcements"].insert_one({"_id": f"suggestion:{pair}:{MAINZ}"})
+        await database["announcements"].insert_one({"_id": f"feed:{MAINZ}:e-1"})
+        repository = MongoExchangeRepository(database)
+        await repository.ensure_indexes()
+        assert await repository.pairs_told() == [PairTold(pair, MAINZ, suggested=1)]
+    finally:
+        await client.close()

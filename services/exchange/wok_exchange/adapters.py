@@ -3,13 +3,16 @@
 Only shapes nx-27017 handles (DESIGN.md section 8, checked in tests/test_storage.py):
 string `_id`s, whole-document inserts (arrays only ever written whole, datetimes as ISO
 strings), `update_one` with `$set` of strings and `upsert=True`, finds with projections on
-top-level fields. Pending events travel in the document that announces them (outbox).
+top-level fields, `$in` and `$exists` filters. Pending events travel in the document that
+announces them (outbox); an announcement about a pair records its kind, the pair and the
+recipient, so what each municipality was told can be read back.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -17,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 
 from wok_contracts.events.assessment import MeasureStatus
 from wok_contracts.events.exchange import PeerActivityKind
-from wok_exchange.domain import Activity, Measure, Scoring
+from wok_exchange.domain import Activity, Measure, PairTold, Scoring
 from wok_runtime.outbox import InMemoryOutboxSource, OutboundEvent, with_outbox
 
 MUNICIPALITIES = "municipalities"
@@ -48,13 +51,65 @@ class ExchangeRepository(Protocol):
 
     async def activities(self) -> list[Activity]: ...
 
-    async def announced(self, ids: Sequence[str]) -> set[str]:
-        """Which of these announcements were made already."""
+    async def pairs_told(self) -> list[PairTold]:
+        """Every pair announced to a recipient, with how often suggested and withdrawn."""
         ...
 
-    async def announce(self, announcement_id: str, events: Sequence[OutboundEvent]) -> bool:
-        """Store the announcement with its pending events in one write; False if made."""
+    async def announce(
+        self,
+        announcement_id: str,
+        events: Sequence[OutboundEvent],
+        *,
+        pair: PairAnnouncement | None = None,
+    ) -> bool:
+        """Store the announcement (of a pair, if given) with its pending events in one write;
+        False if it was made already."""
         ...
+
+
+@dataclass(frozen=True)
+class PairAnnouncement:
+    """An announcement about a pair: `suggested` or `withdrawn`, to `recipient`."""
+
+    kind: str
+    suggestion_id: str
+    recipient: str
+
+    def fields(self) -> dict[str, str]:
+        return {"kind": self.kind, "suggestion_id": self.suggestion_id, "recipient": self.recipient}
+
+
+SUGGESTED = "suggested"
+WITHDRAWN = "withdrawn"
+FEED = "feed"
+
+
+def _announcement_document(
+    announcement_id: str, events: Sequence[OutboundEvent], pair: PairAnnouncement | None
+) -> dict[str, Any]:
+    fields = pair.fields() if pair is not None else {"kind": FEED}
+    return with_outbox({"_id": announcement_id, **fields}, events)
+
+
+def _pairs_told(documents: Iterable[dict[str, Any]]) -> list[PairTold]:
+    counts: dict[tuple[str, str], list[int]] = {}
+    for document in documents:
+        counted = counts.setdefault((document["suggestion_id"], document["recipient"]), [0, 0])
+        counted[0 if document["kind"] == SUGGESTED else 1] += 1
+    return [
+        PairTold(suggestion_id, recipient, suggested=suggested, withdrawn=withdrawn)
+        for (suggestion_id, recipient), (suggested, withdrawn) in sorted(counts.items())
+    ]
+
+
+def _earlier_announcement_fields(announcement_id: str) -> dict[str, str]:
+    """The kind (and pair) of an announcement stored before they were written down: a
+    suggestion's id is 'suggestion:<field>:<needing>:<offering>:<recipient>'."""
+    parts = announcement_id.split(":")
+    if parts[0] == "suggestion" and len(parts) == 5:
+        pair = PairAnnouncement(SUGGESTED, ":".join(parts[1:4]), parts[4])
+        return pair.fields()
+    return {"kind": FEED}
 
 
 def _scoring_document(scoring: Scoring) -> dict[str, Any]:
@@ -138,6 +193,14 @@ class MongoExchangeRepository:
 
     async def ensure_indexes(self) -> None:
         await self.announcements.create_index("outbox_pending")
+        await self.announcements.create_index("kind")
+        # Announcements stored before their kind was written down get it once.
+        cursor = self.announcements.find({"kind": {"$exists": False}}, {"_id": 1})
+        async for document in cursor:
+            await self.announcements.update_one(
+                {"_id": document["_id"]},
+                {"$set": _earlier_announcement_fields(str(document["_id"]))},
+            )
 
     async def remember_municipality(self, *, ags: str, name: str) -> None:
         await self.municipalities.update_one({"_id": ags}, {"$set": {"name": name}}, upsert=True)
@@ -193,15 +256,24 @@ class MongoExchangeRepository:
     async def activities(self) -> list[Activity]:
         return [_activity(document) async for document in self.activities_collection.find({})]
 
-    async def announced(self, ids: Sequence[str]) -> set[str]:
-        if not ids:
-            return set()
-        cursor = self.announcements.find({"_id": {"$in": list(ids)}}, {"_id": 1})
-        return {str(document["_id"]) async for document in cursor}
+    async def pairs_told(self) -> list[PairTold]:
+        cursor = self.announcements.find(
+            {"kind": {"$in": [SUGGESTED, WITHDRAWN]}},
+            {"kind": 1, "suggestion_id": 1, "recipient": 1},
+        )
+        return _pairs_told([document async for document in cursor])
 
-    async def announce(self, announcement_id: str, events: Sequence[OutboundEvent]) -> bool:
+    async def announce(
+        self,
+        announcement_id: str,
+        events: Sequence[OutboundEvent],
+        *,
+        pair: PairAnnouncement | None = None,
+    ) -> bool:
         try:
-            await self.announcements.insert_one(with_outbox({"_id": announcement_id}, events))
+            await self.announcements.insert_one(
+                _announcement_document(announcement_id, events, pair)
+            )
         except DuplicateKeyError:
             return False
         return True
@@ -261,11 +333,21 @@ class InMemoryExchangeRepository:
     async def activities(self) -> list[Activity]:
         return [_activity(copy.deepcopy(d)) for d in self.activity_documents.values()]
 
-    async def announced(self, ids: Sequence[str]) -> set[str]:
-        return {announcement for announcement in ids if announcement in self.announcement_documents}
+    async def pairs_told(self) -> list[PairTold]:
+        return _pairs_told(
+            d for d in self.announcement_documents.values() if d["kind"] in (SUGGESTED, WITHDRAWN)
+        )
 
-    async def announce(self, announcement_id: str, events: Sequence[OutboundEvent]) -> bool:
+    async def announce(
+        self,
+        announcement_id: str,
+        events: Sequence[OutboundEvent],
+        *,
+        pair: PairAnnouncement | None = None,
+    ) -> bool:
         if announcement_id in self.announcement_documents:
             return False
-        self.announcement_documents[announcement_id] = with_outbox({"_id": announcement_id}, events)
+        self.announcement_documents[announcement_id] = _announcement_document(
+            announcement_id, events, pair
+        )
         return True

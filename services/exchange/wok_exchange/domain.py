@@ -2,10 +2,11 @@
 
 A municipality's profile is its latest scoring (and the one before, for improvements). For
 every field of action, a municipality whose latest scoring lists the field as a deficit is
-paired with every other municipality that lists it as a strength, or whose score in it
-rose by at least `IMPROVEMENT_POINTS` between its last two scorings. Each pair is told to
-both municipalities, with the offering municipality's measures in that field (dropped
-ones left out). The result depends only on the profiles, never on the order events came in.
+paired with every other municipality that lists it as a strength, or whose score in it rose
+by at least `IMPROVEMENT_POINTS` between its last two scorings. Each pair is told to both
+municipalities, with the offering municipality's measures in that field (dropped ones left
+out); a pair told that no longer holds after a new scoring is withdrawn from both. The
+result depends only on the profiles, never on the order events came in.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from wok_contracts.events.assessment import MeasureStatus
-from wok_contracts.events.exchange import PeerActivityKind, PeerReason, PeerRole
+from wok_contracts.events.exchange import (
+    PeerActivityKind,
+    PeerReason,
+    PeerRole,
+    PeerWithdrawalReason,
+)
 
 IMPROVEMENT_POINTS = 15.0
 FIELDS = range(1, 8)
@@ -165,6 +171,74 @@ def match(known: Mapping[str, Profile], measures: Iterable[Measure] = ()) -> lis
                     )
                 )
     return sorted(suggestions, key=lambda s: (s.field, s.needing, s.offering))
+
+
+@dataclass(frozen=True)
+class PairTold:
+    """How often one municipality was told of one pair: suggested, and withdrawn again."""
+
+    suggestion_id: str
+    recipient: str
+    suggested: int = 0
+    withdrawn: int = 0
+
+    @property
+    def holds(self) -> bool:
+        """Whether the recipient's last word on the pair was a suggestion."""
+        return self.suggested > self.withdrawn
+
+
+@dataclass(frozen=True)
+class PairAnnouncements:
+    """What to tell now: pairs to suggest (again) and pairs to withdraw, each with the stable
+    id of its announcement (the n-th suggestion or withdrawal of the pair to that recipient)."""
+
+    suggest: list[tuple[str, Suggestion, str]]
+    withdraw: list[tuple[str, PairTold]]
+
+
+def suggestion_announcement_id(suggestion_id: str, recipient: str, number: int) -> str:
+    base = f"suggestion:{suggestion_id}:{recipient}"
+    return base if number == 0 else f"{base}:{number}"
+
+
+def withdrawal_announcement_id(suggestion_id: str, recipient: str, number: int) -> str:
+    return f"withdrawal:{suggestion_id}:{recipient}:{number}"
+
+
+def pair_announcements(
+    suggestions: Iterable[Suggestion], told: Iterable[PairTold]
+) -> PairAnnouncements:
+    """Each pair that holds now and was not (or no longer) told is suggested to each side;
+    each pair told and holding no more is withdrawn from each side. Announcing the same
+    state twice gives the same ids, so stored announcements make it idempotent."""
+    known = {(t.suggestion_id, t.recipient): t for t in told}
+    wanted = {
+        (suggestion.suggestion_id, recipient): suggestion
+        for suggestion in suggestions
+        for recipient in (suggestion.needing, suggestion.offering)
+    }
+    suggest = []
+    for (suggestion_id, recipient), suggestion in sorted(wanted.items()):
+        before = known.get((suggestion_id, recipient), PairTold(suggestion_id, recipient))
+        if not before.holds:
+            announcement = suggestion_announcement_id(suggestion_id, recipient, before.suggested)
+            suggest.append((announcement, suggestion, recipient))
+    withdraw = [
+        (withdrawal_announcement_id(*key, told_before.withdrawn), told_before)
+        for key, told_before in sorted(known.items())
+        if told_before.holds and key not in wanted
+    ]
+    return PairAnnouncements(suggest=suggest, withdraw=withdraw)
+
+
+def withdrawal_reason(suggestion_id: str, known: Mapping[str, Profile]) -> PeerWithdrawalReason:
+    """Why pair `suggestion_id` ('<field>:<needing>:<offering>') stopped holding."""
+    field_text, needing, _ = suggestion_id.split(":")
+    profile = known.get(needing)
+    if profile is None or int(field_text) not in profile.deficits:
+        return PeerWithdrawalReason.DEFICIT_CLOSED
+    return PeerWithdrawalReason.OFFER_ENDED
 
 
 def suggestions_for(ags: str, suggestions: Iterable[Suggestion]) -> list[Suggestion]:

@@ -1,9 +1,10 @@
 """Handlers: a contract in, the domain called, state and pending events stored together.
 
 Every handler is idempotent by key: scorings by self-check id, measures by measure id,
-activities by the id of the event they come from, and each announcement (a suggestion or
-a feed entry told to one municipality) by its stable id, stored with its event in one
-write. A redelivered or replayed event therefore changes nothing and announces nothing.
+activities by the id of the event they come from, and each announcement (a suggestion or a
+feed entry told to one municipality, a pair's n-th suggestion or withdrawal) by its stable
+id, stored with its event in one write. A redelivered or replayed event therefore changes
+nothing and announces nothing.
 """
 
 from __future__ import annotations
@@ -25,23 +26,28 @@ from wok_contracts.events.exchange import (
     PeerActivityKind,
     PeerActivityShared,
     PeerMeasure,
+    PeerRole,
     PeerSuggested,
+    PeerSuggestionWithdrawn,
 )
 from wok_contracts.topics import EXCHANGE_PEERS
-from wok_exchange.adapters import ExchangeRepository
+from wok_exchange.adapters import SUGGESTED, WITHDRAWN, ExchangeRepository, PairAnnouncement
 from wok_exchange.domain import (
     Activity,
     FeedItem,
     Measure,
+    PairTold,
     Profile,
     Scoring,
     Suggestion,
     feed,
     match,
     measure_activity,
+    pair_announcements,
     profiles,
     recipients_of,
     suggestions_for,
+    withdrawal_reason,
 )
 from wok_runtime.outbox import OutboundEvent
 
@@ -58,10 +64,6 @@ class Standing:
 
     def name(self, ags: str) -> str:
         return self.names.get(ags, ags)
-
-
-def suggestion_announcement(suggestion: Suggestion, recipient: str) -> str:
-    return f"suggestion:{suggestion.suggestion_id}:{recipient}"
 
 
 def feed_announcement(item: FeedItem) -> str:
@@ -179,18 +181,23 @@ class ExchangeHandlers:
         await self._announce_feed(activity, envelope.correlationid)
 
     async def _announce_suggestions(self, standing: Standing, correlation_id: str) -> None:
-        wanted = {
-            suggestion_announcement(suggestion, recipient): (suggestion, recipient)
-            for suggestion in standing.suggestions
-            for recipient in (suggestion.needing, suggestion.offering)
-        }
-        done = await self.repository.announced(sorted(wanted))
+        """Tell each side of every pair that began to hold, and withdraw every pair told
+        that holds no more."""
+        due = pair_announcements(standing.suggestions, await self.repository.pairs_told())
         stored = False
-        for announcement_id in sorted(set(wanted) - done):
-            suggestion, recipient = wanted[announcement_id]
-            event = self._suggested(suggestion, recipient=recipient, standing=standing)
+        for announcement_id, suggestion, recipient in due.suggest:
+            event: Any = self._suggested(suggestion, recipient=recipient, standing=standing)
             stored |= await self.repository.announce(
-                announcement_id, [self._outbound(event, recipient, correlation_id)]
+                announcement_id,
+                [self._outbound(event, recipient, correlation_id)],
+                pair=PairAnnouncement(SUGGESTED, suggestion.suggestion_id, recipient),
+            )
+        for announcement_id, told in due.withdraw:
+            event = self._withdrawn(told, standing=standing)
+            stored |= await self.repository.announce(
+                announcement_id,
+                [self._outbound(event, told.recipient, correlation_id)],
+                pair=PairAnnouncement(WITHDRAWN, told.suggestion_id, told.recipient),
             )
         if stored:
             self._events_stored()
@@ -236,6 +243,22 @@ class ExchangeHandlers:
             offering_score=suggestion.offering_score,
             improvement=suggestion.improvement,
             measures=peer_measures(suggestion.measures),
+        )
+
+    @staticmethod
+    def _withdrawn(told: PairTold, *, standing: Standing) -> PeerSuggestionWithdrawn:
+        field_text, needing, offering = told.suggestion_id.split(":")
+        peer = offering if told.recipient == needing else needing
+        return PeerSuggestionWithdrawn(
+            suggestion_id=told.suggestion_id,
+            recipient=told.recipient,
+            role=PeerRole.LEARNS if told.recipient == needing else PeerRole.SHARES,
+            field=int(field_text),
+            needing=needing,
+            offering=offering,
+            peer=peer,
+            peer_name=standing.name(peer),
+            reason=withdrawal_reason(told.suggestion_id, standing.profiles),
         )
 
     @staticmethod
