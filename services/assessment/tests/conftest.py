@@ -33,6 +33,8 @@ from wok_runtime.consumer import InMemoryProcessedStore
 from wok_runtime.municipal_keys import InMemoryKeyDirectory, hash_key
 from wok_runtime.service import ServiceRuntime
 
+SERVICE_KEY = "assessment-tests-service-key"
+
 KAISERSLAUTERN = "07312000"
 MAINZ = "07315000"
 TRIER = "07211000"
@@ -107,7 +109,7 @@ async def running_harness(
     repository: InMemoryAssessmentRepository | None = None,
     keys: InMemoryKeyDirectory | None = None,
 ) -> AsyncIterator[Harness]:
-    settings = AssessmentSettings()
+    settings = AssessmentSettings(service_key=SERVICE_KEY)
     runtime = ServiceRuntime(name="assessment", settings=settings)
     repository = repository or InMemoryAssessmentRepository()
     keys = keys or InMemoryKeyDirectory()

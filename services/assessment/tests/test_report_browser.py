@@ -8,6 +8,7 @@ import asyncio
 import io
 import re
 import socket
+import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from PIL import Image
 from playwright.async_api import Page, async_playwright
 from pypdf import PdfReader
 
+from services.assessment.tests.conftest import SERVICE_KEY
 from wok_assessment.adapters.repository import MongoAssessmentRepository, MongoMunicipalityDirectory
 from wok_assessment.app import build_app
 from wok_assessment.domain.catalogue import Catalogue, load_catalogues
@@ -32,6 +34,7 @@ from wok_contracts.topics import REGISTRATION_EVENTS
 from wok_runtime.consumer import InMemoryProcessedStore
 from wok_runtime.mongo import mongo_client
 from wok_runtime.municipal_keys import MongoKeyDirectory, hash_key
+from wok_runtime.report_links import sign_report_link
 from wok_runtime.service import ServiceRuntime
 
 KAISERSLAUTERN = "07312000"
@@ -58,7 +61,7 @@ async def served(mongodb_uri: str) -> AsyncIterator[Served]:
     """The assessment app on nx-27017 behind uvicorn; keys arrive as registration's events."""
     client = mongo_client(mongodb_uri)
     database = client[f"wok_assessment_report_{uuid.uuid4().hex[:12]}"]
-    settings = AssessmentSettings(mongodb_uri=mongodb_uri)
+    settings = AssessmentSettings(mongodb_uri=mongodb_uri, service_key=SERVICE_KEY)
     runtime = ServiceRuntime(name="assessment", settings=settings, database=database)
     repository = MongoAssessmentRepository(database)
     keys = MongoKeyDirectory(database)
@@ -347,3 +350,37 @@ def test_pixel_variety_tells_a_blank_page_from_a_drawn_one() -> None:
     colours, inked = pixel_variety(buffer.getvalue())
     assert colours == 1 and inked == 0.0
     assert not has_colour_near(blank, (42, 111, 151))
+
+
+async def test_a_staff_member_opens_the_mailed_link_in_a_plain_browser_and_follows_it(
+    served: Served, chromium_executable: str, chromium_args: tuple[str, ...]
+) -> None:
+    """No key in the browser: the signed link (as the "scored" mail carries it) opens the
+    report, its language and PDF links keep working, and the bare address is refused."""
+    await play_the_program(served)
+    report_url = f"{served.url}/v1/municipalities/{KAISERSLAUTERN}/report"
+    link = sign_report_link(
+        service_key=SERVICE_KEY, ags=KAISERSLAUTERN, now=time.time(), valid_for_s=3600
+    )
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_executable, args=list(chromium_args)
+        )
+        try:
+            page = await (await browser.new_context()).new_page()
+            refused = await page.goto(report_url)
+            assert refused is not None and refused.status == 401
+
+            await open_report(
+                page, f"{report_url}?expires={link.expires}&signature={link.signature}"
+            )
+            assert await page.locator("h1").inner_text() == "Feldbericht: Kaiserslautern"
+            async with page.expect_navigation():
+                await page.locator("#language-link").click()
+            assert await page.locator("h1").inner_text() == "Field report: Kaiserslautern"
+            pdf = await page.request.get(
+                await page.locator("#pdf-link").evaluate("link => link.href")
+            )
+            assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf"
+        finally:
+            await browser.close()

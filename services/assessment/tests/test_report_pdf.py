@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from typing import Any
 
 from pypdf import PdfReader
 
+from services.assessment.tests.conftest import SERVICE_KEY
 from services.assessment.tests.test_workshop_measures_report import (
     KAISERSLAUTERN,
     MAINZ,
@@ -15,6 +17,7 @@ from services.assessment.tests.test_workshop_measures_report import (
     submit,
 )
 from wok_assessment.domain.catalogue import Catalogues
+from wok_runtime.report_links import sign_report_link
 
 
 def pdf_text(document: bytes) -> tuple[PdfReader, str]:
@@ -135,3 +138,58 @@ async def test_the_reports_answer_only_the_municipality_s_own_current_key(
     for path in ("report", "report.pdf"):
         url = f"/v1/municipalities/{KAISERSLAUTERN}/{path}"
         assert (await harness.client.get(url, headers=own)).status_code == 401
+
+
+async def test_a_signed_link_from_the_scored_mail_opens_the_report_without_a_key(
+    harness: Any,
+) -> None:
+    await harness.onboard(KAISERSLAUTERN, "Kaiserslautern")
+    await harness.onboard(MAINZ)
+    link = sign_report_link(
+        service_key=SERVICE_KEY, ags=KAISERSLAUTERN, now=time.time(), valid_for_s=3600
+    )
+    page = await harness.client.get(
+        f"/v1/municipalities/{KAISERSLAUTERN}/report", params={"lang": "en", **link.query()}
+    )
+    assert page.status_code == 200 and "Kaiserslautern" in page.text
+    # the page's own links carry the permission on to the PDF and the other language
+    suffix = f"&amp;expires={link.expires}&amp;signature={link.signature}"
+    assert f'href="report.pdf?lang=en{suffix}"' in page.text
+    assert f'href="report?lang=de{suffix}"' in page.text
+    pdf = await harness.client.get(
+        f"/v1/municipalities/{KAISERSLAUTERN}/report.pdf", params=link.query()
+    )
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+
+
+async def test_a_changed_foreign_expired_or_half_link_opens_nothing(harness: Any) -> None:
+    await harness.onboard(KAISERSLAUTERN, "Kaiserslautern")
+    await harness.onboard(MAINZ)
+    now = time.time()
+    link = sign_report_link(service_key=SERVICE_KEY, ags=KAISERSLAUTERN, now=now, valid_for_s=60)
+    old = sign_report_link(
+        service_key=SERVICE_KEY, ags=KAISERSLAUTERN, now=now - 7200, valid_for_s=60
+    )
+    foreign_key = sign_report_link(
+        service_key="another deployment", ags=KAISERSLAUTERN, now=now, valid_for_s=60
+    )
+    for path in ("report", "report.pdf"):
+        own = f"/v1/municipalities/{KAISERSLAUTERN}/{path}"
+        other = f"/v1/municipalities/{MAINZ}/{path}"
+        refused = {
+            "other municipality": await harness.client.get(other, params=link.query()),
+            "longer validity": await harness.client.get(
+                own, params={**link.query(), "expires": str(link.expires + 86400)}
+            ),
+            "expired": await harness.client.get(own, params=old.query()),
+            "other deployment": await harness.client.get(own, params=foreign_key.query()),
+        }
+        for what, response in refused.items():
+            assert response.status_code == 403, what
+        assert "expired" in refused["expired"].json()["detail"]
+        assert "signature" in refused["longer validity"].json()["detail"]
+        half = await harness.client.get(own, params={"signature": link.signature})
+        assert half.status_code == 401 and "expires" in half.json()["detail"]
+        malformed = await harness.client.get(own, params={**link.query(), "signature": "zz"})
+        assert malformed.status_code == 422
+        assert malformed.json()["detail"][0]["loc"] == ["query", "signature"]

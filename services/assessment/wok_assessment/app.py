@@ -65,7 +65,8 @@ def build_app(
         processed=processed,
     )
     app = runtime.http_app(
-        title="Weltoffene Kommune: assessment", routers=[build_router(handlers, keys)]
+        title="Weltoffene Kommune: assessment",
+        routers=[build_router(handlers, keys, service_key=settings.service_key.get_secret_value())],
     )
     install_error_handlers(app)
     app.state.handlers = handlers

@@ -211,7 +211,11 @@ def _environment() -> Environment:
     return environment
 
 
-def render_report(report: Report, *, language: str = "de") -> str:
+def render_report(
+    report: Report, *, language: str = "de", link_query: dict[str, str] | None = None
+) -> str:
+    """The page; `link_query` (a signed link's parameters) is carried on to the PDF and the
+    other language, so a reader who came by a mail's link can follow them."""
     labels = LABELS["en" if language == "en" else "de"]
     own = [f.score for f in report.result.assessment.fields] if report.result else [None] * 7
     median = [b.median for b in report.benchmark]
@@ -222,6 +226,7 @@ def render_report(report: Report, *, language: str = "de") -> str:
         .render(
             report=report,
             lang="en" if language == "en" else "de",
+            link_suffix="".join(f"&{name}={value}" for name, value in (link_query or {}).items()),
             t=labels,
             radar=radar(own, median),
             catalogue=report.catalogue,

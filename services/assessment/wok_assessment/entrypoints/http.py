@@ -5,10 +5,11 @@ No `from __future__ import annotations` here: FastAPI resolves the dependency al
 defined inside `build_router` at runtime.
 """
 
+import time
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,11 +31,13 @@ from wok_contracts.events.assessment import AssessmentLevel, MeasureStatus, Stak
 from wok_runtime.http_errors import install_error_handlers as install_domain_errors
 from wok_runtime.http_errors import problem
 from wok_runtime.municipal_keys import (
+    BearerCredentials,
     KeyDirectory,
     forbid_other_municipality,
     key_holder_dependency,
     municipality_key_dependency,
 )
+from wok_runtime.report_links import ReportLink, report_link_problem
 
 FieldNumber = Annotated[int, Field(ge=1, le=7, description="Field of action, 1-7")]
 Rating = Annotated[int, Field(ge=0, le=100)]
@@ -356,17 +359,61 @@ def install_error_handlers(app: FastAPI) -> None:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: problem("The body could not be read (not UTF-8 JSON)"),
     401: problem("No key, or an unknown or revoked one"),
-    403: problem("Another municipality's key"),
+    403: problem("Another municipality's key (or, for a report, a changed or expired link)"),
     404: problem("No such self-check, measure, municipality or catalogue version"),
     409: problem("Not possible in the current state (e.g. the self-check was submitted)"),
 }
 
 
-def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
+def report_reader_dependency(keys: KeyDirectory, *, service_key: str) -> Any:
+    """Who may read a field report: the municipality's key, or a signed link from the
+    "scored" mail (`expires` and `signature`, see `wok_runtime.report_links`) for that
+    municipality until it expires. Answers the link to carry on to the PDF, if any."""
+    key_holder = key_holder_dependency(keys)
+
+    async def report_reader(
+        ags: Annotated[Ags, Path(description="AGS of the municipality, e.g. 07312000")],
+        credentials: BearerCredentials,
+        expires: Annotated[
+            int | None, Query(ge=0, description="From a signed report link: its expiry")
+        ] = None,
+        signature: Annotated[
+            str | None,
+            Query(pattern="^[0-9a-f]{64}$", description="From a signed report link"),
+        ] = None,
+    ) -> ReportLink | None:
+        if expires is None and signature is None:
+            forbid_other_municipality(key_ags=await key_holder(credentials), ags=ags)
+            return None
+        if expires is None or signature is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="a report link needs both `expires` and `signature`",
+            )
+        refused = report_link_problem(
+            service_key=service_key,
+            ags=ags,
+            expires=expires,
+            signature=signature,
+            now=time.time(),
+        )
+        if refused is not None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=refused)
+        return ReportLink(expires, signature)
+
+    return report_reader
+
+
+def build_router(
+    handlers: AssessmentHandlers, keys: KeyDirectory, *, service_key: str
+) -> APIRouter:
     router = APIRouter(responses=ERROR_RESPONSES)
     OwnMunicipality = Annotated[str, Depends(municipality_key_dependency(keys))]
     KeyHolder = Annotated[str, Depends(key_holder_dependency(keys))]
     ReportLanguage = Annotated[str, Query(pattern="^(de|en)$", description="de or en")]
+    ReportReader = Annotated[
+        ReportLink | None, Depends(report_reader_dependency(keys, service_key=service_key))
+    ]
 
     async def own_self_check(self_check_id: str, key_ags: KeyHolder) -> SelfCheck:
         self_check = await handlers.get_self_check(self_check_id)
@@ -573,8 +620,16 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
         tags=["report"],
         summary="The field report: radar chart, benchmark band, perspectives, deficits, measures",
     )
-    async def field_report(ags: OwnMunicipality, lang: ReportLanguage = "de") -> HTMLResponse:
-        return HTMLResponse(render_report(await handlers.report(ags), language=lang))
+    async def field_report(
+        ags: Ags, link: ReportReader, lang: ReportLanguage = "de"
+    ) -> HTMLResponse:
+        return HTMLResponse(
+            render_report(
+                await handlers.report(ags),
+                language=lang,
+                link_query=link.query() if link is not None else None,
+            )
+        )
 
     @router.get(
         "/v1/municipalities/{ags}/report.pdf",
@@ -583,7 +638,7 @@ def build_router(handlers: AssessmentHandlers, keys: KeyDirectory) -> APIRouter:
         summary="The field report as a PDF (A4, the radar chart as vector graphics)",
         responses={200: {"content": {"application/pdf": {}}, "description": "The PDF"}},
     )
-    async def field_report_pdf(ags: OwnMunicipality, lang: ReportLanguage = "de") -> Response:
+    async def field_report_pdf(ags: Ags, _: ReportReader, lang: ReportLanguage = "de") -> Response:
         document = render_report_pdf(await handlers.report(ags), language=lang)
         return Response(
             document,
