@@ -72,7 +72,7 @@ class ServiceRuntime:
         if self.tracing is not None:
             middlewares.append(KafkaTelemetryMiddleware(tracer_provider=self.tracing))
         self.broker = broker or build_broker(settings, client_id=name, middlewares=middlewares)
-        self.publisher = KafkaPublisher(self.broker, settings)
+        self.publisher = KafkaPublisher(self.broker, settings, client_id=name)
         self._client: Any = None
         self._database = database
         self.relay = OutboxRelay(
@@ -107,6 +107,8 @@ class ServiceRuntime:
         """Relay the pending events of a MongoDB collection (or any `OutboxSource`)."""
         if isinstance(source, AsyncCollection):
             source = MongoOutboxSource(source)
+        if isinstance(source, MongoOutboxSource):
+            self.on_startup(source.ensure_indexes)
         self.relay.add_source(source)
 
     def consume(
@@ -189,6 +191,7 @@ class ServiceRuntime:
         for hook in self._startup_hooks:
             await self._with_retry("startup", hook)
         await self.broker.start()
+        await self._with_retry("outbox relay producer", self.publisher.start)
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
         for name, task in self._background:
             self._tasks.append(asyncio.create_task(task(), name=f"{self.name}-{name}"))
@@ -211,6 +214,7 @@ class ServiceRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.publisher.stop()
         await self.broker.stop()
         if self._client is not None:
             await self._client.close()

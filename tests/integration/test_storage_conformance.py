@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from wok_runtime.outbox import (
     MongoOutboxSource,
     OutboundEvent,
     OutboxRelay,
+    PendingMessage,
     outbox_update,
     pending_messages,
     with_outbox,
@@ -109,11 +110,21 @@ class RecordingPublisher:
     messages: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
     failures_left: int = 0
 
-    async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
-        if self.failures_left:
-            self.failures_left -= 1
-            raise ConnectionError("broker away")
-        self.messages.append((topic, key, value, headers))
+    async def send_all(self, messages: Sequence[PendingMessage]) -> list[Awaitable[object]]:
+        """As `KafkaPublisher.send_all`: after a failed hand-over, the rest of its key waits."""
+        acks: list[Awaitable[object]] = []
+        failed: set[str] = set()
+        for message in messages:
+            outcome: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            if self.failures_left or message.key in failed:
+                self.failures_left = max(0, self.failures_left - 1)
+                failed.add(message.key)
+                outcome.set_exception(ConnectionError("broker away"))
+            else:
+                self.messages.append((message.topic, message.key, message.value, message.headers))
+                outcome.set_result(None)
+            acks.append(outcome)
+        return acks
 
     @property
     def event_ids(self) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from wok_contracts import (
     decode_envelope,
     new_envelope,
 )
+from wok_runtime.kafka import KafkaPublisher
 from wok_runtime.outbox import (
     OUTBOX_FIELD,
     PENDING_FIELD,
@@ -30,6 +32,7 @@ from wok_runtime.outbox import (
     pending_messages,
     with_outbox,
 )
+from wok_runtime.settings import WokSettings
 
 REGISTRATION_EVENTS = "registration.events.v1"
 KAISERSLAUTERN = "07312000"
@@ -38,18 +41,45 @@ MAINZ = "07315000"
 
 @dataclass
 class RecordingPublisher:
+    """Records what is handed over; `failures_left` hand-overs fail first (broker away).
+    As `KafkaPublisher.send_all`: after a failed hand-over, the rest of that key is not
+    handed over."""
+
     messages: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
     failures_left: int = 0
 
-    async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+    async def send_all(self, messages: Sequence[PendingMessage]) -> list[Awaitable[object]]:
+        acks: list[Awaitable[object]] = []
+        failed: dict[str, BaseException] = {}
+        for message in messages:
+            try:
+                if message.key in failed:
+                    raise failed[message.key]
+                acks.append(await self.send(message))
+            except ConnectionError as error:
+                failed[message.key] = error
+                acks.append(asyncio.ensure_future(_raise(error)))
+        return acks
+
+    async def send(self, message: PendingMessage) -> Awaitable[object]:
         if self.failures_left:
             self.failures_left -= 1
             raise ConnectionError("broker away")
-        self.messages.append((topic, key, value, headers))
+        self.messages.append((message.topic, message.key, message.value, message.headers))
+        return self.acknowledgement(message.event_id)
+
+    def acknowledgement(self, event_id: str) -> Awaitable[object]:
+        acknowledged: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return acknowledged
 
     @property
     def event_ids(self) -> list[str]:
         return [decode_envelope(value).id for _, _, value, _ in self.messages]
+
+
+async def _raise(error: BaseException) -> None:
+    raise error
 
 
 def registered(ags: str, name: str) -> OutboundEvent:
@@ -246,31 +276,40 @@ def test_pending_messages_come_back_in_write_order_whatever_the_map_order() -> N
 
 @dataclass
 class SlowPublisher(RecordingPublisher):
-    """Each publish takes a while, as a broker's acknowledgement does; one event can fail."""
+    """The broker acknowledges each message `delay_s` after it was handed over, as a real
+    one does; it may refuse one event (`refused_event_id`) or fail to hand one over."""
 
     delay_s: float = 0.05
-    failing_event_id: str | None = None
-    in_flight: int = 0
-    most_in_flight: int = 0
+    refused_event_id: str | None = None
+    unsendable_event_id: str | None = None
+    awaiting: int = 0
+    most_awaiting: int = 0
 
-    async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(self.delay_s)
-            if decode_envelope(value).id == self.failing_event_id:
-                raise ConnectionError("broker away")
-        finally:
-            self.in_flight -= 1
-        await super().publish(topic=topic, key=key, value=value, headers=headers)
+    async def send(self, message: PendingMessage) -> Awaitable[object]:
+        if message.event_id == self.unsendable_event_id:
+            raise ConnectionError("no metadata for the topic")
+        return await super().send(message)
+
+    def acknowledgement(self, event_id: str) -> Awaitable[object]:
+        async def acknowledge() -> None:
+            self.awaiting += 1
+            self.most_awaiting = max(self.most_awaiting, self.awaiting)
+            try:
+                await asyncio.sleep(self.delay_s)
+            finally:
+                self.awaiting -= 1
+            if event_id == self.refused_event_id:
+                raise ConnectionError("not acknowledged")
+
+        return asyncio.ensure_future(acknowledge())
 
 
 def relayed_for(publisher: RecordingPublisher, key: str) -> list[str]:
-    """The ids of the events published under `key`, in publishing order."""
+    """The ids of the events handed over under `key`, in that order."""
     return [decode_envelope(value).id for _, k, value, _ in publisher.messages if k == key]
 
 
-async def test_municipalities_are_relayed_side_by_side_each_in_its_own_order(
+async def test_a_round_hands_everything_over_then_awaits_the_broker_and_marks_in_bulk(
     documents: dict[str, dict[str, Any]],
 ) -> None:
     municipalities = [f"0731{number}000" for number in range(8)]
@@ -279,43 +318,185 @@ async def test_municipalities_are_relayed_side_by_side_each_in_its_own_order(
         documents[ags] = with_outbox({"_id": ags}, events[:1])
         apply(documents[ags], outbox_update(events[1:]))
     publisher = SlowPublisher(delay_s=0.05)
-    relay = OutboxRelay(
-        sources=[InMemoryOutboxSource(documents)], publisher=publisher, key_concurrency=4
-    )
+    source = InMemoryOutboxSource(documents)
+    relay = OutboxRelay(sources=[source], publisher=publisher)
 
     started = asyncio.get_running_loop().time()
     assert await relay.drain_once() == 24
     elapsed = asyncio.get_running_loop().time() - started
 
-    # 24 publishes of 50 ms one after another would take 1.2 s; four keys at a time, 0.3 s.
-    assert publisher.most_in_flight == 4
-    assert elapsed < 1.0
+    # 24 acknowledgements of 50 ms one after another would take 1.2 s; all at once, 50 ms.
+    assert publisher.most_awaiting == 24
+    assert elapsed < 0.6
     for ags, events in written.items():
         assert relayed_for(publisher, ags) == [event.envelope.id for event in events]
     assert all(document[PENDING_FIELD] == 0 for document in documents.values())
+    assert all(document[OUTBOX_FIELD] == {} for document in documents.values())
+    assert source.mark_calls == 1
 
 
-async def test_a_failure_keeps_the_rest_of_that_municipality_pending_and_the_others_go_out(
+async def test_events_of_several_collections_go_out_in_write_order_in_one_round() -> None:
+    municipalities: dict[str, dict[str, Any]] = {}
+    dialogue_events: dict[str, dict[str, Any]] = {}
+    onboarded, scheduled, renamed = (registered(KAISERSLAUTERN, f"KL {n}") for n in range(3))
+    municipalities[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, [onboarded])
+    dialogue_events["event-1"] = with_outbox({"_id": "event-1"}, [scheduled])
+    apply(municipalities[KAISERSLAUTERN], outbox_update([renamed]))
+    publisher = RecordingPublisher()
+    sources = [InMemoryOutboxSource(dialogue_events), InMemoryOutboxSource(municipalities)]
+    relay = OutboxRelay(sources=sources, publisher=publisher)
+
+    assert await relay.drain_once() == 3
+
+    assert publisher.event_ids == [e.envelope.id for e in (onboarded, scheduled, renamed)]
+    assert [source.mark_calls for source in sources] == [1, 1]
+
+
+async def test_a_failed_hand_over_holds_back_the_rest_of_that_municipality_only(
     documents: dict[str, dict[str, Any]],
 ) -> None:
     kaiserslautern = [registered(KAISERSLAUTERN, f"KL {n}") for n in range(3)]
     mainz = [registered(MAINZ, f"Mainz {n}") for n in range(3)]
     documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, kaiserslautern)
     documents[MAINZ] = with_outbox({"_id": MAINZ}, mainz)
-    publisher = SlowPublisher(delay_s=0.01, failing_event_id=kaiserslautern[1].envelope.id)
+    publisher = SlowPublisher(delay_s=0.01, unsendable_event_id=kaiserslautern[1].envelope.id)
     relay = OutboxRelay(sources=[InMemoryOutboxSource(documents)], publisher=publisher)
 
     with pytest.raises(ConnectionError):
         await relay.drain_once()
 
-    assert sorted(publisher.event_ids) == sorted(
-        [kaiserslautern[0].envelope.id] + [e.envelope.id for e in mainz]
-    )
+    # KL 2 was not handed over after KL 1 failed: it must not overtake it.
+    assert relayed_for(publisher, KAISERSLAUTERN) == [kaiserslautern[0].envelope.id]
+    assert relayed_for(publisher, MAINZ) == [e.envelope.id for e in mainz]
     assert documents[MAINZ][PENDING_FIELD] == 0
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 2
     assert sorted(documents[KAISERSLAUTERN][OUTBOX_FIELD]) == sorted(
         e.envelope.id for e in kaiserslautern[1:]
     )
 
-    publisher.failing_event_id = None
+    publisher.unsendable_event_id = None
     assert await relay.drain_once() == 2
     assert relayed_for(publisher, KAISERSLAUTERN) == [e.envelope.id for e in kaiserslautern]
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 0
+
+
+async def test_an_event_the_broker_did_not_acknowledge_stays_pending_and_is_sent_again(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    events = [registered(KAISERSLAUTERN, f"KL {n}") for n in range(3)]
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, events)
+    publisher = SlowPublisher(delay_s=0.01, refused_event_id=events[1].envelope.id)
+    published: list[str] = []
+    relay = OutboxRelay(
+        sources=[InMemoryOutboxSource(documents)],
+        publisher=publisher,
+        on_published=lambda message: published.append(message.event_id),
+    )
+
+    with pytest.raises(ConnectionError):
+        await relay.drain_once()
+
+    assert list(documents[KAISERSLAUTERN][OUTBOX_FIELD]) == [events[1].envelope.id]
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 1
+    assert published == [events[0].envelope.id, events[2].envelope.id]
+
+    publisher.refused_event_id = None
+    assert await relay.drain_once() == 1
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 0
+    # Sent twice (once refused): consumers deduplicate by id; none is lost.
+    assert publisher.event_ids.count(events[1].envelope.id) == 2
+    assert published[-1] == events[1].envelope.id
+
+
+async def test_a_write_after_a_quiet_spell_goes_out_at_once_and_a_busy_spell_is_batched(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, [])
+    source = InMemoryOutboxSource(documents)
+    publisher = RecordingPublisher()
+    published: list[str] = []
+    progress = asyncio.Event()
+
+    def on_published(message: PendingMessage) -> None:
+        published.append(message.event_id)
+        progress.set()
+
+    async def until_published(count: int) -> None:
+        async with asyncio.timeout(2):
+            while len(published) < count:
+                progress.clear()
+                await progress.wait()
+
+    relay = OutboxRelay(
+        sources=[source],
+        publisher=publisher,
+        poll_interval_s=5.0,  # only a wake-up can explain a prompt relay
+        min_round_interval_s=0.2,
+        on_published=on_published,
+    )
+    running = asyncio.create_task(relay.run())
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(0.05)  # the first round found nothing
+        written_at = loop.time()
+        apply(documents[KAISERSLAUTERN], outbox_update([registered(KAISERSLAUTERN, "first")]))
+        relay.wake()
+        await until_published(1)
+        assert loop.time() - written_at < 0.1
+        rounds_before = source.mark_calls
+
+        # Ten writes 20 ms apart while busy: at most one round every 200 ms carries them.
+        for number in range(10):
+            event = registered(KAISERSLAUTERN, f"Name {number}")
+            apply(documents[KAISERSLAUTERN], outbox_update([event]))
+            relay.wake()
+            await asyncio.sleep(0.02)
+        await until_published(11)
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    assert publisher.event_ids == published
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 0
+    assert source.mark_calls - rounds_before <= 3
+
+
+@dataclass
+class StubBroker:
+    """Stands in for FastStream's broker: refuses the messages of `refused` event ids."""
+
+    refused: set[str]
+    published: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+    async def publish(self, value: bytes, *, topic: str, key: bytes | None, **_: Any) -> None:
+        if decode_envelope(value).id in self.refused:
+            raise ConnectionError("broker away")
+        self.published.append((topic, key))
+
+
+async def test_the_kafka_publisher_without_its_producer_holds_back_the_rest_of_a_failed_key(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    kaiserslautern = [registered(KAISERSLAUTERN, f"KL {n}") for n in range(3)]
+    mainz = registered(MAINZ, "Mainz")
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, kaiserslautern)
+    documents[MAINZ] = with_outbox({"_id": MAINZ}, [mainz])
+    messages = sorted(
+        (m for d in documents.values() for m in pending_messages(d)), key=lambda m: m.order
+    )
+    broker = StubBroker(refused={kaiserslautern[1].envelope.id})
+    publisher = KafkaPublisher(broker, WokSettings(topic_prefix="t."))  # type: ignore[arg-type]
+
+    acks = await publisher.send_all(messages)
+    outcomes = await asyncio.gather(*acks, return_exceptions=True)
+
+    by_event = {m.event_id: o for m, o in zip(messages, outcomes, strict=True)}
+    assert by_event[kaiserslautern[0].envelope.id] is None
+    assert isinstance(by_event[kaiserslautern[1].envelope.id], ConnectionError)
+    assert isinstance(by_event[kaiserslautern[2].envelope.id], ConnectionError)  # held back
+    assert by_event[mainz.envelope.id] is None
+    assert broker.published == [
+        ("t." + REGISTRATION_EVENTS, KAISERSLAUTERN.encode()),
+        ("t." + REGISTRATION_EVENTS, MAINZ.encode()),
+    ]
