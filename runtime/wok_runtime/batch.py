@@ -19,6 +19,11 @@ duplicate (DESIGN.md section 8), so the acknowledgement is manual, as for single
 - a dependency outage (database or broker away) is waited out without limit; if the batch
   still cannot be stored, the subscriber rewinds to its first records (nack) and the batch
   comes again.
+
+A consumer whose handlers work one event at a time (notification: a lookup and an SMTP
+delivery each) takes batches through `KeyedHandlerSink`: the events of a batch run through
+the per-message `EventProcessor`, different keys side by side, one key's events in order,
+and the batch is committed when every one of them is applied or dead-lettered.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import functools
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from pymongo.errors import BulkWriteError
 
 from wok_contracts import ContractError, Envelope, decode_envelope
 from wok_runtime.consumer import (
@@ -47,6 +54,7 @@ from wok_runtime.consumer import (
     key_problem,
 )
 from wok_runtime.logging import get_logger
+from wok_runtime.mongo import MongoProcessedStore
 from wok_runtime.outbox import Publisher
 from wok_runtime.settings import WokSettings
 
@@ -54,6 +62,7 @@ log = get_logger(__name__)
 
 DEFAULT_MAX_RECORDS = 2000
 DEFAULT_PIPELINE_RECORDS = 1000
+DUPLICATE_KEY = 11000
 # Waited out without limit: a dependency is away, the batch is not at fault.
 WAIT_ERRORS: tuple[type[BaseException], ...] = (TransientError, *TRANSIENT_ERRORS)
 
@@ -130,6 +139,9 @@ class BatchProcessor:
             self._stored.clear()
         for key in partitions or ():
             self._stored.pop(key, None)
+        reassigned = getattr(self.sink, "reassigned", None)
+        if reassigned is not None:
+            reassigned()
 
     async def process(self, records: Sequence[Record]) -> None:
         """Store the effect of `records` (or dead-letter them); returns when it is durable.
@@ -220,6 +232,8 @@ class BatchProcessor:
     async def _store(self, batches: list[PartitionBatch]) -> Counter[tuple[str, str]]:
         outcomes: Counter[tuple[str, str]] = Counter()
         failure = await self._with_retries(lambda: self.sink.store(batches))
+        if failure is None and getattr(self.sink, "counts_outcomes", False):
+            return outcomes
         if failure is None:
             for batch in batches:
                 for item in batch.items:
@@ -272,6 +286,133 @@ class BatchProcessor:
                     return f"handler failed after {failures} attempts: {error!r}"
                 log.warning("batch store failed; will retry", attempt=attempt, error=repr(error))
             await asyncio.sleep(self._retry.backoff(attempt))
+
+
+Ordering = Callable[[Envelope[Any]], tuple[str, str | None]]
+
+
+class KeyedHandlerSink:
+    """Per-message handlers (an `EventProcessor`'s) applied to a batch, keys side by side.
+
+    `ordering(envelope)` gives an event's chain and lane. The events of one chain are
+    applied in their order on the partition; consecutive events with a lane (not None) may
+    run side by side when their lanes differ, an event without a lane waits for everything
+    before it in its chain and holds back everything after it. So a notification consumer
+    keys its chains by dialogue event and lanes by registration: one person's messages stay
+    in order, and a reschedule or cancellation of the event stays between what came before
+    and after it. Different chains run side by side; at most `concurrency` handlers at once.
+
+    Each event gets the guarantees of `EventProcessor`: skipped if its id is processed
+    already (one read for the batch), its handler retried with backoff and dead-lettered
+    after the limit, a dependency outage waited out; the ids are marked processed (one
+    write) once every event of the batch is applied. `store` returns only when all of them
+    are, so the batch's offsets are committed after the effects are stored; the handlers
+    are idempotent by key, so a crash before the commit only repeats them harmlessly.
+    """
+
+    counts_outcomes = True
+
+    def __init__(
+        self,
+        *,
+        processor: EventProcessor,
+        ordering: Ordering,
+        concurrency: int = 32,
+        on_reassigned: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._processor = processor
+        self._ordering = ordering
+        self._limit = asyncio.Semaphore(max(1, concurrency))
+        self._on_reassigned = on_reassigned
+
+    def reassigned(self) -> None:
+        """Partitions were revoked or assigned: what the handlers keep in memory about the
+        partitions' state may be stale (another member may have applied events)."""
+        self._on_reassigned()
+
+    async def stored_offset(self, topic: str, partition: int) -> int | None:
+        return None  # no positions: the processed ids and idempotent handlers suffice
+
+    async def store(self, batches: Sequence[PartitionBatch]) -> None:
+        items = [item for batch in batches for item in batch.items]
+        if not items:
+            return
+        seen = await self._processor.seen_among({item.envelope.id for item in items})
+        chains: dict[str, list[list[Item]]] = defaultdict(list)
+        lanes_open: dict[str, bool] = {}
+        for item in items:
+            if item.envelope.id in seen:
+                log.info(
+                    "duplicate event skipped", event_id=item.envelope.id, type=item.envelope.type
+                )
+                self._processor.count(item.envelope.type, "duplicate")
+                continue
+            chain, lane = self._ordering(item.envelope)
+            steps = chains[chain]
+            if lane is not None and lanes_open.get(chain):
+                steps[-1].append(item)  # joins the run of laned events before it
+            else:
+                steps.append([item])
+            lanes_open[chain] = lane is not None
+        done: list[str] = []
+        results = await asyncio.gather(
+            *(self._chain(steps, done) for steps in chains.values()), return_exceptions=True
+        )
+        # what is applied is marked even if another chain failed (it would only repeat)
+        await self._processor.mark_all(done)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _chain(self, steps: list[list[Item]], done: list[str]) -> None:
+        for step in steps:
+            if len(step) == 1:
+                await self._lane(step, done)
+                continue
+            lanes: dict[str | None, list[Item]] = defaultdict(list)
+            for item in step:
+                lanes[self._ordering(item.envelope)[1]].append(item)
+            results = await asyncio.gather(
+                *(self._lane(lane, done) for lane in lanes.values()), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+    async def _lane(self, items: list[Item], done: list[str]) -> None:
+        for item in items:
+            async with self._limit:
+                if await self._processor.apply(item.record, item.envelope):
+                    done.append(item.envelope.id)
+
+
+class MongoBatchProcessedStore(MongoProcessedStore):
+    """The processed ids of `MongoProcessedStore` (same collection and documents), read and
+    written for a whole batch at once."""
+
+    async def seen_many(self, consumer: str, event_ids: Collection[str]) -> set[str]:
+        prefix = f"{consumer}:"
+        cursor = self._collection.find(
+            {"_id": {"$in": [prefix + event_id for event_id in event_ids]}}, {"_id": 1}
+        )
+        return {document["_id"].removeprefix(prefix) async for document in cursor}
+
+    async def mark_many(self, consumer: str, event_ids: Collection[str]) -> None:
+        now = datetime.now(UTC)
+        documents = [
+            {"_id": f"{consumer}:{event_id}", "processed_at": now} for event_id in event_ids
+        ]
+        if not documents:
+            return
+        try:
+            await self._collection.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            # marked before (a batch repeated after a crash): only duplicates are fine
+            if any(
+                failure.get("code") != DUPLICATE_KEY
+                for failure in error.details.get("writeErrors", [])
+            ):
+                raise
 
 
 class _NothingProcessed:

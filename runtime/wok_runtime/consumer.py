@@ -16,7 +16,8 @@ when the message's effect is stored or the message is in the dead-letter topic:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import functools
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -73,6 +74,12 @@ class InMemoryProcessedStore:
 
     async def mark(self, consumer: str, event_id: str) -> None:
         self.ids.add((consumer, event_id))
+
+    async def seen_many(self, consumer: str, event_ids: Collection[str]) -> set[str]:
+        return {event_id for event_id in event_ids if (consumer, event_id) in self.ids}
+
+    async def mark_many(self, consumer: str, event_ids: Collection[str]) -> None:
+        self.ids.update((consumer, event_id) for event_id in event_ids)
 
 
 @dataclass(frozen=True)
@@ -140,33 +147,78 @@ class EventProcessor:
         return sorted(self._handlers)
 
     async def process(self, record: Record) -> None:
-        try:
-            envelope = decode_envelope(record.value)
-        except ContractError as error:
-            await self._dead_letter(record, error.reason)
-            self._metrics.on_outcome("undecodable", "dead_lettered")
-            return
-        handler = self._handlers.get(envelope.type)
-        if handler is None:
-            self._metrics.on_outcome(envelope.type, "ignored")
-            return
-        wrong_key = key_problem(record, envelope)
-        if wrong_key is not None:
-            await self._dead_letter(record, wrong_key)
-            self._metrics.on_outcome(envelope.type, "dead_lettered")
+        envelope = await self.admit(record)
+        if envelope is None:
             return
         with correlation(envelope.correlationid):
             if await self._until_stored(lambda: self._processed.seen(self.consumer, envelope.id)):
                 log.info("duplicate event skipped", event_id=envelope.id, type=envelope.type)
                 self._metrics.on_outcome(envelope.type, "duplicate")
                 return
+            if await self.apply(record, envelope):
+                await self._until_stored(lambda: self._processed.mark(self.consumer, envelope.id))
+
+    async def admit(self, record: Record) -> Envelope[Any] | None:
+        """The record's envelope if a handler takes it; None if it was dead-lettered (undecodable,
+        invalid, wrongly keyed) or is of a type this consumer ignores."""
+        try:
+            envelope = decode_envelope(record.value)
+        except ContractError as error:
+            await self._dead_letter(record, error.reason)
+            self._metrics.on_outcome("undecodable", "dead_lettered")
+            return None
+        if envelope.type not in self._handlers:
+            self._metrics.on_outcome(envelope.type, "ignored")
+            return None
+        wrong_key = key_problem(record, envelope)
+        if wrong_key is not None:
+            await self._dead_letter(record, wrong_key)
+            self._metrics.on_outcome(envelope.type, "dead_lettered")
+            return None
+        return envelope
+
+    async def apply(self, record: Record, envelope: Envelope[Any]) -> bool:
+        """Run the event's handler (retried as below) or dead-letter it; True when its effect
+        is stored, so the caller marks the event id processed. No processed-id check here."""
+        handler = self._handlers[envelope.type]
+        with correlation(envelope.correlationid):
             failure = await self._run_handler(handler, envelope)
             if failure is not None:
                 await self._dead_letter(record, failure)
                 self._metrics.on_outcome(envelope.type, "dead_lettered")
-                return
-            await self._until_stored(lambda: self._processed.mark(self.consumer, envelope.id))
+                return False
             self._metrics.on_outcome(envelope.type, "processed")
+            return True
+
+    async def seen_among(self, event_ids: Collection[str]) -> set[str]:
+        """Which of `event_ids` are processed already (one read if the store can)."""
+        many = getattr(self._processed, "seen_many", None)
+        if many is not None:
+            found: set[str] = await self._until_stored(lambda: many(self.consumer, event_ids))
+            return found
+        return {
+            event_id
+            for event_id in event_ids
+            if await self._until_stored(
+                functools.partial(self._processed.seen, self.consumer, event_id)
+            )
+        }
+
+    async def mark_all(self, event_ids: Collection[str]) -> None:
+        """Mark `event_ids` processed (one write if the store can)."""
+        if not event_ids:
+            return
+        many = getattr(self._processed, "mark_many", None)
+        if many is not None:
+            await self._until_stored(lambda: many(self.consumer, event_ids))
+            return
+        for event_id in event_ids:
+            await self._until_stored(
+                functools.partial(self._processed.mark, self.consumer, event_id)
+            )
+
+    def count(self, event_type: str, outcome: str) -> None:
+        self._metrics.on_outcome(event_type, outcome)
 
     async def _run_handler(self, handler: Handler, envelope: Envelope[Any]) -> str | None:
         """Run the handler until it succeeds (None) or has failed for good (the reason)."""

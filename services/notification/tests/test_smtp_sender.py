@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -125,3 +126,72 @@ async def test_no_mail_server_listening_is_worth_retrying() -> None:
     sender = SmtpMailSender(SmtpConfig(host="127.0.0.1", port=free_port(), timeout_s=5))
     with pytest.raises(MailNotSent):
         await sender.send(confirmation("joerg@example.org"))
+
+
+class PeerSink(Sink):
+    """Also notes the connection (client port) each message came over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[Any] = []
+        self.active = 0
+        self.most_at_once = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.peers.append(session.peer)
+        self.active += 1
+        self.most_at_once = max(self.most_at_once, self.active)
+        await asyncio.sleep(0.02)
+        self.active -= 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_messages_reuse_open_connections_up_to_the_limit() -> None:
+    sink = PeerSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    sender = SmtpMailSender(SmtpConfig(host="127.0.0.1", port=port, timeout_s=5), connections=3)
+    try:
+        await asyncio.gather(*(sender.send(confirmation(f"p{n}@example.org")) for n in range(12)))
+        await sender.send(confirmation("late@example.org"))
+    finally:
+        await sender.close()
+        controller.stop()
+
+    assert sorted(rcpt for e in sink.envelopes for rcpt in e.rcpt_tos) == sorted(
+        [f"p{n}@example.org" for n in range(12)] + ["late@example.org"]
+    )
+    assert len(set(sink.peers)) == 3, "three connections, each used for several messages"
+    assert sink.most_at_once == 3
+
+
+async def test_a_connection_the_server_dropped_is_replaced_and_nothing_is_sent_twice() -> None:
+    sink = Sink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    sender = SmtpMailSender(SmtpConfig(host="127.0.0.1", port=port, timeout_s=5), connections=1)
+    outcomes: list[str] = []
+    try:
+        await sender.send(confirmation("first@example.org"))
+        controller.stop()  # the server goes away, and with it the open connection
+        controller = Controller(sink, hostname="127.0.0.1", port=port)
+        controller.start()
+        for n in range(3):
+            try:
+                await sender.send(confirmation(f"again-{n}@example.org"))
+                outcomes.append("sent")
+            except MailNotSent:
+                outcomes.append("retry")  # the caller retries such a message later
+    finally:
+        await sender.close()
+        controller.stop()
+
+    # at most the first try found the old connection dead; the next went over a new one
+    assert outcomes in (["sent", "sent", "sent"], ["retry", "sent", "sent"])
+    delivered = [rcpt for e in sink.envelopes for rcpt in e.rcpt_tos]
+    expected = ["first@example.org"] + [
+        f"again-{n}@example.org" for n, outcome in enumerate(outcomes) if outcome == "sent"
+    ]
+    assert delivered == expected

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import FastAPI
 
-from wok_contracts.topics import ASSESSMENT_EVENTS, REGISTRATION_EVENTS
+from wok_contracts.topics import ASSESSMENT_EVENTS, REGISTRATION_EVENTS, dead_letter_topic
 from wok_notification import domain
 from wok_notification.adapters.contacts import (
     AccessDirectory,
@@ -25,12 +28,13 @@ from wok_notification.adapters.repository import (
     MongoNotificationRepository,
     NotificationRepository,
 )
-from wok_notification.entrypoints.consumers import CONSUMER_GROUP, event_handlers
+from wok_notification.entrypoints.consumers import CONSUMER_GROUP, event_handlers, ordering
 from wok_notification.entrypoints.http import build_router
 from wok_notification.handlers import NotificationHandlers
 from wok_notification.rendering import MailRenderer
 from wok_notification.settings import NotificationSettings
-from wok_runtime.consumer import ProcessedStore
+from wok_runtime.batch import KeyedHandlerSink, MongoBatchProcessedStore
+from wok_runtime.consumer import EventProcessor, ProcessedStore, ProcessorMetrics, RetryPolicy
 from wok_runtime.outbox import MongoOutboxSource
 from wok_runtime.service import ServiceRuntime
 
@@ -45,8 +49,19 @@ def smtp_sender(settings: NotificationSettings) -> SmtpMailSender:
             username=settings.smtp_username,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             timeout_s=settings.smtp_timeout_s,
-        )
+        ),
+        connections=settings.smtp_connections,
     )
+
+
+async def _close_on_stop(closers: list[Callable[[], Awaitable[None]]]) -> None:
+    """Until the service stops; then close the kept SMTP and HTTP connections."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for close in closers:
+            with contextlib.suppress(Exception):
+                await close()
 
 
 def build_app(
@@ -71,31 +86,26 @@ def build_app(
     elif isinstance(repository, InMemoryNotificationRepository):
         for source in repository.outbox_sources():
             runtime.add_outbox(source)
-    registration = {
+    registration: dict[str, Any] = {
         "base_url": settings.registration_url,
         "service_key": settings.service_key.get_secret_value(),
         "timeout_s": settings.registration_timeout_s,
     }
+    contacts = contacts or HttpContactDirectory(**registration)
+    access = access or HttpAccessDirectory(**registration)
+    taskforce = taskforce or HttpTaskforceDirectory(**registration)
+    offices = offices or HttpOfficeDirectory(**registration)
+    sender = sender or smtp_sender(settings)
     handlers = NotificationHandlers(
         repository=repository,
-        contacts=contacts
-        or HttpContactDirectory(
-            base_url=settings.registration_url,
-            service_key=settings.service_key.get_secret_value(),
-            timeout_s=settings.registration_timeout_s,
-        ),
-        access=access
-        or HttpAccessDirectory(
-            base_url=settings.registration_url,
-            service_key=settings.service_key.get_secret_value(),
-            timeout_s=settings.registration_timeout_s,
-        ),
-        taskforce=taskforce or HttpTaskforceDirectory(**registration),
-        offices=offices or HttpOfficeDirectory(**registration),
+        contacts=contacts,
+        access=access,
+        taskforce=taskforce,
+        offices=offices,
         assessment_url=settings.assessment_url,
         digest_window=timedelta(seconds=settings.digest_window_s),
         taskforce_reminder_before=timedelta(seconds=settings.taskforce_reminder_before_s),
-        sender=sender or smtp_sender(settings),
+        sender=sender,
         renderer=MailRenderer(settings.template_dirs()),
         schedule_times=domain.ScheduleTimes(
             access_before=timedelta(seconds=settings.access_release_before_s),
@@ -111,16 +121,53 @@ def build_app(
         events_stored=runtime.relay.wake,
         clock=clock,
     )
-    runtime.consume(
+    if processed is None:
+        store = MongoBatchProcessedStore(runtime.database)
+        runtime.on_startup(store.ensure_indexes)
+        processed = store
+    handler_map = event_handlers(handlers)
+    # Messages one at a time would leave every other person waiting for one person's mail:
+    # batches are taken, different dialogue events and people handled side by side, and the
+    # batch committed when all of it is done.
+    processor = EventProcessor(
+        consumer=CONSUMER_GROUP,
+        handlers=handler_map,
+        processed=processed,
+        dead_letters=runtime.publisher,
+        dead_letter_topic=dead_letter_topic(CONSUMER_GROUP),
+        retry=RetryPolicy(
+            max_attempts=settings.consumer_max_attempts,
+            initial_backoff_s=settings.consumer_backoff_initial_s,
+            max_backoff_s=settings.consumer_backoff_max_s,
+        ),
+        metrics=ProcessorMetrics(
+            on_outcome=lambda event_type, outcome: runtime.metrics.event_outcome(
+                CONSUMER_GROUP, event_type, outcome
+            )
+        ),
+    )
+    runtime.consume_batches(
         group=CONSUMER_GROUP,
         topics=[REGISTRATION_EVENTS, ASSESSMENT_EVENTS],
-        handlers=event_handlers(handlers),
-        processed=processed,
+        sink=KeyedHandlerSink(
+            processor=processor,
+            ordering=ordering,
+            concurrency=settings.notification_concurrency,
+            on_reassigned=repository.forget_cached,
+        ),
+        event_types=processor.event_types,
+        max_records=settings.notification_batch_records,
     )
     runtime.run_while_started(
         lambda: handlers.run_scheduler(interval_s=settings.scheduler_interval_s),
         name="scheduled-mail",
     )
+    closers = [
+        close
+        for part in (sender, contacts, access, taskforce, offices)
+        if (close := getattr(part, "close", None)) is not None
+    ]
+    runtime.run_while_started(lambda: _close_on_stop(closers), name="connections")
     app = runtime.http_app(
         title="Weltoffene Kommune: notification", routers=[build_router(handlers, settings)]
     )

@@ -199,12 +199,8 @@ class NotificationHandlers:
     async def send_confirmation(self, envelope: Envelope[Any]) -> None:
         data: ParticipantRegistered = envelope.data
         delivery_id = domain.delivery_id(NotificationKind.CONFIRMATION, data.registration_id)
-        existing = await self.repository.get_delivery(delivery_id)
-        if existing is not None and existing.status is not domain.DeliveryStatus.PENDING:
-            if existing.status is domain.DeliveryStatus.UNDELIVERABLE:
-                raise NotificationUndeliverable(f"delivery {delivery_id} was given up")
-            log.info("delivery already finished; nothing to send", delivery_id=delivery_id)
-            return
+        # No look at the delivery first: the event is new almost always (repeats are mostly
+        # caught by the processed ids), and the claim refuses a finished delivery anyway.
         event = await self._event(data.dialogue_event_id)
         contact = await self._contacts.fetch(data.registration_id)
         if contact is None:
@@ -224,6 +220,7 @@ class NotificationHandlers:
             contact=contact,
             waitlisted=data.status is RegistrationStatus.WAITLISTED,
             preferred_language=data.language,
+            look_first=False,
         )
 
     async def send_promotion(self, envelope: Envelope[Any]) -> None:
@@ -287,22 +284,25 @@ class NotificationHandlers:
     ) -> None:
         if event.cancelled:
             return
-        for kind, due in (
-            (NotificationKind.ACCESS, domain.access_due(event, times=self._times, now=now)),
-            (NotificationKind.REMINDER, domain.reminder_due(event, times=self._times, now=now)),
-        ):
-            if due is None:
-                continue
-            await self.repository.schedule(
-                ScheduledMessage.of(
-                    kind,
-                    registration_id=registration_id,
-                    dialogue_event_id=event.dialogue_event_id,
-                    ags=event.ags,
-                    due_at=due,
-                ),
-                rearm=rearm,
+        messages = [
+            ScheduledMessage.of(
+                kind,
+                registration_id=registration_id,
+                dialogue_event_id=event.dialogue_event_id,
+                ags=event.ags,
+                due_at=due,
             )
+            for kind, due in (
+                (NotificationKind.ACCESS, domain.access_due(event, times=self._times, now=now)),
+                (NotificationKind.REMINDER, domain.reminder_due(event, times=self._times, now=now)),
+            )
+            if due is not None
+        ]
+        if not rearm:
+            await self.repository.schedule_new(messages)  # one write
+            return
+        for message in messages:
+            await self.repository.schedule(message, rearm=True)
 
     async def _schedule_taskforce_reminder(
         self, event: domain.EventDetails, *, now: datetime
@@ -454,12 +454,15 @@ class NotificationHandlers:
         preferred_language: str | None = None,
         fetch_contact: bool = True,
         subject: str | None = None,
+        look_first: bool = True,
     ) -> Outcome:
         """Send one mail at most once, or hold it for the person's digest; raises
-        TransientError while it must wait."""
+        TransientError while it must wait. `look_first=False` skips reading the delivery
+        before rendering (for mails that are new almost always; the claim still refuses a
+        finished one)."""
         delivery_id = domain.delivery_id(kind, registration_id, revision=revision, subject=subject)
         fields = {"delivery_id": delivery_id, "dialogue_event_id": event.dialogue_event_id}
-        existing = await self.repository.get_delivery(delivery_id)
+        existing = await self.repository.get_delivery(delivery_id) if look_first else None
         if existing is not None and existing.finished:
             if existing.status is domain.DeliveryStatus.UNDELIVERABLE:
                 raise NotificationUndeliverable(f"delivery {delivery_id} was given up")
@@ -537,6 +540,8 @@ class NotificationHandlers:
         )
         if delivery is None:
             current = await self.repository.get_delivery(delivery_id)
+            if current is not None and current.status is domain.DeliveryStatus.UNDELIVERABLE:
+                raise NotificationUndeliverable(f"delivery {delivery_id} was given up")
             if current is not None and current.finished:
                 log.info("delivery finished meanwhile; nothing to send", **fields)
                 return Outcome(delivery_id, current.status.value)
@@ -882,8 +887,10 @@ class NotificationHandlers:
 
     # ------------------------------------------------------------ helpers and operators
 
-    async def _event(self, dialogue_event_id: str) -> domain.EventDetails:
-        event = await self.repository.get_event(dialogue_event_id)
+    async def _event(self, dialogue_event_id: str, *, cached: bool = True) -> domain.EventDetails:
+        """The event as stored. The consumer's handlers may take the copy kept in memory
+        (current while this member holds the event's partition); others read it."""
+        event = await self.repository.get_event(dialogue_event_id, cached=cached)
         if event is None:
             raise UnknownDialogueEvent(f"dialogue event {dialogue_event_id} is not known")
         return event
@@ -918,7 +925,7 @@ class NotificationHandlers:
             )
         if await self.repository.rearm_delivery(delivery_id) is None:
             raise domain.DeliveryStateError(f"delivery {delivery_id} is {delivery.status.value}")
-        event = await self._event(delivery.dialogue_event_id)
+        event = await self._event(delivery.dialogue_event_id, cached=False)
         participant = await self.repository.get_participant(delivery.registration_id)
         try:
             await self.deliver(

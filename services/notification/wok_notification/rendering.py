@@ -14,13 +14,17 @@ adds a language, or rewords one, without code.
 
 from __future__ import annotations
 
+import base64
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.policy import EmailPolicy
+from email.utils import encode_rfc2231, format_datetime, parseaddr, quote
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +116,15 @@ class MailRenderer:
         text = pick([f"{mail.language}/layout.txt", "layout.txt"]).render(context)
         html = pick([f"{mail.language}/layout.html", "layout.html"]).render(context)
 
-        message = self._headers(mail, subject=subject, message_id=mail.message_id, now=now)
-        message.set_content(text)
-        message.add_alternative(html, subtype="html")
-        self._attach(message, [(mail, messages)], now=now)
-        # After the content: setting content clears every Content-* header
-        message["Content-Language"] = mail.language
-        return message
+        return _assemble(
+            mail,
+            subject=subject,
+            message_id=mail.message_id,
+            now=now,
+            text=text,
+            html=html,
+            attachments=self._attachments([(mail, messages)], now=now),
+        )
 
     def render_digest(
         self, mails: Sequence[Mail], *, message_id: str, now: datetime
@@ -134,14 +140,15 @@ class MailRenderer:
         pick = self._templates.select_template
         text = pick([f"{first.language}/digest.txt", "digest.txt"]).render(context)
         html = pick([f"{first.language}/digest.html", "digest.html"]).render(context)
-        message = self._headers(
-            first, subject=str(messages.digest_subject()), message_id=message_id, now=now
+        return _assemble(
+            first,
+            subject=str(messages.digest_subject()),
+            message_id=message_id,
+            now=now,
+            text=text,
+            html=html,
+            attachments=self._attachments(items, now=now),
         )
-        message.set_content(text)
-        message.add_alternative(html, subtype="html")
-        self._attach(message, items, now=now)
-        message["Content-Language"] = first.language
-        return message
 
     def render_staff(self, mail: StaffMail, *, now: datetime) -> EmailMessage:
         messages = self._messages(mail.language, mail=mail)
@@ -149,48 +156,120 @@ class MailRenderer:
         pick = self._templates.select_template
         text = pick([f"{mail.language}/staff.txt", "staff.txt"]).render(context)
         html = pick([f"{mail.language}/staff.html", "staff.html"]).render(context)
-        message = self._headers(
-            mail, subject=str(messages.subject()), message_id=mail.message_id, now=now
+        return _assemble(
+            mail,
+            subject=str(messages.subject()),
+            message_id=mail.message_id,
+            now=now,
+            text=text,
+            html=html,
+            attachments=[],
         )
-        message.set_content(text)
-        message.add_alternative(html, subtype="html")
-        message["Content-Language"] = mail.language
-        return message
 
-    def _headers(
-        self, mail: Mail | StaffMail, *, subject: str, message_id: str, now: datetime
-    ) -> EmailMessage:
-        message = EmailMessage()
-        message["From"] = mail.mail_from
-        # An Address object, not a formatted string: re-wrapping a pre-formatted header with
-        # brackets and non-ASCII names ("Demo-Person 1 (Landkreis Göttingen)") lost the address.
-        message["To"] = Address(display_name=mail.recipient_name, addr_spec=mail.recipient_email)
-        message["Subject"] = " ".join(subject.split())
-        message["Date"] = format_datetime(now.astimezone(UTC))
-        message["Message-ID"] = message_id
-        # RFC 3834: tells auto-responders not to answer a no-reply sender
-        message["Auto-Submitted"] = "auto-generated"
-        return message
-
-    def _attach(
-        self, message: EmailMessage, items: Sequence[tuple[Mail, Any]], *, now: datetime
-    ) -> None:
-        """One calendar attachment per message that carries one; numbered when several."""
+    def _attachments(
+        self, items: Sequence[tuple[Mail, Any]], *, now: datetime
+    ) -> list[tuple[str, str, bytes]]:
+        """One calendar attachment (file name, method, ICS) per message that carries one;
+        numbered when several."""
         invites = [(mail, messages) for mail, messages in items if mail.invite is not None]
+        found: list[tuple[str, str, bytes]] = []
         for number, (mail, messages) in enumerate(invites, start=1):
             assert mail.invite is not None
             filename = str(messages.attachment_name()).strip()
             if len(invites) > 1:
                 stem, dot, extension = filename.rpartition(".")
                 filename = f"{stem}-{number}.{extension}" if dot else f"{filename}-{number}"
-            # Bytes, not text: RFC 5545 wants CRLF line ends, which text parts would normalise
-            message.add_attachment(
-                invitation_ics(mail.invite, now=now),
-                maintype="text",
-                subtype="calendar",
-                filename=filename,
-                params={"method": mail.invite.method.value, "charset": "utf-8"},
-            )
+            found.append((filename, mail.invite.method.value, invitation_ics(mail.invite, now=now)))
+        return found
+
+
+def _assemble(
+    mail: Mail | StaffMail,
+    *,
+    subject: str,
+    message_id: str,
+    now: datetime,
+    text: str,
+    html: str,
+    attachments: Sequence[tuple[str, str, bytes]],
+) -> EmailMessage:
+    """The MIME message: multipart/alternative (plain text, then HTML), inside a
+    multipart/mixed with the calendar attachments if there are any; every part in base64.
+
+    The headers are written here already encoded (RFC 2047 words, RFC 2231 parameters) and
+    kept as written (`_PREPARED`), to be parsed only when read, as those of a received
+    message are: `set_content`/`add_alternative`/`add_attachment` parse each header they
+    set several times over, which cost most of the CPU of a confirmation."""
+    body = _multipart("alternative", [_text_part(text, "plain"), _text_part(html, "html")])
+    message = body
+    if attachments:
+        message = _multipart("mixed", [body, *(_calendar_part(*item) for item in attachments)])
+    sender_name, sender_address = parseaddr(mail.mail_from)
+    message["From"] = Address(display_name=sender_name, addr_spec=sender_address)
+    # An Address object, not a formatted string: re-reading a formatted header with brackets
+    # and non-ASCII in the name ("Demo-Person 1 (Landkreis Göttingen)") lost the address.
+    message["To"] = Address(display_name=mail.recipient_name, addr_spec=mail.recipient_email)
+    message["Subject"] = _encoded(" ".join(subject.split()), name="Subject")
+    message["Date"] = format_datetime(now.astimezone(UTC))
+    message["Message-ID"] = message_id
+    # RFC 3834: tells auto-responders not to answer a no-reply sender
+    message["Auto-Submitted"] = "auto-generated"
+    message["Content-Language"] = mail.language
+    message["MIME-Version"] = "1.0"
+    return message
+
+
+class _PreparedHeaders(EmailPolicy):
+    """The standard policy, except that a header set as an ASCII string (encoded by us,
+    folded lines starting with white space) is kept as written, not parsed on the spot; it
+    is parsed when read, like a header of a received message."""
+
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        if isinstance(value, str) and value.isascii():
+            lines = value.split("\n")
+            if "\r" not in value and all(line[:1] in (" ", "\t") for line in lines[1:]):
+                return (name, value)
+        return super().header_store_parse(name, value)  # type: ignore[no-any-return]
+
+
+_PREPARED = _PreparedHeaders()
+
+
+def _multipart(subtype: str, parts: list[EmailMessage]) -> EmailMessage:
+    message = EmailMessage(policy=_PREPARED)
+    # base64 bodies never contain "-", so this boundary cannot occur inside a part
+    message["Content-Type"] = f'multipart/{subtype}; boundary="=-wok-{uuid.uuid4().hex}"'
+    for part in parts:
+        message.attach(part)
+    return message
+
+
+def _text_part(content: str, subtype: str) -> EmailMessage:
+    part = EmailMessage(policy=_PREPARED)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(base64.encodebytes(content.encode("utf-8")).decode("ascii"))
+    return part
+
+
+def _calendar_part(filename: str, method: str, ics: bytes) -> EmailMessage:
+    # Bytes in base64: RFC 5545 wants CRLF line ends, which text parts would normalise
+    part = EmailMessage(policy=_PREPARED)
+    part["Content-Type"] = f'text/calendar; method={method}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "base64"
+    if filename.isascii():
+        part["Content-Disposition"] = f'attachment; filename="{quote(filename)}"'
+    else:
+        part["Content-Disposition"] = f"attachment; filename*={encode_rfc2231(filename, 'utf-8')}"
+    part.set_payload(base64.encodebytes(ics).decode("ascii"))
+    return part
+
+
+def _encoded(value: str, *, name: str) -> str:
+    """A header value as ASCII: RFC 2047 words (folded) if it is not ASCII already."""
+    if value.isascii():
+        return value
+    return str(Header(value, "utf-8", header_name=name).encode())
 
 
 def invitation_ics(invite: CalendarInvite, *, now: datetime) -> bytes:

@@ -17,6 +17,18 @@ class NotificationSettings(WokSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = 30.0
+    smtp_connections: int = Field(
+        default=8,
+        description="SMTP connections kept open and reused for sending, side by side",
+    )
+    notification_concurrency: int = Field(
+        default=32,
+        description="Messages handled side by side (different dialogue events and people;"
+        " one person's and one event's messages stay in order)",
+    )
+    notification_batch_records: int = Field(
+        default=500, description="Most messages taken from Kafka and committed as one batch"
+    )
     mail_from: str = "Weltoffene Kommune <noreply@weltoffene-kommune.example>"
     registration_url: str = Field(
         default="http://127.0.0.1:8001",

@@ -5,6 +5,7 @@ office (staff mails)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 from urllib.parse import quote
@@ -19,6 +20,7 @@ from wok_runtime.logging import get_logger
 log = get_logger(__name__)
 
 _Body = TypeVar("_Body", bound=BaseModel)
+LOOKUP_CONNECTIONS = 8
 
 
 class ContactLookupFailed(Exception):
@@ -61,15 +63,39 @@ class _RegistrationLookup:
         self._service_key = service_key
         self._timeout_s = timeout_s
         self._transport = transport
+        # One client, its connections kept alive across lookups, per event loop; no more
+        # lookups at once than connections (httpx's pool spends time quadratic in the
+        # requests waiting in it)
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    def _client_now(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop or self._client.is_closed:
+            self._client = httpx.AsyncClient(
+                base_url=self._base_url,
+                timeout=self._timeout_s,
+                transport=self._transport,
+                headers={"Authorization": f"Bearer {self._service_key}"},
+                limits=httpx.Limits(
+                    max_connections=LOOKUP_CONNECTIONS, max_keepalive_connections=LOOKUP_CONNECTIONS
+                ),
+            )
+            self._slots = asyncio.Semaphore(LOOKUP_CONNECTIONS)
+            self._loop = loop
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def _lookup(self, path: str, model: type[_Body], *, what: str) -> _Body | None:
-        response = await _get(
-            base_url=self._base_url,
-            path=path,
-            service_key=self._service_key,
-            timeout_s=self._timeout_s,
-            transport=self._transport,
-        )
+        client = self._client_now()
+        assert self._slots is not None
+        async with self._slots:
+            response = await _get(client, path)
         if response is None:
             return None
         try:
@@ -99,20 +125,10 @@ class HttpContactDirectory(_RegistrationLookup):
         )
 
 
-async def _get(
-    *,
-    base_url: str,
-    path: str,
-    service_key: str,
-    timeout_s: float,
-    transport: httpx.AsyncBaseTransport | None,
-) -> httpx.Response | None:
+async def _get(client: httpx.AsyncClient, path: str) -> httpx.Response | None:
     """The OK response, None for 404; TransientError while registration cannot answer."""
     try:
-        async with httpx.AsyncClient(
-            base_url=base_url, timeout=timeout_s, transport=transport
-        ) as client:
-            response = await client.get(path, headers={"Authorization": f"Bearer {service_key}"})
+        response = await client.get(path)
     except httpx.TransportError as error:
         raise TransientError(f"registration unreachable: {type(error).__name__}") from error
     if response.status_code == httpx.codes.NOT_FOUND:

@@ -19,6 +19,7 @@ fixed-width UTC ISO strings, which compare in the order of time.
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo import DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from wok_contracts import EventFormat, NotificationKind
 from wok_notification.domain import (
@@ -51,6 +52,11 @@ from wok_runtime.outbox import (
 VERSION_FIELD = "version"
 # Each conflict means another writer moved the delivery on, so a few retries always suffice
 MAX_CONFLICTS = 10
+# Delivery documents kept in memory after writing them (see _DeliveryTransitions)
+MAX_KNOWN = 10_000
+# How long a dialogue event read from the database is used without reading it again
+EVENT_CACHE_S = 60.0
+DUPLICATE_KEY = 11000
 CONTACT_FIELDS = ("dialogue_event_id", "name", "email", "language", "cancel_url", "erasure_url")
 
 
@@ -188,7 +194,11 @@ class NotificationRepository(Protocol):
         """Keep the newest revision of a dialogue event's details."""
         ...
 
-    async def get_event(self, dialogue_event_id: str) -> EventDetails | None: ...
+    async def get_event(
+        self, dialogue_event_id: str, *, cached: bool = False
+    ) -> EventDetails | None:
+        """The stored details; `cached` allows a copy kept in memory (see `forget_cached`)."""
+        ...
 
     async def save_contact(self, contact: Contact, *, status: ParticipantStatus) -> None:
         """Keep the contact; the status only if the participant is new (later events set it)."""
@@ -212,6 +222,15 @@ class NotificationRepository(Protocol):
 
     async def schedule(self, message: ScheduledMessage, *, rearm: bool) -> None:
         """Add a scheduled message; `rearm` also resets an existing one to the new due time."""
+        ...
+
+    async def schedule_new(self, messages: Sequence[ScheduledMessage]) -> None:
+        """Add scheduled messages that do not exist yet (existing ones stay as they are)."""
+        ...
+
+    def forget_cached(self) -> None:
+        """Drop what is kept in memory of stored dialogue events (another consumer may have
+        changed them: called when partitions are reassigned)."""
         ...
 
     async def claim_due(
@@ -453,7 +472,28 @@ def _delivery(document: dict[str, Any]) -> Delivery:
 
 
 class _DeliveryTransitions(ABC):
-    """The delivery state machine applied to stored documents, shared by both repositories."""
+    """The delivery state machine applied to stored documents, shared by both repositories.
+
+    A delivery document this process has just written is kept in memory, so the next
+    transition of it (sent, after the claim) replaces it without reading it first: the write
+    is conditional on its version, so if anybody changed it meanwhile the write matches
+    nothing and the transition reads the stored document as usual. Only documents without
+    pending outbox events are kept: the relay removes published events without changing the
+    version, so a kept copy with events could bring them back."""
+
+    _known: dict[str, dict[str, Any]]
+
+    def _remember(self, document: dict[str, Any]) -> None:
+        known = self.__dict__.setdefault("_known", {})
+        if document.get(PENDING_FIELD, 0) or document.get(OUTBOX_FIELD):
+            known.pop(document["_id"], None)
+            return
+        if len(known) >= MAX_KNOWN:
+            known.clear()
+        known[document["_id"]] = document
+
+    def _recall(self, delivery_id: str) -> dict[str, Any] | None:
+        return self.__dict__.get("_known", {}).pop(delivery_id, None)
 
     @abstractmethod
     async def _insert_delivery(self, document: dict[str, Any]) -> bool:
@@ -479,8 +519,9 @@ class _DeliveryTransitions(ABC):
         self, delivery: Delivery, *, token: str, now: datetime, lease: timedelta
     ) -> Delivery | None:
         claimed = delivery.claimed(token=token, now=now, lease=lease)
-        document = with_outbox(_delivery_document(claimed), [])
-        if await self._insert_delivery({**document, VERSION_FIELD: 0}):
+        document = {**with_outbox(_delivery_document(claimed), []), VERSION_FIELD: 0}
+        if await self._insert_delivery(document):
+            self._remember(document)
             return claimed
         return await self._transition(
             delivery.id, lambda stored: stored.claimed(token=token, now=now, lease=lease)
@@ -570,8 +611,10 @@ class _DeliveryTransitions(ABC):
         events: Sequence[OutboundEvent] = (),
     ) -> Delivery | None:
         """Apply `change` to the stored delivery; None if there is none or it refuses."""
+        known = self._recall(delivery_id)
         for _ in range(MAX_CONFLICTS):
-            document = await self._load_delivery(delivery_id)
+            document = known or await self._load_delivery(delivery_id)
+            known = None
             if document is None:
                 return None
             try:
@@ -586,6 +629,7 @@ class _DeliveryTransitions(ABC):
             replacement[OUTBOX_FIELD] = {**document.get(OUTBOX_FIELD, {}), **added}
             replacement[PENDING_FIELD] = document.get(PENDING_FIELD, 0) + len(added)
             if await self._replace_delivery(replacement, version=version):
+                self._remember(replacement)
                 return changed
         raise RuntimeError(f"delivery {delivery_id} kept changing while being written")
 
@@ -625,6 +669,14 @@ class MongoNotificationRepository(_DeliveryTransitions):
         self.scheduled = database["scheduled_messages"]
         self.recipients = database["recipients"]
         self.digests = database["digests"]
+        # Dialogue events as last read or written here. Their messages share a partition,
+        # and this process writes every change it consumes, so the copy is current while
+        # the partitions stay assigned; `forget_cached` on reassignment, and at most
+        # EVENT_CACHE_S old in any case.
+        self._events: dict[str, tuple[float, EventDetails]] = {}
+
+    def forget_cached(self) -> None:
+        self._events.clear()
 
     async def ensure_indexes(self) -> None:
         await self.deliveries.create_index([("created_at", DESCENDING)])
@@ -718,6 +770,7 @@ class MongoNotificationRepository(_DeliveryTransitions):
 
     async def save_event(self, event: EventDetails) -> None:
         document = _event_document(event)
+        self._events.pop(event.dialogue_event_id, None)
         try:
             await self.events.insert_one(document)
         except DuplicateKeyError:
@@ -726,9 +779,21 @@ class MongoNotificationRepository(_DeliveryTransitions):
                 {"_id": event.dialogue_event_id, "revision": {"$lte": event.revision}}, document
             )
 
-    async def get_event(self, dialogue_event_id: str) -> EventDetails | None:
+    async def get_event(
+        self, dialogue_event_id: str, *, cached: bool = False
+    ) -> EventDetails | None:
+        kept = self._events.get(dialogue_event_id) if cached else None
+        if kept is not None and time.monotonic() - kept[0] < EVENT_CACHE_S:
+            return kept[1]
+        read_at = time.monotonic()
         document = await self.events.find_one({"_id": dialogue_event_id})
-        return _event(document) if document else None
+        if document is None:
+            return None
+        event = _event(document)
+        if len(self._events) >= MAX_KNOWN:
+            self._events.clear()
+        self._events[dialogue_event_id] = (read_at, event)
+        return event
 
     async def save_contact(self, contact: Contact, *, status: ParticipantStatus) -> None:
         fields = _contact_fields(contact)
@@ -780,6 +845,20 @@ class MongoNotificationRepository(_DeliveryTransitions):
     async def _delivery_ids_of(self, registration_id: str) -> list[str]:
         cursor = self.deliveries.find({"registration_id": registration_id}, {"_id": 1})
         return [document["_id"] async for document in cursor]
+
+    async def schedule_new(self, messages: Sequence[ScheduledMessage]) -> None:
+        if not messages:
+            return
+        try:
+            await self.scheduled.insert_many(
+                [_scheduled_document(message) for message in messages], ordered=False
+            )
+        except BulkWriteError as error:
+            # scheduled before (the event came again): only duplicates are expected
+            if any(
+                failure.get("code") != DUPLICATE_KEY for failure in error.details["writeErrors"]
+            ):
+                raise
 
     async def schedule(self, message: ScheduledMessage, *, rearm: bool) -> None:
         document = _scheduled_document(message)
@@ -976,7 +1055,9 @@ class InMemoryNotificationRepository(_DeliveryTransitions):
         if stored is None or stored.get("revision", 0) <= event.revision:
             self.events[event.dialogue_event_id] = _event_document(event)
 
-    async def get_event(self, dialogue_event_id: str) -> EventDetails | None:
+    async def get_event(
+        self, dialogue_event_id: str, *, cached: bool = False
+    ) -> EventDetails | None:
         document = self.events.get(dialogue_event_id)
         return _event(document) if document else None
 
@@ -1032,6 +1113,13 @@ class InMemoryNotificationRepository(_DeliveryTransitions):
     async def schedule(self, message: ScheduledMessage, *, rearm: bool) -> None:
         if message.id not in self.scheduled or rearm:
             self.scheduled[message.id] = _scheduled_document(message)
+
+    async def schedule_new(self, messages: Sequence[ScheduledMessage]) -> None:
+        for message in messages:
+            await self.schedule(message, rearm=False)
+
+    def forget_cached(self) -> None:
+        return None
 
     async def claim_due(
         self, *, now: datetime, lease: timedelta, token: str

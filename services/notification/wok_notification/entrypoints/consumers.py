@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from wok_contracts import (
     AssessmentScored,
     DialogueEventScheduled,
+    Envelope,
     EventData,
     ParticipantRegistered,
 )
@@ -37,3 +39,15 @@ def event_handlers(handlers: NotificationHandlers) -> Mapping[type[EventData], H
         ParticipantErased: handlers.confirm_erasure,
         AssessmentScored: handlers.send_scored_report,
     }
+
+
+def ordering(envelope: Envelope[Any]) -> tuple[str, str | None]:
+    """Which messages must stay in order (see `wok_runtime.batch.KeyedHandlerSink`): a
+    dialogue event's messages form one chain, in which a person's (registration's) messages
+    keep their order and the event's own (scheduled, changed, rescheduled, cancelled) stand
+    between what came before and after them; a self-check's mail is a chain of its own."""
+    data = envelope.data
+    dialogue_event_id = getattr(data, "dialogue_event_id", None)
+    if dialogue_event_id is None:
+        return f"{envelope.type}:{getattr(data, 'self_check_id', envelope.id)}", None
+    return f"event:{dialogue_event_id}", getattr(data, "registration_id", None)
