@@ -500,6 +500,7 @@ def subscribe_batches(
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         listener=_PositionsListener(processor, settings.topic_prefix),
         decoder=raw_only,
         no_reply=True,

@@ -39,6 +39,13 @@ class WokSettings(BaseSettings):
         default=6000, description="Short in dev and tests: consumer-group joins wait half of it"
     )
     kafka_heartbeat_interval_ms: int = 1000
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        description="How long a consumer's fetch may wait for records. tansu answers a waiting "
+        "fetch only when this runs out, not when a record arrives, so it bounds every hop's "
+        "delay on the embedded stack; Apache Kafka answers at once either way",
+    )
     topic_partitions: int = 4
     consumer_max_attempts: int = Field(
         default=5, description="Attempts of a failing handler before its message is dead-lettered"
