@@ -22,6 +22,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -468,9 +469,12 @@ async def test_every_kind_of_mail_reaches_people_in_each_of_the_five_languages(
             report.startswith(stack.url("assessment"))
             and f"/municipalities/{office.ags}/" in report
         )
+        # the link opens the report as it is, in a browser without the municipality's key
         async with httpx.AsyncClient(timeout=10) as reader:
-            opened = await reader.get(report, headers=office.key)
+            opened = await reader.get(html_unescape(report))
+            bare = await reader.get(html_unescape(report).split("?")[0])
         assert opened.status_code == 200 and "<svg" in opened.text
+        assert bare.status_code == 401
 
     # Nobody got anything twice; the member who registered was not reminded
     registered_member = inbox(address("taskforce", "registered", run))

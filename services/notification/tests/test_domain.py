@@ -342,3 +342,13 @@ def test_the_staff_mail_links_the_report_in_german_or_english() -> None:
     assert mail.deficits == ("1. Management und Steuerung", "3. Fairer Zugang und Teilhabechancen")
     german = domain.report_url("https://a.example", ags="07312000", language="de")
     assert german == "https://a.example/v1/municipalities/07312000/report"
+    signed = domain.report_url(
+        "https://a.example",
+        ags="07312000",
+        language="en",
+        link={"expires": "1780000000", "signature": "ab12"},
+    )
+    assert signed == (
+        "https://a.example/v1/municipalities/07312000/report"
+        "?lang=en&expires=1780000000&signature=ab12"
+    )

@@ -4,8 +4,11 @@ the field report. Both addresses stay with registration until the moment of send
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
+from html import unescape as html_unescape
+from urllib.parse import parse_qsl, urlsplit
 
 from services.notification.tests.test_notification_service import (
     SERVICE,
@@ -19,6 +22,7 @@ from wok_contracts.events.assessment import AssessmentLevel, FieldScore
 from wok_contracts.events.registration import DialogueEventCancelled
 from wok_contracts.topics import ASSESSMENT_EVENTS
 from wok_notification.domain import Contact, OfficeContact
+from wok_runtime.report_links import report_link_problem
 
 __all__ = ["harness"]
 
@@ -154,7 +158,18 @@ async def test_the_contact_office_gets_the_field_report_link_once_in_the_municip
     assert "Gesamtindex: 62 / 100" in text
     assert "Stärken: 6. Zusammenhalt und Begegnung, 7. Kommunikation und Konfliktmanagement" in text
     assert "Handlungsbedarf: 1. Management und Steuerung" in text
-    assert 'href="http://127.0.0.1:8002/v1/municipalities/07312000/report"' in html
+    # a signed link: it opens the report in a browser without the municipality's key
+    [link] = re.findall(r'href="([^"]+/report[^"]*)"', html)
+    url = urlsplit(html_unescape(link))
+    assert url.netloc == "127.0.0.1:8002" and url.path == "/v1/municipalities/07312000/report"
+    query = dict(parse_qsl(url.query))
+    assert set(query) == {"expires", "signature"}
+    sent_at = harness.clock.now.timestamp()
+    expires = int(query["expires"])
+    assert expires == int(sent_at) + 30 * 86400  # WOK_REPORT_LINK_VALID_DAYS
+    opens = {"ags": "07312000", "expires": expires, "signature": query["signature"]}
+    assert report_link_problem(service_key="service-secret", now=sent_at, **opens) is None
+    assert report_link_problem(service_key="another", now=sent_at, **opens) is not None
     assert list(message.iter_attachments()) == []
     (sent,) = [n.data for n in await harness.notifications()]
     assert (sent.kind.value, sent.registration_id, sent.dialogue_event_id) == (
@@ -182,5 +197,5 @@ async def test_an_english_speaking_office_gets_english_and_no_office_means_no_ma
     assert message["Subject"] == "Self-check scored: München"
     text, _ = bodies(message)
     assert "Hello," in text
-    assert "/v1/municipalities/09162000/report?lang=en" in text
+    assert "/v1/municipalities/09162000/report?lang=en&expires=" in text
     assert harness.dead_letters == []

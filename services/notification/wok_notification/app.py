@@ -103,6 +103,8 @@ def build_app(
         taskforce=taskforce,
         offices=offices,
         assessment_url=settings.assessment_url,
+        report_link_key=settings.service_key.get_secret_value(),
+        report_link_valid=timedelta(days=settings.report_link_valid_days),
         digest_window=timedelta(seconds=settings.digest_window_s),
         taskforce_reminder_before=timedelta(seconds=settings.taskforce_reminder_before_s),
         sender=sender,

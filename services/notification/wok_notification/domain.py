@@ -16,10 +16,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from enum import StrEnum
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
@@ -839,10 +841,14 @@ def office_recipient_id(ags: str) -> str:
     return f"office:{ags}"
 
 
-def report_url(assessment_url: str, *, ags: str, language: str) -> str:
-    """The field report is German or English."""
+def report_url(
+    assessment_url: str, *, ags: str, language: str, link: Mapping[str, str] | None = None
+) -> str:
+    """The field report is German or English; `link` (a signed link's `expires` and
+    `signature`) lets a browser without the municipality's key open it."""
     base = f"{assessment_url.rstrip('/')}/v1/municipalities/{ags}/report"
-    return base if language == "de" else f"{base}?lang=en"
+    query = {**({} if language == "de" else {"lang": "en"}), **(link or {})}
+    return f"{base}?{urlencode(query)}" if query else base
 
 
 def compose_staff_mail(
@@ -856,6 +862,7 @@ def compose_staff_mail(
     overall_level: str,
     strengths: list[int],
     deficits: list[int],
+    report_link: Mapping[str, str] | None = None,
 ) -> StaffMail:
     def label(number: int) -> str:
         return f"{number}. {FIELD_NAMES.get(number, str(number))}"
@@ -870,7 +877,7 @@ def compose_staff_mail(
         recipient_name=single_line(office.office_name or office.municipality_name),
         recipient_email=office.email.strip(),
         municipality_name=single_line(office.municipality_name),
-        report_url=report_url(assessment_url, ags=office.ags, language=language),
+        report_url=report_url(assessment_url, ags=office.ags, language=language, link=report_link),
         overall=None if overall is None else f"{overall:.0f}",
         overall_level=overall_level,
         strengths=tuple(label(n) for n in strengths),

@@ -59,6 +59,7 @@ from wok_notification.rendering import MailRenderer
 from wok_runtime.consumer import TRANSIENT_ERRORS, TransientError
 from wok_runtime.logging import current_correlation_id, get_logger
 from wok_runtime.outbox import OutboundEvent
+from wok_runtime.report_links import sign_report_link
 
 SOURCE = "/wok/notification"
 # How often a held message may find its digest just going out before it waits for a retry
@@ -102,6 +103,8 @@ class NotificationHandlers:
         taskforce: TaskforceDirectory | None = None,
         offices: OfficeDirectory | None = None,
         assessment_url: str = "http://127.0.0.1:8002",
+        report_link_key: str = "",
+        report_link_valid: timedelta = timedelta(days=30),
         digest_window: timedelta = timedelta(0),
         taskforce_reminder_before: timedelta = timedelta(hours=48),
         schedule_times: domain.ScheduleTimes | None = None,
@@ -115,6 +118,8 @@ class NotificationHandlers:
         self._taskforce = taskforce
         self._offices = offices
         self._assessment_url = assessment_url
+        self._report_link_key = report_link_key
+        self._report_link_valid = report_link_valid
         self._window = digest_window
         self._taskforce_before = taskforce_reminder_before
         self._sender = sender
@@ -793,6 +798,14 @@ class NotificationHandlers:
             return
         language = self._renderer.language_for(office.language)
         now = self._clock()
+        link = None
+        if self._report_link_key and self._report_link_valid > timedelta(0):
+            link = sign_report_link(
+                service_key=self._report_link_key,
+                ags=data.ags,
+                now=now.timestamp(),
+                valid_for_s=int(self._report_link_valid.total_seconds()),
+            ).query()
         mail = domain.compose_staff_mail(
             office=office,
             language=language,
@@ -803,6 +816,7 @@ class NotificationHandlers:
             overall_level=data.overall_level.value,
             strengths=list(data.strengths),
             deficits=list(data.deficits),
+            report_link=link,
         )
         message = self._renderer.render_staff(mail, now=now)
         new = domain.new_delivery(

@@ -75,6 +75,13 @@ class NotificationSettings(WokSettings):
         default="http://127.0.0.1:8002",
         description="Base URL of the assessment service, for the field report link in staff mails",
     )
+    report_link_valid_days: float = Field(
+        default=30,
+        ge=0,
+        description="How long the field report link in a 'self-check scored' mail opens the"
+        " report without the municipality's key (signed with a key derived from the service"
+        " key); 0 sends a plain link that needs the key",
+    )
     smtp_give_up_attempts: int = Field(
         default=8, description="Failed SMTP attempts of one mail before it may be given up"
     )
