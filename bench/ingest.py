@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -160,7 +162,29 @@ def poster(client: HttpPool, *, targets: list[Any], run: str, offset: int) -> Se
     return send
 
 
-def row(name: str, rate: str, result: LoadResult) -> list[str]:
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) each process has used so far."""
+    used = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[name] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def cpu_per_request(
+    before: dict[str, float], after: dict[str, float], *, server: str, completed: int
+) -> str:
+    """CPU ms per answered request of the endpoint's process and of nx-27017."""
+    if not completed or server not in after or "nx-27017" not in after:
+        return "-"
+    own = (after[server] - before[server]) * 1000 / completed
+    mongo = (after["nx-27017"] - before["nx-27017"]) * 1000 / completed
+    return f"{own:.2f} + {mongo:.2f}"
+
+
+def row(name: str, rate: str, result: LoadResult, cpu: str = "-") -> list[str]:
     return [
         name,
         rate,
@@ -170,6 +194,7 @@ def row(name: str, rate: str, result: LoadResult) -> list[str]:
         ms(result.p(50)),
         ms(result.p(99)),
         ms(max(result.latencies, default=float("nan"))),
+        cpu,
     ]
 
 
@@ -180,6 +205,13 @@ async def measure(arguments: argparse.Namespace) -> int:
     async with bench_stack(arguments.data_dir, services=services) as stack:
         log_dir = stack.embedded.logs_dir if stack.embedded else Path(tempfile.gettempdir())
         bare, bare_url = start_bare(stack.mongodb_uri, log_dir / "bench-bare.log")
+        # CPU per request is only attributable on a stack this script started.
+        pids: dict[str, int] = {}
+        if stack.embedded is not None:
+            for process in ("registration", "nx-27017"):
+                if (pid := stack.embedded.pid(process)) is not None:
+                    pids[process] = pid
+            pids["bare insert"] = bare.pid
         try:
             async with (
                 http_client(stack.registration_url) as setup,
@@ -220,9 +252,13 @@ async def measure(arguments: argparse.Namespace) -> int:
                         # Let the previous phase's outbox relay catch up before measuring.
                         await asyncio.sleep(arguments.settle)
                         with console.status(f"{name}: {count} requests at {rate:g}/s…"):
+                            before = cpu_seconds(pids)
                             result = await open_loop(next_send(name, count), rate=rate, count=count)
+                            cpu = cpu_per_request(
+                                before, cpu_seconds(pids), server=name, completed=result.completed
+                            )
                         at_rate[(name, rate)] = result
-                        rows.append(row(name, f"{rate:g}/s", result))
+                        rows.append(row(name, f"{rate:g}/s", result, cpu))
                         for example in result.failure_examples:
                             console.print(f"[yellow]{name} failure: {example}[/yellow]")
                 saturation: dict[str, LoadResult] = {}
@@ -232,13 +268,17 @@ async def measure(arguments: argparse.Namespace) -> int:
                         f"{name}: {arguments.concurrency} clients for {arguments.duration:g} s…"
                     ):
                         # Closed-loop has no fixed count; offsets leave room for 10^6 requests.
+                        before = cpu_seconds(pids)
                         result = await closed_loop(
                             next_send(name, 1_000_000),
                             concurrency=arguments.concurrency,
                             duration_s=arguments.duration,
                         )
+                        cpu = cpu_per_request(
+                            before, cpu_seconds(pids), server=name, completed=result.completed
+                        )
                     saturation[name] = result
-                    rows.append(row(name, f"max ({arguments.concurrency} clients)", result))
+                    rows.append(row(name, f"max ({arguments.concurrency} clients)", result, cpu))
         finally:
             stop_bare(bare)
 
@@ -246,11 +286,22 @@ async def measure(arguments: argparse.Namespace) -> int:
     console.print(
         f"registrations to {arguments.municipalities} municipalities x {arguments.events} "
         f"dialogue events (capacity {arguments.capacity}); latency from when each request "
-        "was due (open loop)"
+        "was due (open loop); CPU ms per request of the endpoint's process + nx-27017 (the "
+        "outbox relay's share included, counted while the phase ran)"
     )
     print_table(
         "Registration HTTP ingest",
-        ["endpoint", "offered", "ok", "failed", "req/s", "p50 ms", "p99 ms", "max ms"],
+        [
+            "endpoint",
+            "offered",
+            "ok",
+            "failed",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "CPU ms/req",
+        ],
         rows,
     )
     ratio = saturation["registration"].throughput / max(saturation["bare insert"].throughput, 1e-9)

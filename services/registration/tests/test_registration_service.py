@@ -18,6 +18,7 @@ from services.registration.tests.conftest import (
     event_body,
     person,
 )
+from wok_registration.handlers import RegistrationHandlers
 
 
 async def onboard(client: httpx.AsyncClient, ags: str = "07312000") -> str:
@@ -220,3 +221,90 @@ async def test_invalid_schedule_is_explained(harness: Harness) -> None:
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "place"]
+
+
+async def test_registrations_follow_changes_another_process_made_to_the_event(
+    harness: Harness,
+) -> None:
+    """This process keeps the event it last read for a while; another process (sharing the
+    store) changing capacity, deadline or state is still respected by the next registration."""
+    key = await onboard(harness.client)
+    event_id = await schedule(harness.client, key, capacity=2)
+    first = await harness.client.post(
+        f"/v1/dialogue-events/{event_id}/registrations", json=person(1)
+    )
+    assert first.json()["status"] == "confirmed"
+    other = RegistrationHandlers(repository=harness.handlers.repository)
+
+    await other.change_dialogue_event(
+        ags="07312000", dialogue_event_id=event_id, changes={"capacity": 1}
+    )
+    second = await harness.client.post(
+        f"/v1/dialogue-events/{event_id}/registrations", json=person(2)
+    )
+    assert second.json()["status"] == "waitlisted"  # not the second place read before
+    assert (await harness.event(event_id))["places_left"] == 0
+
+    await other.change_dialogue_event(
+        ags="07312000",
+        dialogue_event_id=event_id,
+        changes={"registration_deadline": datetime.now(UTC) - timedelta(minutes=1)},
+    )
+    late = await harness.client.post(
+        f"/v1/dialogue-events/{event_id}/registrations", json=person(3)
+    )
+    assert late.status_code == 409 and "closed" in late.json()["detail"]
+
+    # A refusal never rests on an old read: reopened elsewhere, registration works again.
+    await other.change_dialogue_event(
+        ags="07312000",
+        dialogue_event_id=event_id,
+        changes={"registration_deadline": datetime.now(UTC) + timedelta(days=1)},
+    )
+    reopened = await harness.client.post(
+        f"/v1/dialogue-events/{event_id}/registrations", json=person(3)
+    )
+    assert reopened.status_code == 201 and reopened.json()["status"] == "waitlisted"
+
+    await other.cancel_dialogue_event(ags="07312000", dialogue_event_id=event_id, reason="Sturm")
+    after_cancel = await harness.client.post(
+        f"/v1/dialogue-events/{event_id}/registrations", json=person(4)
+    )
+    assert after_cancel.status_code == 409 and "cancelled" in after_cancel.json()["detail"]
+    registered = [t for t in await harness.types() if t == "participant.registered.v1"]
+    assert len(registered) == 3  # persons 1, 2 and 3; nobody after the cancellation
+
+
+async def test_many_concurrent_registrations_each_keep_their_contact(harness: Harness) -> None:
+    """Contacts are written in groups under load; every registered person's contact is kept
+    (its expiry lifted) and reachable, and a repeated address answers with the first one."""
+    key = await onboard(harness.client)
+    event_id = await schedule(harness.client, key, capacity=10)
+    responses = await asyncio.gather(
+        *(
+            harness.client.post(
+                f"/v1/dialogue-events/{event_id}/registrations", json=person(n % 30)
+            )
+            for n in range(40)
+        )
+    )
+    assert all(response.status_code in (200, 201) for response in responses)
+    by_address: dict[int, set[str]] = {}
+    for n, response in enumerate(responses):
+        by_address.setdefault(n % 30, set()).add(response.json()["registration_id"])
+    assert all(len(ids) == 1 for ids in by_address.values())  # one registration per address
+    registration_ids = {next(iter(ids)) for ids in by_address.values()}
+    statuses = [response.json()["status"] for response in responses[:30]]
+    assert statuses.count("confirmed") == 10
+    for registration_id in registration_ids:
+        contact = await harness.client.get(
+            f"/internal/v1/registrations/{registration_id}/contact", headers=SERVICE
+        )
+        assert contact.status_code == 200, contact.text
+    participants = harness.handlers.repository.participants  # type: ignore[attr-defined]
+    if harness.backend == "memory":
+        stored = list(participants.values())
+    else:
+        stored = await participants.find({}).to_list()
+    assert {document["_id"] for document in stored} == registration_ids  # no leftovers
+    assert not [document for document in stored if "expires_at" in document]

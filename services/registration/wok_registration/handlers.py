@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,10 @@ from wok_runtime.outbox import OutboundEvent
 SOURCE = "/wok/registration"
 # A whole-event change retries while registrations keep changing the document meanwhile.
 PLAN_ATTEMPTS = 50
+# Registrations take a dialogue event as read up to this long ago (one read less each); the
+# conditional write still judges it (revision, capacity, state), and a refusal reads afresh.
+EVENT_CACHE_SECONDS = 30.0
+EVENT_CACHE_SIZE = 4096
 
 log = get_logger(__name__)
 
@@ -74,6 +79,55 @@ class Access:
     online_link: str | None
 
 
+class EventCache:
+    """Dialogue events as last read or written by this process, for a short while."""
+
+    def __init__(
+        self,
+        *,
+        seconds: float = EVENT_CACHE_SECONDS,
+        size: int = EVENT_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._seconds = seconds
+        self._size = size
+        self._clock = clock
+        self._entries: dict[str, tuple[float, domain.DialogueEvent]] = {}
+
+    def get(self, dialogue_event_id: str) -> domain.DialogueEvent | None:
+        entry = self._entries.get(dialogue_event_id)
+        if entry is None or entry[0] < self._clock():
+            return None
+        return entry[1]
+
+    def put(self, event: domain.DialogueEvent) -> None:
+        self._entries.pop(event.id, None)
+        if len(self._entries) >= self._size:
+            self._entries.pop(next(iter(self._entries)))  # the oldest
+        self._entries[event.id] = (self._clock() + self._seconds, event)
+
+    def drop(self, dialogue_event_id: str) -> None:
+        self._entries.pop(dialogue_event_id, None)
+
+
+def _with_place_taken(
+    event: domain.DialogueEvent, status: RegistrationStatus
+) -> domain.DialogueEvent:
+    """The event as this process now knows it: a confirmation took a place; a waitlisting
+    means none was left. (Other processes' registrations are unknown here; a wrong guess
+    only costs the conditional write that does not fit.)"""
+    if status is RegistrationStatus.CONFIRMED:
+        return replace(
+            event,
+            confirmed_count=min(event.confirmed_count + 1, event.bookable),
+        )
+    return replace(
+        event,
+        confirmed_count=max(event.confirmed_count, event.bookable),
+        waitlisted_count=event.waitlisted_count + 1,
+    )
+
+
 def _promotions(plan: domain.Plan | None) -> list[ParticipantPromoted]:
     return [data for data in (plan.events if plan else []) if isinstance(data, ParticipantPromoted)]
 
@@ -97,6 +151,7 @@ class RegistrationHandlers:
         self._public_url = public_url.rstrip("/")
         self._erasure_link_ttl = erasure_link_ttl
         self._online_link_release = online_link_release
+        self._events = EventCache()
 
     def now(self) -> datetime:
         return self.clock()
@@ -223,6 +278,7 @@ class RegistrationHandlers:
                 return event, None
             events = [_outbound(data, ags=event.ags) for data in plan.events]
             if await self.repository.apply_plan(event.id, plan, events, now=self.now()):
+                self._events.drop(event.id)
                 self._events_stored()
                 return event, plan
             await asyncio.sleep(min(0.05, 0.001 * attempt))
@@ -311,10 +367,31 @@ class RegistrationHandlers:
 
     # -- participants ------------------------------------------------------------------
 
-    async def register_participant(self, request: domain.RegistrationRequest) -> Registration:
-        event = await self.get_dialogue_event(request.dialogue_event_id)
-        now = self.now()
+    async def _fresh_event(self, dialogue_event_id: str) -> domain.DialogueEvent:
+        event = await self.get_dialogue_event(dialogue_event_id)
+        self._events.put(event)
+        return event
+
+    async def _event_to_register_for(
+        self, dialogue_event_id: str, *, now: datetime
+    ) -> domain.DialogueEvent:
+        """The event, open for registration: as cached if that says open (the conditional
+        write judges it), otherwise as read now (a refusal never rests on an old read)."""
+        event = self._events.get(dialogue_event_id)
+        if event is not None:
+            try:
+                domain.check_registration_open(event, now=now)
+            except domain.RegistrationClosed:
+                event = None
+            else:
+                return event
+        event = await self._fresh_event(dialogue_event_id)
         domain.check_registration_open(event, now=now)
+        return event
+
+    async def register_participant(self, request: domain.RegistrationRequest) -> Registration:
+        now = self.now()
+        event = await self._event_to_register_for(request.dialogue_event_id, now=now)
         fingerprint = domain.email_fingerprint(dialogue_event_id=event.id, email=request.email)
         # No look-up of the address first: the conditional writes below refuse a known one,
         # and only then is the existing registration read (one round trip less when new).
@@ -329,54 +406,71 @@ class RegistrationHandlers:
             ),
             expires_at=now + UNCONFIRMED_PARTICIPANT_TTL,
         )
-        record = {
+        record = {  # the time of arrival is the position (ns)
             "sector": request.sector,
             "language": request.language,
-            "registered_at": now,
             "position": domain.new_position(),
             "age_band": request.age_band,
             "migration_background": request.migration_background,
         }
         try:
-            for attempt in range(PLAN_ATTEMPTS):
-                # Confirmed while places are left, waitlisted when none are: exactly one of
-                # the two conditional writes fits unless the event changed meanwhile. The one
-                # the event as read calls for goes first, so it usually takes one write.
-                for status in _statuses_to_try(event):
-                    taken = await self.repository.take_place(
-                        event=event,
-                        registration_id=request.registration_id,
-                        fingerprint=fingerprint,
-                        status=status,
-                        record=record,
-                        events=[
-                            _outbound(
-                                domain.registered_event(event, request, status), ags=event.ags
-                            )
-                        ],
-                    )
-                    if taken:
-                        await self.repository.keep_participant(request.registration_id)
-                        self._events_stored()
-                        log.info(
-                            "participant registered",
-                            dialogue_event_id=event.id,
-                            registration_id=request.registration_id,
-                            status=status.value,
-                        )
-                        return Registration(request.registration_id, event.id, status, created=True)
-                existing = await self.repository.existing_registration(event.id, fingerprint)
-                if existing is not None:
-                    # The same address registered concurrently: answer with that registration.
-                    await self.repository.remove_participant(request.registration_id)
-                    return Registration(existing[0], event.id, existing[1], created=False)
-                event = await self.get_dialogue_event(event.id)
-                domain.check_registration_open(event, now=now)
-                await asyncio.sleep(min(0.05, 0.001 * attempt))
+            taken = await self._take_place(
+                event, request, fingerprint=fingerprint, record=record, now=now
+            )
         except BaseException:
             await self.repository.remove_participant(request.registration_id)
             raise
-        await self.repository.remove_participant(request.registration_id)
+        if isinstance(taken, Registration):
+            # The same address registered before (or concurrently): that registration is the
+            # answer. Its contact is kept again, in case a crash came between its two writes.
+            await self.repository.remove_participant(request.registration_id)
+            await self.repository.keep_participant(taken.registration_id)
+            return taken
+        # The seat is taken: from here on the contact stays, even if this call fails.
+        await self.repository.keep_participant(request.registration_id)
+        log.info(
+            "participant registered",
+            dialogue_event_id=event.id,
+            registration_id=request.registration_id,
+            status=taken.value,
+        )
+        return Registration(request.registration_id, event.id, taken, created=True)
+
+    async def _take_place(
+        self,
+        event: domain.DialogueEvent,
+        request: domain.RegistrationRequest,
+        *,
+        fingerprint: str,
+        record: dict[str, Any],
+        now: datetime,
+    ) -> RegistrationStatus | Registration:
+        """The status this registration got, or the address's existing registration."""
+        for attempt in range(PLAN_ATTEMPTS):
+            # Confirmed while places are left, waitlisted when none are: exactly one of the
+            # two conditional writes fits unless the event changed meanwhile. The one the
+            # event as read calls for goes first, so it usually takes one write.
+            for status in _statuses_to_try(event):
+                taken = await self.repository.take_place(
+                    event=event,
+                    registration_id=request.registration_id,
+                    fingerprint=fingerprint,
+                    status=status,
+                    record=record,
+                    events=[
+                        _outbound(domain.registered_event(event, request, status), ags=event.ags)
+                    ],
+                )
+                if taken:
+                    self._events_stored()
+                    self._events.put(_with_place_taken(event, status))
+                    return status
+            existing = await self.repository.existing_registration(event.id, fingerprint)
+            if existing is not None:
+                return Registration(existing[0], event.id, existing[1], created=False)
+            event = await self._fresh_event(event.id)
+            domain.check_registration_open(event, now=now)
+            await asyncio.sleep(min(0.05, 0.001 * attempt))
         raise Conflict("the registration could not be stored; please try again")
 
     async def contact(self, registration_id: str) -> tuple[domain.Participant, Links]:

@@ -2,11 +2,17 @@
 outbox in each write.
 
 A dialogue event's document holds the event, its registrations (a map keyed by id, no
-personal data), the address fingerprints and the pending events; every change to it is one
-conditional update built from a domain `Plan`, so a registration, its seat, a promotion
-and their events exist together or not at all. The person's name and address live in a
-separate document written first with an expiry, which is lifted once the seat write
-succeeded; a crash in between leaves nothing personal behind for long.
+personal data), the address fingerprints of its active registrations and the pending events;
+every change to it is one conditional update built from a domain `Plan`, so a registration,
+its seat, a promotion and their events exist together or not at all. The embedded server
+reads and rewrites the whole document on each write, so a registration's entry is kept small
+(its fingerprint is only in the fingerprint map, its arrival time is its `position`).
+
+The person's name and address live in a separate document written first with an expiry,
+which is lifted once the seat write succeeded; a crash in between leaves nothing personal
+behind for long. Those two personal writes are group-committed (`GroupCommit`): the ones
+that arrive while a write is on its way go together in the next one, one round trip for
+many, and each caller still returns only once its own document is written.
 
 nx-27017 (the embedded MongoDB) dictates some shapes: maps instead of arrays, times as ISO
 strings (a datetime `$set` on an existing document loses its zone), no booleans in `$set`
@@ -16,14 +22,15 @@ filter and update documents, the in-memory one through a small evaluator.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import enum
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from wok_contracts import (
     EventFormat,
@@ -52,6 +59,50 @@ SELF_DESCRIPTION = ("age_band", "migration_background")
 
 class AlreadyExists(Exception):
     pass
+
+
+T = TypeVar("T")
+
+
+class GroupCommit(Generic[T]):
+    """Writes items in groups: those submitted while a write is on its way go together in the
+    next one, so many concurrent callers share one round trip. `submit` returns once the
+    write holding its item succeeded, or raises that item's error (`write` answers None or
+    an exception per item, in order; an exception it raises fails the whole group)."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[Sequence[BaseException | None]]]):
+        self._write = write
+        self._waiting: list[tuple[T, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            outcomes: Sequence[BaseException | None]
+            try:
+                outcomes = await self._write([item for item, _ in group])
+                if len(outcomes) != len(group):
+                    raise RuntimeError("a group write answered for a different number of items")
+            except asyncio.CancelledError:
+                for _, future in group:
+                    future.cancel()
+                raise
+            except Exception as error:
+                outcomes = [error] * len(group)
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                if future.done():
+                    continue  # its caller was cancelled meanwhile
+                if outcome is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(outcome)
 
 
 class RegistrationRepository(Protocol):
@@ -104,7 +155,7 @@ class RegistrationRepository(Protocol):
     ) -> bool:
         """Record the registration with `status` if that is the status it gets now: confirmed
         while places are left, waitlisted when none are; False otherwise, for a duplicate
-        address, or if capacity or state changed since `event` was read."""
+        address, or if the event changed (revision, capacity, state) since `event` was read."""
         ...
 
     async def add_participant(self, participant: Participant, *, expires_at: datetime) -> None: ...
@@ -203,6 +254,7 @@ def _event_document(event: DialogueEvent) -> dict[str, Any]:
 # Older documents lack these; they are filled in at start-up.
 EVENT_DEFAULTS: dict[str, Any] = {
     "state": EventState.SCHEDULED.value,
+    "revision": 0,
     "reserved_places": 0,
     "changes": 0,
     "target_sectors": [],
@@ -235,6 +287,12 @@ def _dialogue_event(document: dict[str, Any]) -> DialogueEvent:
 
 
 def _records(document: dict[str, Any]) -> dict[str, RegistrationRecord]:
+    """The registrations; each active one with the address fingerprint that maps to it (a
+    cancelled one's address is free again, so it has none)."""
+    fingerprints = {
+        registration_id: fingerprint
+        for fingerprint, registration_id in (document.get("fingerprints") or {}).items()
+    }
     return {
         registration_id: RegistrationRecord(
             registration_id=registration_id,
@@ -242,7 +300,7 @@ def _records(document: dict[str, Any]) -> dict[str, RegistrationRecord]:
             sector=Sector(record["sector"]),
             language=record.get("language", "de"),
             position=record.get("position", 0),
-            fingerprint=record.get("fingerprint"),
+            fingerprint=fingerprints.get(registration_id),
             erased="erased_at" in record,
         )
         for registration_id, record in (document.get("registrations") or {}).items()
@@ -303,6 +361,9 @@ def place_filter(
     return {
         "_id": event.id,
         "state": EventState.SCHEDULED.value,
+        # Any change to the event (deadline, capacity, cancellation) bumps its revision, so
+        # an event read a while ago (the handlers cache it briefly) still decides correctly.
+        "revision": event.revision,
         "capacity": event.capacity,
         "reserved_places": event.reserved_places,
         "confirmed_count": {seats: event.bookable},
@@ -322,11 +383,7 @@ def place_update(
     update = outbox_update(
         events,
         set_fields={
-            f"registrations.{registration_id}": {
-                **stored_record,
-                "status": status.value,
-                "fingerprint": fingerprint,
-            },
+            f"registrations.{registration_id}": {**stored_record, "status": status.value},
             f"fingerprints.{fingerprint}": registration_id,
         },
     )
@@ -358,6 +415,7 @@ def plan_update(plan: Plan, events: list[OutboundEvent], *, now: datetime) -> di
     unset = {f"fingerprints.{fingerprint}": "" for fingerprint in plan.unset_fingerprints}
     for registration_id in plan.erase:
         set_fields[f"registrations.{registration_id}.erased_at"] = _stored(now)
+        # (older entries hold the fingerprint, too)
         for name in ("fingerprint", *SELF_DESCRIPTION):
             unset[f"registrations.{registration_id}.{name}"] = ""
     update = outbox_update(events, set_fields=set_fields)
@@ -399,6 +457,8 @@ class MongoRegistrationRepository:
         self.dialogue_events = database["dialogue_events"]
         self.participants = database["participants"]
         self.taskforce = database["taskforce_members"]
+        self._new_participants: GroupCommit[dict[str, Any]] = GroupCommit(self._insert_participants)
+        self._kept_participants: GroupCommit[str] = GroupCommit(self._keep_participants)
 
     async def ensure_indexes(self) -> None:
         await self.municipalities.create_index("key_hash", unique=True)
@@ -460,21 +520,16 @@ class MongoRegistrationRepository:
     async def load_dialogue_event(
         self, dialogue_event_id: str
     ) -> tuple[DialogueEvent, dict[str, RegistrationRecord]] | None:
-        document = await self.dialogue_events.find_one(
-            {"_id": dialogue_event_id}, {"fingerprints": 0, "outbox": 0}
-        )
+        document = await self.dialogue_events.find_one({"_id": dialogue_event_id}, {"outbox": 0})
         return (_dialogue_event(document), _records(document)) if document else None
 
     async def apply_plan(
         self, dialogue_event_id: str, plan: Plan, events: list[OutboundEvent], *, now: datetime
     ) -> bool:
-        document = await self.dialogue_events.find_one_and_update(
-            plan_filter(dialogue_event_id, plan),
-            plan_update(plan, events, now=now),
-            projection={"_id": 1},
-            return_document=ReturnDocument.AFTER,
+        result = await self.dialogue_events.update_one(
+            plan_filter(dialogue_event_id, plan), plan_update(plan, events, now=now)
         )
-        return document is not None
+        return bool(result.matched_count)
 
     async def existing_registration(
         self, dialogue_event_id: str, fingerprint: str
@@ -503,7 +558,9 @@ class MongoRegistrationRepository:
         record: dict[str, Any],
         events: list[OutboundEvent],
     ) -> bool:
-        document = await self.dialogue_events.find_one_and_update(
+        # update_one rather than find_one_and_update: nx-27017 answers the latter by reading
+        # the whole document once more and deep-copying it for the projection.
+        result = await self.dialogue_events.update_one(
             place_filter(event=event, fingerprint=fingerprint, status=status),
             place_update(
                 registration_id=registration_id,
@@ -512,18 +569,34 @@ class MongoRegistrationRepository:
                 record=record,
                 events=events,
             ),
-            projection={"_id": 1},
-            return_document=ReturnDocument.AFTER,
         )
-        return document is not None
+        return bool(result.matched_count)
 
     # participants
 
     async def add_participant(self, participant: Participant, *, expires_at: datetime) -> None:
-        await self.participants.insert_one(_participant_document(participant, expires_at))
+        await self._new_participants.submit(_participant_document(participant, expires_at))
 
     async def keep_participant(self, registration_id: str) -> None:
-        await self.participants.update_one({"_id": registration_id}, {"$unset": {"expires_at": ""}})
+        await self._kept_participants.submit(registration_id)
+
+    async def _insert_participants(
+        self, documents: list[dict[str, Any]]
+    ) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = [None] * len(documents)
+        try:
+            await self.participants.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            for failure in error.details.get("writeErrors", []):
+                kind = DuplicateKeyError if failure.get("code") == 11000 else OperationFailure
+                outcomes[failure["index"]] = kind(failure.get("errmsg", "write failed"))
+        return outcomes
+
+    async def _keep_participants(self, registration_ids: list[str]) -> list[BaseException | None]:
+        await self.participants.update_many(
+            {"_id": {"$in": registration_ids}}, {"$unset": {"expires_at": ""}}
+        )
+        return [None] * len(registration_ids)
 
     async def remove_participant(self, registration_id: str) -> None:
         await self.participants.delete_one({"_id": registration_id})
