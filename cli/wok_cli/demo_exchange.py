@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 STEP_EXCHANGE = "reading peer suggestions and feeds"
 STEP_TOLD = "finding the suggestions on exchange.peers.v1"
+FEED_LIMIT = 500
+"""The most the exchange service lists of a feed at once."""
 
 Pair = tuple[int, str, str]
 """(field, needing AGS, offering AGS)."""
@@ -322,7 +324,11 @@ async def read_views(
             auth = {"Authorization": f"Bearer {keys[ags]}"}
             try:
                 peers = await client.get(f"/v1/municipalities/{ags}/peers", headers=auth)
-                feed = await client.get(f"/v1/municipalities/{ags}/feed", headers=auth)
+                # the whole feed (500 at most): a municipality lacking many fields hears
+                # of more than the default page of 100, its oldest peers' activity last
+                feed = await client.get(
+                    f"/v1/municipalities/{ags}/feed", params={"limit": FEED_LIMIT}, headers=auth
+                )
             except httpx.HTTPError as error:
                 view.error = f"exchange service unreachable: {error!r}"
             else:
