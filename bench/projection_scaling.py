@@ -15,8 +15,19 @@ municipalities, as in the live mix.
 Printed per size: events/s, the CPU time per event of this process and of nx-27017 (what
 the cost per event is; independent of other load on the machine), and the ratio of the
 cost per event at the largest size to the smallest. Target (issue 8): at most 1.2.
-With `--snapshot-round`, also the time of one snapshot round (load every fact, aggregate,
-disclosure control) at each size, which grows with the history (see the README).
+
+Also per size, the aggregate snapshot rounds as the service's `SnapshotPublisher` makes
+them (without publishing): the first round after a start reads every stored fact into the
+incremental aggregates (`Tally`), which grows with the history; a round after the new
+events reads only the chunks stored since (`facts_since`) and updates the scopes they
+touch: its reading and aggregating per new event should not depend on the history.
+Disclosure control runs over every scope each round; its time depends on the size of the
+published table (scopes × cells, the days with registrations among them), printed too.
+`--no-rounds` leaves the rounds out.
+
+Before the sizes, the same events are projected once into a throwaway database (a warm-up:
+the first projection in a process costs about a quarter more per event, whichever size it
+is, and would bias the ratio); `--no-warmup` leaves it out.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 from _common import console, machine, print_table, print_target
@@ -44,7 +56,8 @@ from projection import (
 from wok_reporting.adapters.mongo import MongoProjectionRepository
 from wok_reporting.adapters.repository import FactBatch
 from wok_reporting.disclosure import disclose
-from wok_reporting.domain import MUNICIPALITY, REGISTRATION, Fact, aggregate
+from wok_reporting.domain import MUNICIPALITY, REGISTRATION, Fact
+from wok_reporting.tally import Tally
 from wok_runtime.mongo import mongo_client
 
 TARGET_RATIO = 1.2
@@ -111,16 +124,51 @@ async def preload(infra: Infrastructure, database: str, size: int) -> float:
     return time.perf_counter() - began
 
 
-async def snapshot_round(infra: Infrastructure, database: str) -> float:
-    """One snapshot round's computation: load every fact, aggregate, disclosure control."""
-    client = mongo_client(infra.mongodb_uri)
-    try:
-        began = time.perf_counter()
-        loaded = await MongoProjectionRepository(client[database]).load()
-        disclose(aggregate(loaded))
-        return time.perf_counter() - began
-    finally:
-        await client.close()
+@dataclass
+class Rounds:
+    """A snapshot round's parts, in seconds of this process's CPU time."""
+
+    first_s: float = 0.0  # the first round after a start: every stored fact
+    read_s: float = 0.0  # a later round: the facts stored since, into the aggregates
+    facts: int = 0  # how many that later round read
+    disclose_s: float = 0.0  # disclosure control over every scope, each round
+    cells: int = 0
+
+
+class RoundMeter:
+    """Snapshot rounds over one database, as `SnapshotPublisher.publish_changes` makes them
+    (without storing or sending)."""
+
+    def __init__(self, infra: Infrastructure, database: str) -> None:
+        self._client = mongo_client(infra.mongodb_uri)
+        self._projections = MongoProjectionRepository(self._client[database])
+        self._tally = Tally()
+        self._cursor: object = None
+        self.rounds = Rounds()
+
+    async def round(self) -> tuple[float, int, float, int]:
+        """(CPU s reading and aggregating, facts read, CPU s of disclosure control, cells)."""
+        began = time.process_time()
+        found = await self._projections.facts_since(self._cursor)
+        self._tally.add(found.facts)
+        self._cursor = found.cursor
+        figures = self._tally.figures()
+        read = time.process_time() - began
+        began = time.process_time()
+        disclose(figures)
+        cells = sum(len(figure.cells()) for figure in figures.values())
+        return read, len(found.facts), time.process_time() - began, cells
+
+    async def first(self) -> None:
+        self.rounds.first_s, _, _, _ = await self.round()
+
+    async def later(self) -> None:
+        read, facts, disclose_s, cells = await self.round()
+        self.rounds.read_s, self.rounds.facts = read, facts
+        self.rounds.disclose_s, self.rounds.cells = disclose_s, cells
+
+    async def close(self) -> None:
+        await self._client.close()
 
 
 def per_event_us(run: Run) -> float:
@@ -137,7 +185,8 @@ async def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--events", type=int, default=30_000, help="new events per size")
     parser.add_argument("--batch", type=int, default=2000)
-    parser.add_argument("--snapshot-round", action="store_true")
+    parser.add_argument("--no-rounds", action="store_true", help="leave the rounds out")
+    parser.add_argument("--no-warmup", action="store_true", help="leave the warm-up out")
     arguments = parser.parse_args()
     console.print(f"[dim]{machine()}[/dim]")
     played = play(arguments.events, duplicates=0.01, seed=8)
@@ -145,11 +194,25 @@ async def main() -> None:
     runs: dict[int, Run] = {}
     async with infrastructure() as infra:
         _, ends = await produce(infra.kafka_bootstrap, infra.prefix, played)
+        if not arguments.no_warmup:
+            with console.status("warming up (the same events into a throwaway database)…"):
+                warm = await projection(
+                    infra,
+                    database="wok_reporting_warmup",
+                    ends=ends,
+                    batch=arguments.batch,
+                    group="reporting-bench-warmup",
+                )
+            console.print(f"warm-up: {warm.per_s:,.0f} events/s (not counted)")
         for size in arguments.sizes:
             database = f"wok_reporting_{size}"
             with console.status(f"preloading {size:,} stored events…"):
                 seconds = await preload(infra, database, size)
             console.print(f"preloaded {size:,} stored events in {seconds:.1f} s")
+            meter = None if arguments.no_rounds else RoundMeter(infra, database)
+            if meter is not None:
+                with console.status("the first snapshot round (every stored fact)…"):
+                    await meter.first()
             run = await projection(
                 infra,
                 database=database,
@@ -159,7 +222,11 @@ async def main() -> None:
             )
             ok, detail = await check_stored(infra, database=database, ends=ends, played=played)
             console.print(f"check at {size:,}: {detail}")
-            round_s = await snapshot_round(infra, database) if arguments.snapshot_round else None
+            rounds = None
+            if meter is not None:
+                await meter.later()
+                await meter.close()
+                rounds = meter.rounds
             runs[size] = run
             rows.append(
                 (
@@ -167,7 +234,16 @@ async def main() -> None:
                     f"{run.per_s:,.0f}",
                     *(f"{s * 1e6 / run.records:.0f}" for s in run.cpu_s.values()),
                     f"{per_event_us(run):.0f}",
-                    "-" if round_s is None else f"{round_s:.1f}",
+                    *(
+                        ("-", "-", "-")
+                        if rounds is None
+                        else (
+                            f"{rounds.first_s:.1f}",
+                            f"{rounds.read_s * 1e6 / max(rounds.facts, 1):.1f} "
+                            f"({rounds.facts:,} facts)",
+                            f"{rounds.disclose_s:.2f} ({rounds.cells:,} cells)",
+                        )
+                    ),
                     "yes" if ok else "NO",
                 )
             )
@@ -179,7 +255,9 @@ async def main() -> None:
             "events/s",
             *(f"CPU µs/event: {name}" for name in names),
             "cost µs/event",
-            "snapshot round s",
+            "first round s",
+            "later round µs/new event",
+            "disclosure s/round",
             "stored exactly",
         ),
         rows,

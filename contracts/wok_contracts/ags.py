@@ -32,6 +32,8 @@ LANDS: dict[str, str] = {
 
 def validate_ags(value: str) -> str:
     """Return the AGS unchanged, or raise ValueError saying what is wrong with it."""
+    if len(value) in (5, 8) and value.isascii() and value.isdigit() and value[:2] in LANDS:
+        return value  # the usual case, without the pattern
     if not _AGS_PATTERN.fullmatch(value):
         raise ValueError(
             "AGS must be 8 digits (municipality) or 5 digits (district), e.g. 07312000"

@@ -49,6 +49,10 @@ class Envelope(BaseModel, Generic[DataT]):
         return self.model_dump_json(exclude=unset).encode()
 
 
+# `Envelope[type]` per payload type: subscripting looks it up in pydantic's cache each time.
+_PARAMETRIZED: dict[type[EventData], type[Envelope[Any]]] = {}
+
+
 def new_envelope(
     data: EventData,
     *,
@@ -67,4 +71,7 @@ def new_envelope(
     }
     if correlation_id:
         fields["correlationid"] = correlation_id
-    return Envelope[type(data)](**fields)  # type: ignore[misc]
+    model = _PARAMETRIZED.get(type(data))
+    if model is None:
+        model = _PARAMETRIZED[type(data)] = Envelope[type(data)]  # type: ignore[misc]
+    return model(**fields)

@@ -12,6 +12,20 @@ from wok_contracts.envelope import Envelope, EventData
 from wok_contracts.events import EVENT_TYPES
 
 REGISTRY: dict[str, type[EventData]] = {model.event_type: model for model in EVENT_TYPES}
+# `Envelope[model]` per event type, made on first use: pydantic looks a parametrized
+# generic up in its cache on every subscript, which cost as much as validating.
+_ENVELOPES: dict[str, type[Envelope[Any]]] = {}
+
+
+def envelope_type(event_type: str) -> type[Envelope[Any]] | None:
+    """The envelope model of a registered event type (None if the type is unknown)."""
+    found = _ENVELOPES.get(event_type)
+    if found is None:
+        model = REGISTRY.get(event_type)
+        if model is None:
+            return None
+        found = _ENVELOPES[event_type] = Envelope[model]  # type: ignore[valid-type]
+    return found
 
 
 class ContractError(ValueError):
@@ -43,14 +57,15 @@ def decode_envelope(raw: bytes | None) -> Envelope[Any]:
     """
     if raw:
         found = _TYPE.search(raw)
-        model = None if found is None else REGISTRY.get(found.group(1).decode())
+        guessed = None if found is None else found.group(1).decode()
+        model = None if guessed is None else envelope_type(guessed)
         if model is not None:
             try:
-                envelope: Envelope[Any] = Envelope[model].model_validate_json(raw)  # type: ignore[valid-type]
+                envelope: Envelope[Any] = model.model_validate_json(raw)
             except ValidationError:
                 pass  # the careful path below says why
             else:
-                if envelope.type == model.event_type:
+                if envelope.type == guessed:
                     return envelope
     return decode_carefully(raw)
 
@@ -68,10 +83,10 @@ def decode_carefully(raw: bytes | None) -> Envelope[Any]:
     event_type = document.get("type")
     if not isinstance(event_type, str):
         raise ContractError("not a CloudEvents envelope: missing 'type'")
-    model = REGISTRY.get(event_type)
+    model = envelope_type(event_type)
     if model is None:
         raise ContractError(f"unknown event type {event_type!r}")
     try:
-        return Envelope[model].model_validate(document)  # type: ignore[valid-type]
+        return model.model_validate(document)
     except ValidationError as error:
         raise ContractError(f"invalid {event_type}: {_describe(error)}") from error

@@ -398,3 +398,20 @@ def test_ranks_put_the_best_first_and_ties_together(scores: dict[str, float]) ->
     for a in scores:
         for b in scores:
             assert (ranked[a] < ranked[b]) == (scores[a] > scores[b])
+
+
+def test_the_quick_digest_check_agrees_with_the_digests_for_every_contract() -> None:
+    """`has_digest` (what a batch uses to pick the events to name) says yes exactly for
+    the events `digest_of` makes a digest of."""
+    from tests.contracts.test_envelope import sample_events
+    from wok_reporting.digests import has_digest
+
+    checked = 0
+    for data in sample_events():
+        if not hasattr(data, "ags"):
+            continue
+        envelope = new_envelope(data, source="/test", municipality=data.ags)
+        has = digest_of(envelope, municipality_name="Kaiserslautern") is not None
+        assert has_digest(envelope) == has, type(data).__name__
+        checked += has
+    assert checked >= 9

@@ -179,3 +179,50 @@ async def test_publishing_retries_while_the_broker_is_away() -> None:
         task.cancel()
 
     assert setup.wire.snapshots(PROGRAM)[0].sequence == 1
+
+
+class CountingStore(InMemorySnapshotRepository):
+    """Counts the snapshot reads and writes a round makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operations: list[str] = []
+
+    async def latest(self, scope_id: str):  # type: ignore[no-untyped-def]
+        self.operations.append(f"latest {scope_id}")
+        return await super().latest(scope_id)
+
+    async def all(self):  # type: ignore[no-untyped-def]
+        self.operations.append("all")
+        return await super().all()
+
+    async def save(self, stored, *, previous_sequence):  # type: ignore[no-untyped-def]
+        self.operations.append(f"save {stored.scope_id}")
+        return await super().save(stored, previous_sequence=previous_sequence)
+
+
+async def test_a_round_reads_only_new_facts_and_touches_only_the_scopes_that_changed() -> None:
+    setup = Setup()
+    setup.store = CountingStore()
+    setup.publisher = SnapshotPublisher(
+        projections=setup.projections, snapshots=setup.store, publisher=setup.wire, interval_s=0
+    )
+    others = ("07315000", "09162000", "01001000")
+    for ags in (KL, *others):
+        await setup.register(6, ags=ags)
+    await setup.publisher.publish_changes()
+
+    async def no_full_load() -> None:
+        raise AssertionError("a round after the first must not load every fact")
+
+    setup.projections.load = no_full_load  # type: ignore[method-assign]
+    setup.store.operations.clear()
+    await setup.register(2, ags=KL, at=T0 + timedelta(hours=1))
+    changed = await setup.publisher.publish_changes()
+
+    assert [(s.scope_key, s.sequence) for s in changed] == [(PROGRAM, 2), ("07", 2), (KL, 2)]
+    assert changed[2].metrics[REGISTRATIONS_TOTAL] == 8
+    assert setup.store.operations == ["save program", "save land:07", f"save municipality:{KL}"]
+    setup.store.operations.clear()
+    assert await setup.publisher.publish_changes() == []
+    assert setup.store.operations == []

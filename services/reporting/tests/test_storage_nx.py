@@ -285,3 +285,46 @@ async def test_digests_of_a_batch_are_stored_once_in_one_write(database) -> None
         "source-2",
     ]
     assert len(await MongoOutboxSource(activities.collection).documents_with_pending(10)) == 3
+
+
+async def test_a_reader_gets_only_what_was_stored_since_its_cursor(database) -> None:
+    """`facts_since`: everything first, then only the new chunks (also one whose position
+    was not written yet) and new loose facts, everything again after a rebuild."""
+    projections = MongoProjectionRepository(database)
+    await projections.record_batches([batch_of(0, 4, registration(1), registration(2))])
+    first = await projections.facts_since(None)
+    assert first.complete
+    assert sorted(f.event_id for f in first.facts) == ["event-1-confirmed", "event-2-confirmed"]
+
+    nothing = await projections.facts_since(first.cursor)
+    assert (nothing.facts, nothing.complete) == ([], False)
+
+    await projections.record_batches(
+        [batch_of(0, 9, registration(3)), batch_of(5, 2, registration(4))]
+    )
+    await projections.record_batches([batch_of(0, 12, registration(5))])
+    # A crash between the chunk and its position: the chunk after the position is read too.
+    await database["fact_positions"].update_one(
+        {"_id": "registration.events.v1|0"}, {"$set": {"n": 1, "last": 9}}
+    )
+    later = await projections.facts_since(nothing.cursor)
+    assert not later.complete
+    assert sorted(f.event_id for f in later.facts) == [
+        "event-3-confirmed",
+        "event-4-confirmed",
+        "event-5-confirmed",
+    ]
+    assert (await projections.facts_since(later.cursor)).facts == []
+
+    await projections.record(registration(6))  # outside any batch: a loose chunk
+    loose = await projections.facts_since(later.cursor)
+    assert [f.event_id for f in loose.facts] == ["event-6-confirmed"]
+    assert (await projections.facts_since(loose.cursor)).facts == []
+
+    await projections.replace_all([registration(7)], up_to={("registration.events.v1", 0): 13})
+    rebuilt = await projections.facts_since(loose.cursor)
+    assert rebuilt.complete
+    assert sorted(f.event_id for f in rebuilt.facts) == [
+        "event-4-confirmed",
+        "event-7-confirmed",
+    ]

@@ -20,7 +20,7 @@ from typing import Any
 
 from wok_contracts import ActivityDigest, Envelope
 from wok_reporting.adapters.repository import FactBatch, name_as_of
-from wok_reporting.digests import digest_of
+from wok_reporting.digests import digest_of, has_digest
 from wok_reporting.domain import MUNICIPALITY, Fact, as_utc
 from wok_reporting.handlers import Projector, fact_of
 from wok_runtime.batch import PartitionBatch
@@ -65,11 +65,7 @@ class ProjectionSink:
     ) -> list[tuple[ActivityDigest, str]]:
         """(digest, correlation id) of every projected event that has one."""
         projected = list(projected)
-        candidates = [
-            envelope
-            for envelope, _ in projected
-            if digest_of(envelope, municipality_name=envelope.data.ags) is not None
-        ]
+        candidates = [envelope for envelope, _ in projected if has_digest(envelope)]
         if not candidates:
             return []
         codes = {envelope.data.ags for envelope in candidates}

@@ -151,6 +151,27 @@ def _assessment_texts(data: Any, name: str) -> tuple[ActivityKind, str, str, str
     return None
 
 
+# The payloads that have a digest (what `_texts` answers for).
+DIGESTED = (
+    MunicipalityRegistered,
+    MunicipalityProfileUpdated,
+    DialogueEventScheduled,
+    DialogueEventRescheduled,
+    DialogueEventChanged,
+    DialogueEventCancelled,
+    AttendanceRecorded,
+    SelfCheckStarted,
+    SelfCheckSubmitted,
+    MeasurePlanned,
+    MeasureStatusChanged,
+)
+
+
+def has_digest(envelope: Envelope[Any]) -> bool:
+    """Whether the event is a municipality's activity, with a digest (cheap: no texts)."""
+    return isinstance(envelope.data, DIGESTED)
+
+
 def digest_of(envelope: Envelope[Any], *, municipality_name: str) -> ActivityDigest | None:
     """The digest of a municipality's activity; None for events that have none."""
     texts = _texts(envelope.data, municipality_name)

@@ -34,7 +34,9 @@ cells; the exact value of a withheld cell cannot be derived.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import gc
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -61,6 +63,19 @@ class Disclosed:
     suppressed: tuple[str, ...] = field(default=())
     complementary: tuple[str, ...] = field(default=())
     statistics: dict[str, float | None] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def cycle_collection_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile (for pure computations that make many
+    objects and no cycles); as it was afterwards."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def counts_people(name: str) -> bool:
@@ -117,35 +132,100 @@ def relations(table: Mapping[str, Mapping[str, int]]) -> list[Relation]:
 def recomputable(hidden: set[Cell], relations_: list[Relation]) -> set[Cell]:
     """The withheld cells a reader can work out exactly from the published ones and the
     relations: those whose unit vector is a row of the reduced row echelon form of the
-    relations restricted to the withheld cells."""
-    pivots: dict[Cell, dict[Cell, Fraction]] = {}
+    relations restricted to the withheld cells.
+
+    Solved per group of withheld cells linked by relations (the row space is the sum of
+    the groups' row spaces, so the answer is the same; the elimination's cost grows with
+    the square of a group's size, not of all withheld cells)."""
+    parent: dict[Cell, Cell] = {}
+
+    def root(cell: Cell) -> Cell:
+        while parent.get(cell, cell) != cell:
+            parent[cell] = parent.get(parent[cell], parent[cell])
+            cell = parent[cell]
+        return cell
+
+    restricted: list[tuple[Relation, Cell]] = []
     for relation in relations_:
-        row = {cell: Fraction(coefficient) for cell, coefficient in relation if cell in hidden}
+        cells = [cell for cell, _ in relation if cell in hidden]
+        if not cells:
+            continue
+        first = root(cells[0])
+        for cell in cells[1:]:
+            other = root(cell)
+            if other != first:
+                parent[other] = first
+        restricted.append((relation, cells[0]))
+    groups: dict[Cell, list[Relation]] = {}
+    for relation, cell in restricted:
+        groups.setdefault(root(cell), []).append(relation)
+    found: set[Cell] = set()
+    for group in groups.values():
+        found |= _solved(hidden, group)
+    return found
+
+
+def _solved(hidden: set[Cell], relations_: list[Relation]) -> set[Cell]:
+    """`recomputable` over one group of relations. Exact: integers while they stay
+    integers (the coefficients are ±1, and mostly remain so), fractions where needed.
+
+    Which cells are recomputable does not depend on the order of the relations or the
+    choice of pivots, so both are chosen to keep the rows sparse: the shortest relations
+    first, and as pivot the cell that occurs in the fewest relations."""
+    occurs: dict[Cell, int] = {}
+    for relation in relations_:
+        for cell, _ in relation:
+            if cell in hidden:
+                occurs[cell] = occurs.get(cell, 0) + 1
+
+    def length(relation: Relation) -> int:
+        return sum(cell in hidden for cell, _ in relation)
+
+    # The pivot preference as one number per cell (a C-level key for `min`).
+    preference = {
+        cell: rank for rank, cell in enumerate(sorted(occurs, key=lambda c: (occurs[c], c)))
+    }
+
+    pivots: dict[Cell, dict[Cell, Fraction | int]] = {}
+    holders: dict[Cell, set[Cell]] = {}  # column -> the pivots whose rows have it
+    for relation in sorted(relations_, key=length):
+        row: dict[Cell, Fraction | int] = {
+            cell: coefficient for cell, coefficient in relation if cell in hidden
+        }
         for column in [column for column in row if column in pivots]:
             factor = row.get(column)
             if not factor:
                 continue
             for cell, value in pivots[column].items():
-                updated = row.get(cell, Fraction(0)) - factor * value
+                updated = row.get(cell, 0) - factor * value
                 if updated:
                     row[cell] = updated
                 else:
                     row.pop(cell, None)
         if not row:
             continue
-        pivot = min(row)
+        pivot = min(row, key=preference.__getitem__)
         scale = row[pivot]
-        row = {cell: value / scale for cell, value in row.items()}
-        for other in pivots.values():
-            factor = other.get(pivot)
-            if factor:
-                for cell, value in row.items():
-                    updated = other.get(cell, Fraction(0)) - factor * value
-                    if updated:
-                        other[cell] = updated
-                    else:
-                        other.pop(cell, None)
+        if scale == -1:
+            row = {cell: -value for cell, value in row.items()}
+        elif scale != 1:
+            row = {cell: Fraction(value) / scale for cell, value in row.items()}
+        # Clear the new pivot's column in the rows that have it (found by column, not by
+        # looking through every row).
+        for key in list(holders.get(pivot, ())):
+            other = pivots[key]
+            factor = other[pivot]
+            for cell, value in row.items():
+                updated = other.get(cell, 0) - factor * value
+                if updated:
+                    if cell not in other:
+                        holders.setdefault(cell, set()).add(key)
+                    other[cell] = updated
+                elif other.pop(cell, None) is not None:
+                    holders[cell].discard(key)
         pivots[pivot] = row
+        for cell in row:
+            holders.setdefault(cell, set()).add(pivot)
     return {column for column, row in pivots.items() if len(row) == 1}
 
 
@@ -225,11 +305,12 @@ def protect(table: Mapping[str, Mapping[str, int]]) -> dict[str, Disclosed]:
             chosen = complement(_nearest_with(by_cell.get(cell, []), by_cell, published))
             if chosen is not None:
                 hidden.add(chosen)
+    complementary = hidden - primary  # once: per cell it cost the table times the hidden
     return {
         scope: Disclosed(
             metrics={name: None if (scope, name) in hidden else v for name, v in cells.items()},
             suppressed=tuple(name for name in cells if (scope, name) in hidden),
-            complementary=tuple(name for name in cells if (scope, name) in hidden - primary),
+            complementary=tuple(name for name in cells if (scope, name) in complementary),
         )
         for scope, cells in table.items()
     }
@@ -238,6 +319,13 @@ def protect(table: Mapping[str, Mapping[str, int]]) -> dict[str, Disclosed]:
 def disclose(figures: Mapping[str, ScopeFigures]) -> dict[str, Disclosed]:
     """Disclosure control over every scope published together: the people cells (`protect`),
     then the statistics derived from people's answers (module doc)."""
+    # Many small objects, no reference cycles: the cyclic collector would scan the whole
+    # heap (a large tally of the history among it) again and again meanwhile.
+    with cycle_collection_paused():
+        return _disclose(figures)
+
+
+def _disclose(figures: Mapping[str, ScopeFigures]) -> dict[str, Disclosed]:
     disclosed = protect({scope: figure.cells() for scope, figure in figures.items()})
     result = {}
     for scope, figure in figures.items():

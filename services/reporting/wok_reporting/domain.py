@@ -12,6 +12,7 @@ one was delivered. Disclosure control is in `wok_reporting.disclosure`.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -400,7 +401,13 @@ def _sufficient_scores(values: Mapping[str, Any]) -> dict[int, float]:
 
 
 def row_of(entity: str, entity_id: str, ags: str, facts: Iterable[Fact]) -> ProjectionRow | None:
-    values = fold(facts)
+    return row_from(entity, entity_id, ags, fold(facts))
+
+
+def row_from(
+    entity: str, entity_id: str, ags: str, values: Mapping[str, Any]
+) -> ProjectionRow | None:
+    """The row of an entity from its folded fields (`fold`)."""
     if not values:
         return None
     last: datetime = values["_last"]
@@ -735,8 +742,8 @@ class Distribution:
 
 def ranks(scores: Mapping[str, float]) -> dict[str, int]:
     """1 + the number of strictly higher scores: the best is 1, ties share a rank."""
-    ordered = sorted(scores.values(), reverse=True)
-    return {key: 1 + sum(1 for other in ordered if other > score) for key, score in scores.items()}
+    ordered = sorted(scores.values())
+    return {key: 1 + len(ordered) - bisect_right(ordered, score) for key, score in scores.items()}
 
 
 def quartile_band(score: float, distribution: Distribution) -> int:
@@ -797,14 +804,13 @@ def gap_name(number: int) -> str:
 
 
 def _perspective_statistics(
-    scope: str, part: Projection, score_means: Mapping[int, float]
+    scope: str, means: Mapping[int, float], score_means: Mapping[int, float]
 ) -> tuple[dict[str, float | None], dict[str, tuple[str, str]]]:
     """Mean workshop rating per field and its gap to the scope's mean self-check score
     (perspective minus score: positive when the participants see the field better than the
     administration does); both derive from people's ratings."""
     statistics: dict[str, float | None] = {}
     sources: dict[str, tuple[str, str]] = {}
-    means = perspective_means(part)
     for number in FIELDS:
         mean = means.get(number)
         score = score_means.get(number)
@@ -819,35 +825,55 @@ def _perspective_statistics(
     return statistics, sources
 
 
+@dataclass(frozen=True)
+class ProgramScores:
+    """Per subject (`field_1` … `field_7`, `overall`): the latest scores of all scored
+    municipalities, their distribution and ranks (computed once, not per municipality)."""
+
+    scores: dict[str, dict[str, float]]
+    distributions: dict[str, Distribution | None]
+    ranked: dict[str, dict[str, int]]
+
+    @classmethod
+    def of(cls, latest: Mapping[str, SelfCheckRow]) -> ProgramScores:
+        scores = subject_scores(latest)
+        return cls(
+            scores=scores,
+            distributions={s: Distribution.of(found.values()) for s, found in scores.items()},
+            ranked={subject: ranks(found) for subject, found in scores.items()},
+        )
+
+
 def _municipality_statistics(
-    ags: str, part: Projection, program: Mapping[str, dict[str, float]]
+    ags: str, means: Mapping[int, float], program: ProgramScores
 ) -> tuple[dict[str, float | None], dict[str, tuple[str, str]]]:
     """The municipality's latest scores, its rank among all scored municipalities and its
     quartile band (4 = top quarter), per field and overall."""
     statistics: dict[str, float | None] = {}
-    for subject, scores in program.items():
+    for subject, scores in program.scores.items():
         score = scores.get(ags)
-        distribution = Distribution.of(scores.values())
+        distribution = program.distributions[subject]
         statistics[f"{subject}_score"] = score
-        statistics[f"{subject}_rank"] = None if score is None else ranks(scores)[ags]
+        statistics[f"{subject}_rank"] = None if score is None else program.ranked[subject][ags]
         statistics[f"{subject}_quartile"] = (
             None if score is None or distribution is None else quartile_band(score, distribution)
         )
-    own = {n: program[f"field_{n}"][ags] for n in FIELDS if ags in program[f"field_{n}"]}
+    fields = program.scores
+    own = {n: fields[f"field_{n}"][ags] for n in FIELDS if ags in fields[f"field_{n}"]}
     perspective, sources = _perspective_statistics(
-        scope_id(AggregateScope.MUNICIPALITY, ags), part, own
+        scope_id(AggregateScope.MUNICIPALITY, ags), means, own
     )
     return {**statistics, **perspective}, sources
 
 
 def _distribution_statistics(
-    scope: str, part: Projection
+    scope: str, latest: Mapping[str, SelfCheckRow], means: Mapping[int, float]
 ) -> tuple[dict[str, float | None], dict[str, tuple[str, str]]]:
     """Lowest, quartiles, highest and mean of the latest scores of the scope's
-    municipalities, per field and overall."""
+    municipalities (`latest`), per field and overall."""
     statistics: dict[str, float | None] = {}
     score_means: dict[int, float] = {}
-    for subject, scores in subject_scores(latest_scored(part)).items():
+    for subject, scores in subject_scores(latest).items():
         distribution = Distribution.of(scores.values())
         for suffix in ("min", "q1", "median", "q3", "max", "mean"):
             statistics[f"{subject}_score_{suffix}"] = None
@@ -855,28 +881,45 @@ def _distribution_statistics(
             statistics.update(distribution.items(f"{subject}_score_"))
             if subject.startswith("field_"):
                 score_means[int(subject.removeprefix("field_"))] = distribution.mean
-    perspective, sources = _perspective_statistics(scope, part, score_means)
+    perspective, sources = _perspective_statistics(scope, means, score_means)
     return {**statistics, **perspective}, sources
 
 
 def _figures(
-    scope: AggregateScope,
-    key: str,
-    part: Projection,
-    program_scores: Mapping[str, dict[str, float]],
+    scope: AggregateScope, key: str, part: Projection, program_scores: ProgramScores
 ) -> ScopeFigures:
-    if scope is AggregateScope.MUNICIPALITY:
-        statistics, sources = _municipality_statistics(key, part, program_scores)
-    else:
-        statistics, sources = _distribution_statistics(scope_id(scope, key), part)
-    return ScopeFigures(
+    return scope_figures(
         scope,
         key,
-        count(part),
-        daily_registrations(part),
-        newest_event_time(part),
-        statistics=statistics,
-        derived_from=sources,
+        metrics=count(part),
+        daily=daily_registrations(part),
+        as_of=newest_event_time(part),
+        latest=latest_scored(part),
+        means=perspective_means(part),
+        program=program_scores,
+    )
+
+
+def scope_figures(
+    scope: AggregateScope,
+    key: str,
+    *,
+    metrics: dict[str, int],
+    daily: dict[str, int],
+    as_of: datetime | None,
+    latest: Mapping[str, SelfCheckRow],
+    means: Mapping[int, float],
+    program: ProgramScores,
+) -> ScopeFigures:
+    """A program, Land or municipality scope's figures from its counts, its municipalities'
+    latest scored self-checks and its mean workshop ratings (`aggregate` and the
+    incremental `wok_reporting.tally` both make them here)."""
+    if scope is AggregateScope.MUNICIPALITY:
+        statistics, sources = _municipality_statistics(key, means, program)
+    else:
+        statistics, sources = _distribution_statistics(scope_id(scope, key), latest, means)
+    return ScopeFigures(
+        scope, key, metrics, daily, as_of, statistics=statistics, derived_from=sources
     )
 
 
@@ -884,9 +927,31 @@ def field_figures(number: int, projection: Projection) -> ScopeFigures:
     """One field of action across all municipalities: the distribution of the latest scores
     with each municipality's score and rank, measures by status, and the participants'
     mean rating (shares the fate of the program's `perspectives_field_<n>` cell)."""
-    scores = field_scores(latest_scored(projection), number)
     measures = [row for row in projection.measures if row.field == number and row.status]
-    statuses = [row.status for row in measures]
+    relevant = [
+        row.event_time
+        for row in (*projection.self_checks, *projection.measures, *projection.perspectives)
+    ]
+    return field_figures_of(
+        number,
+        latest=latest_scored(projection),
+        statuses=[str(row.status) for row in measures],
+        means=perspective_means(projection),
+        as_of=max((as_utc(moment) for moment in relevant), default=None),
+    )
+
+
+def field_figures_of(
+    number: int,
+    *,
+    latest: Mapping[str, SelfCheckRow],
+    statuses: Sequence[str],
+    means: Mapping[int, float],
+    as_of: datetime | None,
+) -> ScopeFigures:
+    """`field_figures` from the latest scored self-checks, the statuses of the field's
+    measures, the program's mean workshop ratings and the newest relevant event time."""
+    scores = field_scores(latest, number)
     statistics: dict[str, float | None] = {
         f"score_{suffix}": None for suffix in ("min", "q1", "median", "q3", "max", "mean")
     }
@@ -897,7 +962,7 @@ def field_figures(number: int, projection: Projection) -> ScopeFigures:
     for ags in sorted(scores):
         statistics[f"score:{ags}"] = scores[ags]
         statistics[f"rank:{ags}"] = ranked[ags]
-    mean = perspective_means(projection).get(number)
+    mean = means.get(number)
     statistics["perspective_mean"] = mean
     statistics["gap"] = (
         None
@@ -905,20 +970,16 @@ def field_figures(number: int, projection: Projection) -> ScopeFigures:
         else round_half_up(Fraction(str(mean)) - Fraction(str(distribution.mean)))
     )
     source = (PROGRAM, perspective_field_metric(number))
-    relevant = [
-        row.event_time
-        for row in (*projection.self_checks, *projection.measures, *projection.perspectives)
-    ]
     return ScopeFigures(
         AggregateScope.FIELD,
         str(number),
         {
             MUNICIPALITIES_SCORED: len(scores),
-            MEASURES: len(measures),
+            MEASURES: len(statuses),
             **{measure_status_metric(s.value): statuses.count(s.value) for s in MeasureStatus},
         },
         {},
-        max((as_utc(moment) for moment in relevant), default=None),
+        as_of,
         statistics=statistics,
         derived_from={"perspective_mean": source, "gap": source},
     )
@@ -944,7 +1005,7 @@ FIELD_METRICS = (MUNICIPALITIES_SCORED, MEASURES, *MEASURE_STATUS_METRICS)
 def aggregate(projection: Projection) -> dict[str, ScopeFigures]:
     """The program, each Land, each municipality that anything is known about, and the
     seven fields of action once there is a self-check, measure or workshop perspective."""
-    program_scores = subject_scores(latest_scored(projection))
+    program_scores = ProgramScores.of(latest_scored(projection))
     figures = [_figures(AggregateScope.PROGRAM, PROGRAM, projection, program_scores)]
     # The rows grouped by AGS once: filtering every row for each scope would cost the
     # history times the number of scopes.

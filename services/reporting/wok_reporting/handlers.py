@@ -60,21 +60,9 @@ OnChange = Callable[[], None]
 
 
 def _fields(data: Any) -> tuple[str, str, dict[str, FactValue]] | None:
-    """(entity kind, entity id, the fields it sets) of a consumed event."""
-    if isinstance(data, MunicipalityRegistered | MunicipalityProfileUpdated):
-        return MUNICIPALITY, data.ags, {"name": data.name, "kind": data.kind.value}
-    if isinstance(data, DialogueEventScheduled):
-        fields: dict[str, FactValue] = {
-            "status": SCHEDULED,
-            "starts_at": data.starts_at.isoformat(),
-        }
-        return DIALOGUE_EVENT, data.dialogue_event_id, fields
-    if isinstance(data, DialogueEventChanged | DialogueEventRescheduled):
-        return DIALOGUE_EVENT, data.dialogue_event_id, {"starts_at": data.starts_at.isoformat()}
-    if isinstance(data, DialogueEventCancelled):
-        return DIALOGUE_EVENT, data.dialogue_event_id, {"status": CANCELLED}
-    if isinstance(data, AttendanceRecorded):
-        return DIALOGUE_EVENT, data.dialogue_event_id, {"attended": data.attended}
+    """(entity kind, entity id, the fields it sets) of a consumed event (the most frequent
+    kinds first; isinstance with a tuple, much cheaper than with a `X | Y` union)."""
+    fields: dict[str, FactValue]
     if isinstance(data, ParticipantRegistered):
         fields = {
             "dialogue_event_id": data.dialogue_event_id,
@@ -82,6 +70,9 @@ def _fields(data: Any) -> tuple[str, str, dict[str, FactValue]] | None:
             "sector": data.sector.value,
         }
         return REGISTRATION, data.registration_id, fields
+    if isinstance(data, NotificationSent):
+        fields = {"registration_id": data.registration_id, "kind": data.kind.value}
+        return NOTIFICATION, data.notification_id, fields
     if isinstance(data, ParticipantCancelled):
         fields = {"dialogue_event_id": data.dialogue_event_id, "status": CANCELLED}
         return REGISTRATION, data.registration_id, fields
@@ -90,9 +81,17 @@ def _fields(data: Any) -> tuple[str, str, dict[str, FactValue]] | None:
     if isinstance(data, ParticipantErased):
         # Reporting holds nothing personal about the person; the anonymous counts stay.
         return REGISTRATION, data.registration_id, {"erased": True}
-    if isinstance(data, NotificationSent):
-        fields = {"registration_id": data.registration_id, "kind": data.kind.value}
-        return NOTIFICATION, data.notification_id, fields
+    if isinstance(data, (MunicipalityRegistered, MunicipalityProfileUpdated)):
+        return MUNICIPALITY, data.ags, {"name": data.name, "kind": data.kind.value}
+    if isinstance(data, DialogueEventScheduled):
+        fields = {"status": SCHEDULED, "starts_at": data.starts_at.isoformat()}
+        return DIALOGUE_EVENT, data.dialogue_event_id, fields
+    if isinstance(data, (DialogueEventChanged, DialogueEventRescheduled)):
+        return DIALOGUE_EVENT, data.dialogue_event_id, {"starts_at": data.starts_at.isoformat()}
+    if isinstance(data, DialogueEventCancelled):
+        return DIALOGUE_EVENT, data.dialogue_event_id, {"status": CANCELLED}
+    if isinstance(data, AttendanceRecorded):
+        return DIALOGUE_EVENT, data.dialogue_event_id, {"attended": data.attended}
     return _assessment_fields(data)
 
 
@@ -117,7 +116,7 @@ def _assessment_fields(data: Any) -> tuple[str, str, dict[str, FactValue]] | Non
         fields = {"group": data.stakeholder_group.value}
         fields.update({f"rating_{rating.field}": rating.rating for rating in data.ratings})
         return PERSPECTIVE, data.perspective_id, fields
-    if isinstance(data, MeasurePlanned | MeasureStatusChanged):
+    if isinstance(data, (MeasurePlanned, MeasureStatusChanged)):
         return MEASURE, data.measure_id, {"field": data.field, "status": data.status.value}
     if isinstance(data, TaskforceMemberAdded):
         fields = {"role": data.role.value, "sector": data.sector.value, "removed": False}
@@ -138,7 +137,7 @@ def fact_of(envelope: Envelope[Any]) -> Fact | None:
         ags=envelope.data.ags,
         event_id=envelope.id,
         event_type=envelope.type,
-        time=as_utc(envelope.time),
+        time=envelope.time,  # as it came (UTC); every use of a fact's time normalises it
         fields=fields,
     )
 

@@ -3,6 +3,12 @@
 A snapshot is stored (with its sequence, unpublished) before it goes on the topic and is
 marked published after; a crash in between publishes the same snapshot again on the next
 round instead of skipping it. Subscribers keep the highest sequence per key.
+
+A round costs what changed, not what is stored: the figures are kept up to date from the
+facts stored since the last round (`Tally`, fed by `ProjectionRepository.facts_since`),
+disclosure control runs over all scopes together (a complement may fall in another
+scope), and only scopes whose protected figures differ from those of their stored
+snapshot are compared, stored and sent (the stored snapshots are read once, then kept).
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from wok_reporting.adapters.repository import (
     StoredSnapshot,
 )
 from wok_reporting.disclosure import DAILY_PREFIX, Disclosed, disclose
-from wok_reporting.domain import PROGRAM, ScopeFigures, aggregate, as_utc
+from wok_reporting.domain import PROGRAM, ScopeFigures, as_utc
+from wok_reporting.tally import Tally
 from wok_runtime.logging import get_logger
 from wok_runtime.outbox import Publisher
 
 SOURCE = "/wok/reporting"
+THREAD_FACTS = 10_000  # more new facts than this are aggregated beside the event loop
 
 log = get_logger(__name__)
 
@@ -91,6 +99,14 @@ class SnapshotPublisher:
         self._refresh_s = refresh_s
         self._clock = clock
         self._changed = asyncio.Event()
+        self._tally = Tally()
+        self._cursor: object = None
+        # What the stored snapshots are (read once, then kept as this publisher writes),
+        # and the protected figures each scope's stored snapshot was made from or checked
+        # against: a scope whose figures are those again needs no database operation.
+        self._stored: dict[str, StoredSnapshot] | None = None
+        self._basis: dict[str, tuple[ScopeFigures, Disclosed]] = {}
+        self._settled = False  # the last round ended with everything sent
 
     def changed(self) -> None:
         """Called after a projection changed; the next round publishes what it affects."""
@@ -118,11 +134,35 @@ class SnapshotPublisher:
         All scopes are protected together: a cell withheld in one municipality may need a
         complement withheld in another, so one change can republish several scopes.
         """
-        figures = aggregate(await self._projections.load())
-        disclosed = disclose(figures)
+        found = await self._projections.facts_since(self._cursor)
+        if found.complete:
+            self._tally = Tally()
+        if len(found.facts) > THREAD_FACTS:  # the first round: every stored fact
+            await asyncio.to_thread(self._tally.add, found.facts)
+        else:
+            self._tally.add(found.facts)
+        self._cursor = found.cursor
+        if self._settled and not found.facts and not found.complete and not force:
+            return []  # nothing new since a round that sent everything
+        self._settled = False
+        if self._stored is None:
+            self._stored = {stored.scope_id: stored for stored in await self._snapshots.all()}
+        figures = self._tally.figures()
+        # Pure computation over every scope (a second at a large table): in a thread, so
+        # the event loop (the consumer of the same process) keeps going meanwhile.
+        disclosed = await asyncio.to_thread(disclose, figures)
         published = []
+        taken = False  # another publisher stored a scope: look again next round
         for scope, figure in figures.items():
-            stored = await self._snapshots.latest(scope)
+            basis = (figure, disclosed[scope])
+            stored = self._stored.get(scope)
+            if (
+                scope not in force
+                and stored is not None
+                and stored.published
+                and self._basis.get(scope) == basis
+            ):
+                continue
             candidate = snapshot(
                 figure,
                 disclosed[scope],
@@ -133,13 +173,23 @@ class SnapshotPublisher:
             if unchanged and stored is not None and not stored.published:
                 candidate = stored.snapshot  # stored but never sent: send it as it is
             elif unchanged and scope not in force:
+                self._basis[scope] = basis
                 continue
             elif not await self._snapshots.save(
                 StoredSnapshot(scope_id=scope, snapshot=candidate, published=False),
                 previous_sequence=None if stored is None else stored.snapshot.sequence,
             ):
                 log.info("snapshot taken by another publisher", scope=scope)
+                taken = True
+                self._basis.pop(scope, None)
+                latest = await self._snapshots.latest(scope)
+                if latest is None:
+                    self._stored.pop(scope, None)
+                else:
+                    self._stored[scope] = latest
                 continue
+            self._stored[scope] = StoredSnapshot(scope, candidate, published=False)
+            self._basis.pop(scope, None)
             if disclosed[scope].suppressed:
                 log.info(
                     "disclosure control",
@@ -152,7 +202,10 @@ class SnapshotPublisher:
                 )
             await self._send(scope, candidate)
             await self._snapshots.mark_published(scope, candidate.sequence)
+            self._stored[scope] = StoredSnapshot(scope, candidate, published=True)
+            self._basis[scope] = basis
             published.append(candidate)
+        self._settled = not taken
         return published
 
     async def _send(self, scope: str, payload: AggregateSnapshot) -> None:

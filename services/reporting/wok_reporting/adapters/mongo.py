@@ -21,6 +21,12 @@ Municipality facts are also kept per municipality (`municipalities`, `{_id: AGS,
 facts: {<event key>: fact}}`, `$set` on a map key), so a digest finds the name a
 municipality had at its event's time with one lookup.
 
+A snapshot round reads only what was stored since the last one (`facts_since`): the
+chunks after the partition positions it saw (one query by `_id`, plus the chunk after each
+position, written before its position), and the loose chunks when `projection_meta.loose`,
+counted up with each loose chunk, changed; everything only on its first call and after a
+rebuild switched the base generation.
+
 A rebuild writes its facts as base chunks of a new generation (`base|<gen>|<n>`), switches
 `projection_meta.base` to it, then empties the live chunks its read covered and deletes the
 older generation: readers see the old state, then old and new together (the same facts),
@@ -34,6 +40,7 @@ import json
 import uuid
 import zlib
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,6 +51,7 @@ from wok_contracts import ActivityDigest, AggregateSnapshot
 from wok_reporting.adapters.repository import (
     EndOffsets,
     FactBatch,
+    FactsSince,
     StoredSnapshot,
     activity_document,
     digest_from,
@@ -177,6 +185,16 @@ def unique_facts(facts: Iterable[Fact]) -> list[Fact]:
     return list(found.values())
 
 
+@dataclass(frozen=True)
+class ChunkCursor:
+    """Where a reader of the chunks is: the base generation, the loose count, and per
+    partition the newest live chunk read."""
+
+    generation: str | None
+    loose: int
+    positions: dict[tuple[str, int], int]
+
+
 class MongoProjectionRepository:
     def __init__(self, database: Any) -> None:
         self._database = database
@@ -209,6 +227,8 @@ class MongoProjectionRepository:
         )
 
     async def _insert_loose(self, facts: Sequence[Fact]) -> None:
+        if not facts:
+            return
         for start in range(0, len(facts), BASE_CHUNK_FACTS):
             part = facts[start : start + BASE_CHUNK_FACTS]
             await self._chunks.insert_one(
@@ -219,6 +239,8 @@ class MongoProjectionRepository:
                     "facts": encode_facts(part),
                 }
             )
+        # After the chunks: a round that sees the new count finds them.
+        await self._meta.update_one({"_id": "loose"}, {"$inc": {"count": 1}}, upsert=True)
 
     async def record(self, fact: Fact) -> None:
         """One fact outside any consumed batch (a rebuild catching up, a test)."""
@@ -256,14 +278,19 @@ class MongoProjectionRepository:
             # newest chunks up again; the caller retries, and facts stored twice are one.
             self._newest.clear()
             raise RuntimeError(f"chunk already taken: {error.details.get('writeErrors')}") from None
+        updates = []
         for chunk in chunks:
             key = (chunk["topic"], chunk["partition"])
             self._newest[key] = (chunk["n"], chunk["last"])
-            await self._positions.update_one(
-                {"_id": position_id(*key)},
-                {"$set": {"n": chunk["n"], "last": chunk["last"]}},
-                upsert=True,
+            updates.append(
+                UpdateOne(
+                    {"_id": position_id(*key)},
+                    {"$set": {"n": chunk["n"], "last": chunk["last"]}},
+                    upsert=True,
+                )
             )
+        if updates:  # the position hints of every partition in one write
+            await self._positions.bulk_write(updates, ordered=False)
 
     async def _newest_chunk(self, topic: str, partition: int) -> tuple[int, int]:
         """(n, last) of the partition's newest chunk; (-1, -1) if there is none."""
@@ -299,6 +326,40 @@ class MongoProjectionRepository:
 
     async def load(self) -> Projection:
         return Projection.from_facts(await self.facts())
+
+    async def facts_since(self, cursor: Any) -> FactsSince:
+        """Three small reads whatever is stored: the meta documents, the partition
+        positions, the chunks after the positions of `cursor` (module doc)."""
+        meta = {
+            document["_id"]: document
+            async for document in self._meta.find({"_id": {"$in": ["base", "loose"]}})
+        }
+        generation = meta.get("base", {}).get("generation")
+        loose = int(meta.get("loose", {}).get("count", 0))
+        positions: dict[tuple[str, int], int] = {}
+        async for document in self._positions.find({}):
+            topic, partition = str(document["_id"]).rsplit("|", 1)
+            positions[(topic, int(partition))] = int(document["n"])
+        if cursor is None or cursor.generation != generation:
+            # Read after the positions: the next call reads again from them (no gap).
+            facts = await self.facts()
+            return FactsSince(facts, ChunkCursor(generation, loose, positions), complete=True)
+        seen = dict(cursor.positions)
+        wanted = [
+            chunk_id(topic, partition, n)
+            for (topic, partition), newest in positions.items()
+            for n in range(seen.get((topic, partition), -1) + 1, newest + 2)
+        ]
+        found: list[Fact] = []
+        if wanted:
+            async for chunk in self._chunks.find({"_id": {"$in": wanted}}):
+                found.extend(decode_facts(chunk.get("facts")))
+                key = (chunk["topic"], chunk["partition"])
+                seen[key] = max(seen.get(key, -1), int(chunk["n"]))
+        if loose != cursor.loose:
+            async for chunk in self._chunks.find({"kind": "loose"}):
+                found.extend(decode_facts(chunk.get("facts")))
+        return FactsSince(found, ChunkCursor(generation, loose, seen), complete=False)
 
     async def municipality_name(self, ags: str, *, as_of: datetime) -> str:
         facts = (await self.municipality_facts([ags])).get(ags, [])

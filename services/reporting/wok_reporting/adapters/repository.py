@@ -27,6 +27,18 @@ class FactBatch:
     facts: tuple[Fact, ...]
 
 
+@dataclass(frozen=True)
+class FactsSince:
+    """What `ProjectionRepository.facts_since` found: the facts stored since `cursor` was
+    handed out (maybe some seen before: applying a fact again changes nothing), the cursor
+    to ask with next, and whether `facts` are all stored facts (after a rebuild, or on the
+    first call: whoever keeps state from them starts over)."""
+
+    facts: list[Fact]
+    cursor: Any
+    complete: bool
+
+
 # (topic without prefix, partition) -> the first offset NOT covered (a rebuild's end)
 EndOffsets = Mapping[tuple[str, int], int]
 
@@ -46,6 +58,11 @@ class ProjectionRepository(Protocol):
         ...
 
     async def load(self) -> Projection: ...
+
+    async def facts_since(self, cursor: Any) -> FactsSince:
+        """The facts stored since `cursor` (None: all of them), at a cost that does not
+        grow with what was stored before it."""
+        ...
 
     async def facts(self) -> list[Fact]: ...
 
@@ -73,9 +90,19 @@ class InMemoryProjectionRepository:
     def __init__(self) -> None:
         self.entities: dict[tuple[str, str], dict[str, Fact]] = {}
         self.offsets: dict[tuple[str, int], int] = {}
+        self._log: list[Fact] = []  # every fact recorded since the last `replace_all`
+        self._generation = 0
 
     async def record(self, fact: Fact) -> None:
         self.entities.setdefault((fact.entity, fact.entity_id), {})[fact.event_id] = fact
+        self._log.append(fact)
+
+    async def facts_since(self, cursor: Any) -> FactsSince:
+        if cursor is None or cursor[0] != self._generation:
+            return FactsSince(await self.facts(), (self._generation, len(self._log)), complete=True)
+        return FactsSince(
+            self._log[cursor[1] :], (self._generation, len(self._log)), complete=False
+        )
 
     async def record_batches(self, batches: Sequence[FactBatch]) -> None:
         for batch in batches:
@@ -105,6 +132,8 @@ class InMemoryProjectionRepository:
 
     async def replace_all(self, facts: Iterable[Fact], *, up_to: EndOffsets | None = None) -> None:
         self.entities.clear()
+        self._log.clear()
+        self._generation += 1
         for fact in facts:
             await self.record(fact)
 
