@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -40,9 +39,10 @@ from wok_runtime.consumer import (
 )
 from wok_runtime.kafka import KafkaPublisher, build_broker, ensure_topics, subscribe
 from wok_runtime.lag import LagMonitor, PartitionLag
-from wok_runtime.logging import correlation, get_logger
+from wok_runtime.logging import get_logger
 from wok_runtime.metrics import RuntimeMetrics
 from wok_runtime.mongo import MongoProcessedStore, mongo_client
+from wok_runtime.observe import ObserveRequests
 from wok_runtime.outbox import MongoOutboxSource, OutboxRelay, OutboxSource
 from wok_runtime.settings import WokSettings
 from wok_runtime.tracing import tracer_provider
@@ -271,25 +271,7 @@ class ServiceRuntime:
                 app, tracer_provider=self.tracing, excluded_urls="healthz,readyz,metrics"
             )
 
-        @app.middleware("http")
-        async def observe(request: Request, call_next: Any) -> Response:
-            started = time.perf_counter()
-            with correlation(request.headers.get("x-correlation-id")) as correlation_id:
-                response: Response = await call_next(request)
-                route = getattr(request.scope.get("route"), "path", "unmatched")
-                elapsed = time.perf_counter() - started
-                self.metrics.http_requests(request.method, route, str(response.status_code)).inc()
-                self.metrics.http_latency(route).observe(elapsed)
-                response.headers["x-correlation-id"] = correlation_id
-                if route not in ("/healthz", "/readyz", "/metrics"):
-                    log.info(
-                        "http request",
-                        method=request.method,
-                        route=route,
-                        status=response.status_code,
-                        ms=round(elapsed * 1000, 1),
-                    )
-                return response
+        app.add_middleware(ObserveRequests, metrics=self.metrics)
 
         @app.get("/healthz", tags=["operations"])
         async def healthz() -> dict[str, str]:

@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from wok_contracts import Envelope, MunicipalityKind, MunicipalityRegistered, new_envelope
 from wok_runtime.consumer import InMemoryProcessedStore
 from wok_runtime.lag import lag_of
+from wok_runtime.logging import current_correlation_id
 from wok_runtime.outbox import PendingMessage
 from wok_runtime.service import ServiceRuntime
 from wok_runtime.settings import WokSettings
@@ -126,3 +127,44 @@ async def test_consumed_messages_are_counted_and_traced_and_http_requests_traced
 def test_tracing_is_off_unless_enabled() -> None:
     runtime = ServiceRuntime(name="reporting", settings=WokSettings())
     assert runtime.tracing is None
+
+
+async def test_each_request_carries_its_correlation_id_and_is_counted_by_route_and_status(
+    capsys,
+) -> None:
+    runtime = ServiceRuntime(name="registration", settings=WokSettings())
+    router = APIRouter()
+
+    @router.get("/v1/things/{thing_id}")
+    async def thing(thing_id: str) -> dict[str, str | None]:
+        if thing_id == "broken":
+            raise RuntimeError("a bug")
+        return {"correlation_id": current_correlation_id()}
+
+    app = runtime.http_app(title="probe", routers=[router])
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        given = await client.get("/v1/things/1", headers={"X-Correlation-ID": "c-42"})
+        made = await client.get("/v1/things/2")
+        broken = await client.get("/v1/things/broken")
+        assert (await client.get("/healthz")).status_code == 200
+
+    # the caller's id reaches the handler (its log lines and events) and comes back
+    assert given.headers["x-correlation-id"] == "c-42"
+    assert given.json() == {"correlation_id": "c-42"}
+    # without one, the request gets its own
+    assert made.headers["x-correlation-id"] == made.json()["correlation_id"] != "c-42"
+    assert broken.status_code == 500
+    exposition = generate_latest(runtime.metrics.registry).decode()
+    for status, count in (("200", 2), ("500", 1)):
+        assert any(
+            'route="/v1/things/{thing_id}"' in line
+            and f'status="{status}"' in line
+            and line.endswith(f" {count}.0")
+            for line in exposition.splitlines()
+            if line.startswith("wok_http_requests_total")
+        ), exposition
+    logged = capsys.readouterr().out
+    lines = [line for line in logged.splitlines() if "http request" in line]
+    assert len(lines) == 3 and all("route=/v1/things/{thing_id}" in line for line in lines)
+    assert "correlation_id=c-42" in lines[0] and "status=500" in lines[2]
