@@ -186,8 +186,16 @@ def digest_problems(played: list[Played], texts: dict[str, set[str]]) -> list[st
     return problems
 
 
-def _settled(played: list[Played], snapshots: dict[str, dict[str, Any]]) -> bool:
-    return not score_problems(played, snapshots) and not funnel_problems(played, snapshots)
+def _settled(
+    played: list[Played], snapshots: dict[str, dict[str, Any]], *, exclusive: bool
+) -> bool:
+    """Whether the snapshots show everything played: the measures (planned after the scoring,
+    one set running last) may reach reporting after the scored self-check."""
+    return (
+        not score_problems(played, snapshots)
+        and not funnel_problems(played, snapshots)
+        and not measure_problems(played, snapshots, exclusive=exclusive)
+    )
 
 
 async def reporting_checks(
@@ -211,7 +219,9 @@ async def reporting_checks(
             for p in assessed
         )
         progress(STEP, shown, len(assessed))
-        if _settled(played, snapshots) or time.monotonic() > deadline:
+        if _settled(played, snapshots, exclusive=endpoints.exclusive) or (
+            time.monotonic() > deadline
+        ):
             break
         await asyncio.sleep(1.0)
     texts: dict[str, set[str]] = {}
