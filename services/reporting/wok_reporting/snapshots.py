@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
+from typing import Any
 
 from wok_contracts import (
     CONTENT_TYPE,
@@ -38,6 +39,7 @@ from wok_runtime.outbox import Publisher
 
 SOURCE = "/wok/reporting"
 THREAD_FACTS = 10_000  # more new facts than this are aggregated beside the event loop
+SCOPES_AT_ONCE = 32  # scopes stored, sent and marked side by side in a round
 
 log = get_logger(__name__)
 
@@ -151,18 +153,22 @@ class SnapshotPublisher:
         # Pure computation over every scope (a second at a large table): in a thread, so
         # the event loop (the consumer of the same process) keeps going meanwhile.
         disclosed = await asyncio.to_thread(disclose, figures)
-        published = []
         taken = False  # another publisher stored a scope: look again next round
-        for scope, figure in figures.items():
+        limit = asyncio.Semaphore(SCOPES_AT_ONCE)
+
+        async def publish_scope(scope: str, figure: Any) -> AggregateSnapshot | None:
+            """Store, send and mark one scope's snapshot (its three round trips in order;
+            different scopes side by side)."""
+            nonlocal taken
             basis = (figure, disclosed[scope])
-            stored = self._stored.get(scope)
+            stored = self._stored.get(scope) if self._stored is not None else None
             if (
                 scope not in force
                 and stored is not None
                 and stored.published
                 and self._basis.get(scope) == basis
             ):
-                continue
+                return None
             candidate = snapshot(
                 figure,
                 disclosed[scope],
@@ -170,41 +176,53 @@ class SnapshotPublisher:
                 generated_at=self._clock(),
             )
             unchanged = stored is not None and same_content(stored.snapshot, candidate)
-            if unchanged and stored is not None and not stored.published:
-                candidate = stored.snapshot  # stored but never sent: send it as it is
-            elif unchanged and scope not in force:
-                self._basis[scope] = basis
-                continue
-            elif not await self._snapshots.save(
-                StoredSnapshot(scope_id=scope, snapshot=candidate, published=False),
-                previous_sequence=None if stored is None else stored.snapshot.sequence,
-            ):
-                log.info("snapshot taken by another publisher", scope=scope)
-                taken = True
+            async with limit:
+                if unchanged and stored is not None and not stored.published:
+                    candidate = stored.snapshot  # stored but never sent: send it as it is
+                elif unchanged and scope not in force:
+                    self._basis[scope] = basis
+                    return None
+                elif not await self._snapshots.save(
+                    StoredSnapshot(scope_id=scope, snapshot=candidate, published=False),
+                    previous_sequence=None if stored is None else stored.snapshot.sequence,
+                ):
+                    log.info("snapshot taken by another publisher", scope=scope)
+                    taken = True
+                    self._basis.pop(scope, None)
+                    latest = await self._snapshots.latest(scope)
+                    assert self._stored is not None
+                    if latest is None:
+                        self._stored.pop(scope, None)
+                    else:
+                        self._stored[scope] = latest
+                    return None
+                assert self._stored is not None
+                self._stored[scope] = StoredSnapshot(scope, candidate, published=False)
                 self._basis.pop(scope, None)
-                latest = await self._snapshots.latest(scope)
-                if latest is None:
-                    self._stored.pop(scope, None)
-                else:
-                    self._stored[scope] = latest
-                continue
-            self._stored[scope] = StoredSnapshot(scope, candidate, published=False)
-            self._basis.pop(scope, None)
-            if disclosed[scope].suppressed:
-                log.info(
-                    "disclosure control",
-                    scope=scope,
-                    sequence=candidate.sequence,
-                    withheld_small=sorted(
-                        set(disclosed[scope].suppressed) - set(disclosed[scope].complementary)
-                    ),
-                    withheld_complementary=sorted(disclosed[scope].complementary),
-                )
-            await self._send(scope, candidate)
-            await self._snapshots.mark_published(scope, candidate.sequence)
-            self._stored[scope] = StoredSnapshot(scope, candidate, published=True)
-            self._basis[scope] = basis
-            published.append(candidate)
+                if disclosed[scope].suppressed:
+                    log.info(
+                        "disclosure control",
+                        scope=scope,
+                        sequence=candidate.sequence,
+                        withheld_small=sorted(
+                            set(disclosed[scope].suppressed) - set(disclosed[scope].complementary)
+                        ),
+                        withheld_complementary=sorted(disclosed[scope].complementary),
+                    )
+                await self._send(scope, candidate)
+                await self._snapshots.mark_published(scope, candidate.sequence)
+                self._stored[scope] = StoredSnapshot(scope, candidate, published=True)
+                self._basis[scope] = basis
+                return candidate
+
+        outcomes = await asyncio.gather(
+            *(publish_scope(scope, figure) for scope, figure in figures.items()),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # what was sent stays marked; the rest goes next round
+        published = [outcome for outcome in outcomes if isinstance(outcome, AggregateSnapshot)]
         self._settled = not taken
         return published
 
