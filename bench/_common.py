@@ -435,6 +435,42 @@ def registration_address(*, run: str, number: int) -> str:
     return f"bench-{run}-{number}@example.org"
 
 
+@dataclass
+class Registered:
+    """Registrations made at a fixed rate: the load figures, when each was answered 201
+    (wall clock, by registration id) and which registration each address belongs to."""
+
+    ingest: LoadResult
+    created: dict[str, float]
+    addresses: dict[str, str]
+
+
+async def register_at_rate(
+    client: HttpPool, targets: Sequence[Target], *, run: str, rate: float, count: int
+) -> Registered:
+    """`count` public registrations round-robin over `targets` at `rate` per second (open
+    loop); any answer but 201 fails the run."""
+    created: dict[str, float] = {}
+    addresses: dict[str, str] = {}
+
+    async def send(number: int) -> None:
+        target = targets[number % len(targets)]
+        response = await client.post_json(
+            f"/v1/dialogue-events/{target.dialogue_event_id}/registrations",
+            registration_body(run=run, number=number),
+        )
+        answered = time.time()
+        if response.status != 201:
+            raise RuntimeError(f"{response.status} {response.body[:200]!r}")
+        registration_id = response.json()["registration_id"]
+        created[registration_id] = answered
+        addresses[registration_address(run=run, number=number)] = registration_id
+
+    with console.status(f"{count} registrations at {rate:g}/s…"):
+        ingest = await open_loop(send, rate=rate, count=count)
+    return Registered(ingest=ingest, created=created, addresses=addresses)
+
+
 def run_id() -> str:
     return f"{int(time.time()):x}{random.randrange(16**4):04x}"
 

@@ -35,12 +35,10 @@ from _common import (
     http_client,
     machine,
     ms,
-    open_loop,
     percentile,
     print_table,
     print_target,
-    registration_address,
-    registration_body,
+    register_at_rate,
     run_id,
     set_up_events,
 )
@@ -123,27 +121,14 @@ async def measure(arguments: argparse.Namespace) -> int:
             stack.kafka_bootstrap, [stack.topic(REGISTRATION_EVENTS)], observations.on_record
         )
         await follower.start()
-        created: dict[str, float] = {}
-        addresses: dict[str, str] = {}
         began = time.time()
         cpu_before = cpu_seconds(stack.embedded)
         try:
-
-            async def send(number: int) -> None:
-                target = targets[number % len(targets)]
-                response = await client.post_json(
-                    f"/v1/dialogue-events/{target.dialogue_event_id}/registrations",
-                    registration_body(run=run, number=number),
-                )
-                answered = time.time()
-                if response.status != 201:
-                    raise RuntimeError(f"{response.status} {response.body[:200]!r}")
-                registration_id = response.json()["registration_id"]
-                created[registration_id] = answered
-                addresses[registration_address(run=run, number=number)] = registration_id
-
-            with console.status(f"{count} registrations at {arguments.rate:g}/s…"):
-                ingest = await open_loop(send, rate=arguments.rate, count=count)
+            registered = await register_at_rate(
+                client, targets, run=run, rate=arguments.rate, count=count
+            )
+            # registration id -> wall-clock time of its 201; address -> registration id
+            ingest, created, addresses = registered.ingest, registered.created, registered.addresses
             mails: dict[str, float] = {}
 
             def all_mailed() -> bool:
