@@ -124,27 +124,44 @@ class ServiceRuntime:
             store = MongoProcessedStore(self.database)
             self.on_startup(store.ensure_indexes)
             processed = store
-        processor = EventProcessor(
+        processor = self.event_processor(group=group, handlers=handlers, processed=processed)
+        subscribe(self.broker, processor, topics=topics, settings=self.settings)
+        self._consumers.append(group)
+        self._consumed_topics[group] = tuple(topics)
+        return processor
+
+    def event_processor(
+        self,
+        *,
+        group: str,
+        handlers: Mapping[type[EventData], Handler],
+        processed: ProcessedStore,
+    ) -> EventProcessor:
+        """A processor with this runtime's retries, dead letters and metrics, for `consume`
+        or a batch sink that handles events one by one (e.g. side by side per key)."""
+        return EventProcessor(
             consumer=group,
             handlers=handlers,
             processed=processed,
             dead_letters=self.publisher,
             dead_letter_topic=dead_letter_topic(group),
-            retry=RetryPolicy(
-                max_attempts=self.settings.consumer_max_attempts,
-                initial_backoff_s=self.settings.consumer_backoff_initial_s,
-                max_backoff_s=self.settings.consumer_backoff_max_s,
-            ),
-            metrics=ProcessorMetrics(
-                on_outcome=lambda event_type, outcome: self.metrics.event_outcome(
-                    group, event_type, outcome
-                )
-            ),
+            retry=self._retry_policy(),
+            metrics=self._processor_metrics(group),
         )
-        subscribe(self.broker, processor, topics=topics, settings=self.settings)
-        self._consumers.append(group)
-        self._consumed_topics[group] = tuple(topics)
-        return processor
+
+    def _retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.settings.consumer_max_attempts,
+            initial_backoff_s=self.settings.consumer_backoff_initial_s,
+            max_backoff_s=self.settings.consumer_backoff_max_s,
+        )
+
+    def _processor_metrics(self, group: str) -> ProcessorMetrics:
+        return ProcessorMetrics(
+            on_outcome=lambda event_type, outcome: self.metrics.event_outcome(
+                group, event_type, outcome
+            )
+        )
 
     def consume_batches(
         self,
@@ -162,16 +179,8 @@ class ServiceRuntime:
             event_types=event_types,
             dead_letters=self.publisher,
             dead_letter_topic=dead_letter_topic(group),
-            retry=RetryPolicy(
-                max_attempts=self.settings.consumer_max_attempts,
-                initial_backoff_s=self.settings.consumer_backoff_initial_s,
-                max_backoff_s=self.settings.consumer_backoff_max_s,
-            ),
-            metrics=ProcessorMetrics(
-                on_outcome=lambda event_type, outcome: self.metrics.event_outcome(
-                    group, event_type, outcome
-                )
-            ),
+            retry=self._retry_policy(),
+            metrics=self._processor_metrics(group),
         )
         subscribe_batches(
             self.broker, processor, topics=topics, settings=self.settings, max_records=max_records

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from wok_contracts.topics import ASSESSMENT_EVENTS, REGISTRATION_EVENTS, dead_letter_topic
+from wok_contracts.topics import ASSESSMENT_EVENTS, REGISTRATION_EVENTS
 from wok_notification import domain
 from wok_notification.adapters.contacts import (
     AccessDirectory,
@@ -34,7 +34,7 @@ from wok_notification.handlers import NotificationHandlers
 from wok_notification.rendering import MailRenderer
 from wok_notification.settings import NotificationSettings
 from wok_runtime.batch import KeyedHandlerSink, MongoBatchProcessedStore
-from wok_runtime.consumer import EventProcessor, ProcessedStore, ProcessorMetrics, RetryPolicy
+from wok_runtime.consumer import ProcessedStore
 from wok_runtime.outbox import MongoOutboxSource
 from wok_runtime.service import ServiceRuntime
 
@@ -131,22 +131,8 @@ def build_app(
     # Messages one at a time would leave every other person waiting for one person's mail:
     # batches are taken, different dialogue events and people handled side by side, and the
     # batch committed when all of it is done.
-    processor = EventProcessor(
-        consumer=CONSUMER_GROUP,
-        handlers=handler_map,
-        processed=processed,
-        dead_letters=runtime.publisher,
-        dead_letter_topic=dead_letter_topic(CONSUMER_GROUP),
-        retry=RetryPolicy(
-            max_attempts=settings.consumer_max_attempts,
-            initial_backoff_s=settings.consumer_backoff_initial_s,
-            max_backoff_s=settings.consumer_backoff_max_s,
-        ),
-        metrics=ProcessorMetrics(
-            on_outcome=lambda event_type, outcome: runtime.metrics.event_outcome(
-                CONSUMER_GROUP, event_type, outcome
-            )
-        ),
+    processor = runtime.event_processor(
+        group=CONSUMER_GROUP, handlers=handler_map, processed=processed
     )
     runtime.consume_batches(
         group=CONSUMER_GROUP,
