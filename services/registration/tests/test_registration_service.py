@@ -18,6 +18,7 @@ from services.registration.tests.conftest import (
     event_body,
     person,
 )
+from wok_registration.domain import Participant
 from wok_registration.handlers import RegistrationHandlers
 
 
@@ -308,3 +309,46 @@ async def test_many_concurrent_registrations_each_keep_their_contact(harness: Ha
         stored = await participants.find({}).to_list()
     assert {document["_id"] for document in stored} == registration_ids  # no leftovers
     assert not [document for document in stored if "expires_at" in document]
+
+
+async def test_a_contact_left_unkept_by_a_crash_after_taking_the_place_is_kept_later(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between taking the place and keeping the contact would let the contact expire
+    with the place held; the recovery keeps it, and leaves contacts without a place alone."""
+    key = await onboard(harness.client)
+    event_id = await schedule(harness.client, key, capacity=5)
+    repository = harness.handlers.repository
+
+    async def crash(registration_id: str) -> None:
+        raise ConnectionError("the service died here")
+
+    monkeypatch.setattr(repository, "keep_participant", crash)
+    with pytest.raises(ConnectionError):
+        await harness.client.post(f"/v1/dialogue-events/{event_id}/registrations", json=person(1))
+    monkeypatch.undo()
+    far = datetime.now(UTC) + timedelta(days=1)
+    [(interrupted, _)] = await repository.unkept_participants(expiring_before=far)
+    # a contact whose registration never got to take a place (still on its way, or failed)
+    await repository.add_participant(
+        Participant(
+            registration_id="on-its-way",
+            dialogue_event_id=event_id,
+            name="Person 2",
+            email="person2@example.org",
+            language="de",
+            consent_at=datetime.now(UTC),
+        ),
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+
+    # within the grace both may still be on their way: nothing is touched
+    assert await harness.handlers.keep_contacts_of_taken_places() == 0
+    later = datetime.now(UTC) + timedelta(minutes=5)  # both written well before
+    assert await harness.handlers.keep_contacts_of_taken_places(now=later) == 1
+    assert await repository.unkept_participants(expiring_before=far) == [("on-its-way", event_id)]
+    contact = await harness.client.get(
+        f"/internal/v1/registrations/{interrupted}/contact", headers=SERVICE
+    )
+    assert contact.status_code == 200 and contact.json()["email"] == "person1@example.org"
+    assert await harness.handlers.keep_contacts_of_taken_places(now=later) == 0

@@ -23,6 +23,9 @@ from wok_runtime.kafka import ensure_topics, subscribe
 from wok_runtime.mongo import MongoProcessedStore
 from wok_runtime.service import ServiceRuntime
 
+CONTACT_RECOVERY_INTERVAL_S = 60.0
+"""How often contacts of interrupted registrations are looked for (and at every start)."""
+
 
 def build_handlers(
     settings: RegistrationSettings, *, repository: RegistrationRepository, runtime: ServiceRuntime
@@ -93,6 +96,10 @@ def build_app(
     else:
         processed = InMemoryProcessedStore()
     app_commands = consume_commands(runtime, handlers, settings, processed=processed)
+    runtime.run_while_started(
+        lambda: handlers.run_contact_recovery(interval_s=CONTACT_RECOVERY_INTERVAL_S),
+        name="contact-recovery",
+    )
     app = runtime.http_app(
         title="Weltoffene Kommune: registration",
         routers=[build_router(handlers, settings)],

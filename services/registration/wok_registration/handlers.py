@@ -28,6 +28,9 @@ PLAN_ATTEMPTS = 50
 EVENT_CACHE_SECONDS = 30.0
 EVENT_CACHE_SIZE = 4096
 
+# A registration writes its contact, then takes its place, then keeps the contact: one
+# written this long ago and still unkept was interrupted.
+CONTACT_GRACE = timedelta(minutes=2)
 log = get_logger(__name__)
 
 
@@ -388,6 +391,40 @@ class RegistrationHandlers:
         event = await self._fresh_event(dialogue_event_id)
         domain.check_registration_open(event, now=now)
         return event
+
+    async def keep_contacts_of_taken_places(
+        self, *, grace: timedelta = CONTACT_GRACE, now: datetime | None = None
+    ) -> int:
+        """Keep the contact of every registration whose place was taken but whose contact was
+        not kept (a crash between the two writes); without this it would expire with the
+        place still held. Contacts written within `grace` may belong to a registration on its
+        way and are left to it. Answers how many were kept."""
+        now = now or self.now()
+        kept = 0
+        unkept = await self.repository.unkept_participants(
+            expiring_before=now + UNCONFIRMED_PARTICIPANT_TTL - grace
+        )
+        for registration_id, dialogue_event_id in unkept:
+            if await self.repository.holds_registration(dialogue_event_id, registration_id):
+                await self.repository.keep_participant(registration_id)
+                log.info(
+                    "contact kept after an interrupted registration",
+                    dialogue_event_id=dialogue_event_id,
+                    registration_id=registration_id,
+                )
+                kept += 1
+        return kept
+
+    async def run_contact_recovery(self, *, interval_s: float) -> None:
+        """`keep_contacts_of_taken_places` at start and every `interval_s` (until cancelled)."""
+        while True:
+            try:
+                await self.keep_contacts_of_taken_places()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("contact recovery failed; retrying", error=repr(error))
+            await asyncio.sleep(interval_s)
 
     async def register_participant(self, request: domain.RegistrationRequest) -> Registration:
         now = self.now()

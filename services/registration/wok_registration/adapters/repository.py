@@ -162,6 +162,15 @@ class RegistrationRepository(Protocol):
 
     async def keep_participant(self, registration_id: str) -> None: ...
 
+    async def unkept_participants(self, *, expiring_before: datetime) -> list[tuple[str, str]]:
+        """(registration id, dialogue event id) of the contacts still set to expire before
+        `expiring_before`: written, but not (yet) kept."""
+        ...
+
+    async def holds_registration(self, dialogue_event_id: str, registration_id: str) -> bool:
+        """Whether the dialogue event holds the registration (its place was taken)."""
+        ...
+
     async def remove_participant(self, registration_id: str) -> None: ...
 
     async def get_participant(self, registration_id: str) -> Participant | None: ...
@@ -580,6 +589,17 @@ class MongoRegistrationRepository:
     async def keep_participant(self, registration_id: str) -> None:
         await self._kept_participants.submit(registration_id)
 
+    async def unkept_participants(self, *, expiring_before: datetime) -> list[tuple[str, str]]:
+        cursor = self.participants.find(
+            {"expires_at": {"$lt": expiring_before}}, {"dialogue_event_id": 1}
+        )
+        return [(str(d["_id"]), str(d["dialogue_event_id"])) async for d in cursor]
+
+    async def holds_registration(self, dialogue_event_id: str, registration_id: str) -> bool:
+        path = f"registrations.{registration_id}.status"
+        found = await self.dialogue_events.find_one({"_id": dialogue_event_id}, {path: 1})
+        return _projected(found, path) is not None
+
     async def _insert_participants(
         self, documents: list[dict[str, Any]]
     ) -> list[BaseException | None]:
@@ -763,6 +783,17 @@ class InMemoryRegistrationRepository:
 
     async def keep_participant(self, registration_id: str) -> None:
         self.participants[registration_id].pop("expires_at", None)
+
+    async def unkept_participants(self, *, expiring_before: datetime) -> list[tuple[str, str]]:
+        return [
+            (registration_id, document["dialogue_event_id"])
+            for registration_id, document in self.participants.items()
+            if "expires_at" in document and document["expires_at"] < expiring_before
+        ]
+
+    async def holds_registration(self, dialogue_event_id: str, registration_id: str) -> bool:
+        document = self.dialogue_events.get(dialogue_event_id)
+        return document is not None and registration_id in (document.get("registrations") or {})
 
     async def remove_participant(self, registration_id: str) -> None:
         self.participants.pop(registration_id, None)
