@@ -20,6 +20,10 @@ from wok_cli.settings import StackSettings
 FAST_RETRIES = {
     "WOK_CONSUMER_BACKOFF_INITIAL_S": "0.01",
     "WOK_CONSUMER_BACKOFF_MAX_S": "0.5",
+    # A mail a killed notification had claimed (up to WOK_NOTIFICATION_CONCURRENCY of them)
+    # is taken over when its lease ends: 10 s here instead of 120, so the takeover and its
+    # NotificationSent fall within the tests' waits.
+    "WOK_DELIVERY_LEASE_S": "10",
 }
 
 
