@@ -516,3 +516,14 @@ def verdict(met: bool) -> str:
 def print_target(text: str, *, measured: str, met: bool) -> None:
     """A line the smoke test looks for: `target: <text>: <measured> -> met|MISSED`."""
     console.print(f"target: {text}: {measured} -> {verdict(met)}")
+
+
+def print_p99_target(text: str, lags: Sequence[float], *, expected: int, limit_s: float) -> None:
+    """A p99 latency target over `lags` (seconds), met only when all `expected` were seen."""
+    p99 = percentile(lags, 99)
+    missing = expected - len(lags)
+    print_target(
+        text,
+        measured=f"{ms(p99)} ms" + (f" ({missing} never seen)" if missing else ""),
+        met=not missing and p99 < limit_s,
+    )
