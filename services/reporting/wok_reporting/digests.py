@@ -9,6 +9,7 @@ measure's digest names its field, not its title (free text that could name someo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -53,58 +54,71 @@ def _day_en(moment: datetime) -> str:
     return f"{local.day} {MONTHS_EN[local.month - 1]} {local.year}"
 
 
-def _texts(data: Any, name: str) -> tuple[ActivityKind, str, str, str] | None:
-    """(kind, German text, English text, subject id) of an event, or None if it has none."""
-    if isinstance(data, MunicipalityRegistered):
-        return (
-            ActivityKind.MUNICIPALITY_JOINED,
-            f"{name} ist dem Programm „Weltoffene Kommune“ beigetreten.",
-            f"{name} joined the “Weltoffene Kommune” program.",
-            data.ags,
-        )
-    if isinstance(data, MunicipalityProfileUpdated):
-        return (
-            ActivityKind.PROFILE_UPDATED,
-            f"{name} hat das Profil aktualisiert.",
-            f"{name} updated its profile.",
-            data.ags,
-        )
-    if isinstance(data, DialogueEventScheduled):
-        return (
-            ActivityKind.DIALOGUE_EVENT_SCHEDULED,
-            f"{name} hat eine Dialogveranstaltung am {_day_de(data.starts_at)} angesetzt.",
-            f"{name} scheduled a dialogue event on {_day_en(data.starts_at)}.",
-            data.dialogue_event_id,
-        )
-    if isinstance(data, DialogueEventRescheduled):
-        return (
-            ActivityKind.DIALOGUE_EVENT_RESCHEDULED,
-            f"Die Dialogveranstaltung von {name} wurde auf den {_day_de(data.starts_at)} verlegt.",
-            f"{name}'s dialogue event was rescheduled to {_day_en(data.starts_at)}.",
-            data.dialogue_event_id,
-        )
-    if isinstance(data, DialogueEventChanged):
-        return (
-            ActivityKind.DIALOGUE_EVENT_CHANGED,
-            f"Die Dialogveranstaltung von {name} am {_day_de(data.starts_at)} wurde geändert.",
-            f"{name}'s dialogue event on {_day_en(data.starts_at)} was changed.",
-            data.dialogue_event_id,
-        )
-    if isinstance(data, DialogueEventCancelled):
-        return (
-            ActivityKind.DIALOGUE_EVENT_CANCELLED,
-            f"{name} hat eine Dialogveranstaltung abgesagt.",
-            f"{name} cancelled a dialogue event.",
-            data.dialogue_event_id,
-        )
-    if isinstance(data, AttendanceRecorded):
-        return (
-            ActivityKind.ATTENDANCE_RECORDED,
-            f"{name} hat eine Dialogveranstaltung durchgeführt.",
-            f"{name} held a dialogue event.",
-            data.dialogue_event_id,
-        )
-    return _assessment_texts(data, name)
+Texts = tuple[ActivityKind, str, str, str]
+"""(kind, German text, English text, subject id) of an event's digest."""
+
+
+def _joined(data: MunicipalityRegistered, name: str) -> Texts:
+    return (
+        ActivityKind.MUNICIPALITY_JOINED,
+        f"{name} ist dem Programm „Weltoffene Kommune“ beigetreten.",
+        f"{name} joined the “Weltoffene Kommune” program.",
+        data.ags,
+    )
+
+
+def _profile_updated(data: MunicipalityProfileUpdated, name: str) -> Texts:
+    return (
+        ActivityKind.PROFILE_UPDATED,
+        f"{name} hat das Profil aktualisiert.",
+        f"{name} updated its profile.",
+        data.ags,
+    )
+
+
+def _scheduled(data: DialogueEventScheduled, name: str) -> Texts:
+    return (
+        ActivityKind.DIALOGUE_EVENT_SCHEDULED,
+        f"{name} hat eine Dialogveranstaltung am {_day_de(data.starts_at)} angesetzt.",
+        f"{name} scheduled a dialogue event on {_day_en(data.starts_at)}.",
+        data.dialogue_event_id,
+    )
+
+
+def _rescheduled(data: DialogueEventRescheduled, name: str) -> Texts:
+    return (
+        ActivityKind.DIALOGUE_EVENT_RESCHEDULED,
+        f"Die Dialogveranstaltung von {name} wurde auf den {_day_de(data.starts_at)} verlegt.",
+        f"{name}'s dialogue event was rescheduled to {_day_en(data.starts_at)}.",
+        data.dialogue_event_id,
+    )
+
+
+def _changed(data: DialogueEventChanged, name: str) -> Texts:
+    return (
+        ActivityKind.DIALOGUE_EVENT_CHANGED,
+        f"Die Dialogveranstaltung von {name} am {_day_de(data.starts_at)} wurde geändert.",
+        f"{name}'s dialogue event on {_day_en(data.starts_at)} was changed.",
+        data.dialogue_event_id,
+    )
+
+
+def _cancelled(data: DialogueEventCancelled, name: str) -> Texts:
+    return (
+        ActivityKind.DIALOGUE_EVENT_CANCELLED,
+        f"{name} hat eine Dialogveranstaltung abgesagt.",
+        f"{name} cancelled a dialogue event.",
+        data.dialogue_event_id,
+    )
+
+
+def _attended(data: AttendanceRecorded, name: str) -> Texts:
+    return (
+        ActivityKind.ATTENDANCE_RECORDED,
+        f"{name} hat eine Dialogveranstaltung durchgeführt.",
+        f"{name} held a dialogue event.",
+        data.dialogue_event_id,
+    )
 
 
 # How a measure's new status reads: (German verb phrase, English verb).
@@ -116,68 +130,72 @@ STATUS_CHANGES = {
 }
 
 
-def _assessment_texts(data: Any, name: str) -> tuple[ActivityKind, str, str, str] | None:
-    if isinstance(data, SelfCheckStarted):
-        return (
-            ActivityKind.SELF_CHECK_STARTED,
-            f"{name} hat den Selbstcheck begonnen.",
-            f"{name} started its self-check.",
-            data.self_check_id,
-        )
-    if isinstance(data, SelfCheckSubmitted):
-        return (
-            ActivityKind.SELF_CHECK_COMPLETED,
-            f"{name} hat den Selbstcheck abgeschlossen.",
-            f"{name} completed its self-check.",
-            data.self_check_id,
-        )
-    if isinstance(data, MeasurePlanned):
-        field_de = FIELD_NAMES_DE[data.field]
-        return (
-            ActivityKind.MEASURE_PLANNED,
-            f"{name} hat eine Maßnahme im Handlungsfeld „{field_de}“ geplant.",
-            f"{name} planned a measure in {field_de}.",
-            data.measure_id,
-        )
-    if isinstance(data, MeasureStatusChanged):
-        field_de = FIELD_NAMES_DE[data.field]
-        german, english = STATUS_CHANGES[data.status]
-        return (
-            ActivityKind.MEASURE_STATUS_CHANGED,
-            f"{name} {german.format(field_de)}.",
-            f"{name} {english} a measure in {field_de}.",
-            data.measure_id,
-        )
-    return None
+def _self_check_started(data: SelfCheckStarted, name: str) -> Texts:
+    return (
+        ActivityKind.SELF_CHECK_STARTED,
+        f"{name} hat den Selbstcheck begonnen.",
+        f"{name} started its self-check.",
+        data.self_check_id,
+    )
 
 
-# The payloads that have a digest (what `_texts` answers for).
-DIGESTED = (
-    MunicipalityRegistered,
-    MunicipalityProfileUpdated,
-    DialogueEventScheduled,
-    DialogueEventRescheduled,
-    DialogueEventChanged,
-    DialogueEventCancelled,
-    AttendanceRecorded,
-    SelfCheckStarted,
-    SelfCheckSubmitted,
-    MeasurePlanned,
-    MeasureStatusChanged,
-)
+def _self_check_submitted(data: SelfCheckSubmitted, name: str) -> Texts:
+    return (
+        ActivityKind.SELF_CHECK_COMPLETED,
+        f"{name} hat den Selbstcheck abgeschlossen.",
+        f"{name} completed its self-check.",
+        data.self_check_id,
+    )
+
+
+def _measure_planned(data: MeasurePlanned, name: str) -> Texts:
+    field_de = FIELD_NAMES_DE[data.field]
+    return (
+        ActivityKind.MEASURE_PLANNED,
+        f"{name} hat eine Maßnahme im Handlungsfeld „{field_de}“ geplant.",
+        f"{name} planned a measure in {field_de}.",
+        data.measure_id,
+    )
+
+
+def _measure_status_changed(data: MeasureStatusChanged, name: str) -> Texts:
+    field_de = FIELD_NAMES_DE[data.field]
+    german, english = STATUS_CHANGES[data.status]
+    return (
+        ActivityKind.MEASURE_STATUS_CHANGED,
+        f"{name} {german.format(field_de)}.",
+        f"{name} {english} a measure in {field_de}.",
+        data.measure_id,
+    )
+
+
+# The payloads that have a digest, each with how its texts read.
+DIGESTS: dict[type[Any], Callable[[Any, str], Texts]] = {
+    MunicipalityRegistered: _joined,
+    MunicipalityProfileUpdated: _profile_updated,
+    DialogueEventScheduled: _scheduled,
+    DialogueEventRescheduled: _rescheduled,
+    DialogueEventChanged: _changed,
+    DialogueEventCancelled: _cancelled,
+    AttendanceRecorded: _attended,
+    SelfCheckStarted: _self_check_started,
+    SelfCheckSubmitted: _self_check_submitted,
+    MeasurePlanned: _measure_planned,
+    MeasureStatusChanged: _measure_status_changed,
+}
 
 
 def has_digest(envelope: Envelope[Any]) -> bool:
     """Whether the event is a municipality's activity, with a digest (cheap: no texts)."""
-    return isinstance(envelope.data, DIGESTED)
+    return type(envelope.data) in DIGESTS
 
 
 def digest_of(envelope: Envelope[Any], *, municipality_name: str) -> ActivityDigest | None:
     """The digest of a municipality's activity; None for events that have none."""
-    texts = _texts(envelope.data, municipality_name)
-    if texts is None:
+    write = DIGESTS.get(type(envelope.data))
+    if write is None:
         return None
-    kind, text_de, text_en, subject_id = texts
+    kind, text_de, text_en, subject_id = write(envelope.data, municipality_name)
     return ActivityDigest(
         municipality=envelope.data.ags,
         municipality_name=municipality_name,
