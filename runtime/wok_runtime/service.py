@@ -103,6 +103,24 @@ class ServiceRuntime:
         """A long-running task started after the broker is connected, cancelled before it stops."""
         self._background.append((name, task))
 
+    def run_every(
+        self, task: Callable[[], Awaitable[object]], *, interval_s: float, name: str
+    ) -> None:
+        """`task` at start and then every `interval_s` while the service runs; a failed round
+        is logged and the next one comes as planned (the work's state is in the database)."""
+
+        async def repeat() -> None:
+            while True:
+                try:
+                    await task()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    log.warning("periodic task failed; retrying", task=name, error=repr(error))
+                await asyncio.sleep(interval_s)
+
+        self.run_while_started(repeat, name=name)
+
     def add_outbox(self, source: OutboxSource | Any) -> None:
         """Relay the pending events of a MongoDB collection (or any `OutboxSource`)."""
         if isinstance(source, AsyncCollection):

@@ -5,6 +5,8 @@ The twin on real Kafka is tests/e2e/test_observability.py.
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from aiokafka import TopicPartition
 from fastapi import APIRouter
@@ -162,3 +164,25 @@ async def test_each_request_carries_its_correlation_id_and_is_counted_by_route_a
             for line in exposition.splitlines()
             if line.startswith("wok_http_requests_total")
         ), exposition
+
+
+async def test_a_periodic_task_runs_at_start_and_goes_on_after_a_failed_round() -> None:
+    runtime = ServiceRuntime(name="registration", settings=WokSettings())
+    rounds: list[int] = []
+
+    async def work() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) == 2:
+            raise ConnectionError("the database is away")
+
+    runtime.run_every(work, interval_s=0.01, name="probe")
+    [(name, repeat)] = runtime._background
+    task = asyncio.create_task(repeat())
+    try:
+        for _ in range(200):
+            if len(rounds) >= 4:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert name == "probe" and len(rounds) >= 4  # the failed second round stopped nothing

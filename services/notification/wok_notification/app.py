@@ -146,9 +146,8 @@ def build_app(
         event_types=processor.event_types,
         max_records=settings.notification_batch_records,
     )
-    runtime.run_while_started(
-        lambda: handlers.run_scheduler(interval_s=settings.scheduler_interval_s),
-        name="scheduled-mail",
+    runtime.run_every(
+        handlers.scheduler_round, interval_s=settings.scheduler_interval_s, name="scheduled-mail"
     )
     closers = [
         close

@@ -431,18 +431,11 @@ class NotificationHandlers:
 
         return await self._attempt(message, what="taskforce reminder", send=send)
 
-    async def run_scheduler(self, *, interval_s: float) -> None:
-        """Until cancelled: look for due messages and digests every `interval_s`
-        (restart-safe: the state is in the database)."""
-        while True:
-            try:
-                await self.dispatch_due()
-                await self.flush_due_digests()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("scheduler round failed; retrying", error=repr(error))
-            await asyncio.sleep(interval_s)
+    async def scheduler_round(self) -> None:
+        """Send the due scheduled messages and digests (restart-safe: the state is in the
+        database); the service runs it every `WOK_SCHEDULER_INTERVAL_S`."""
+        await self.dispatch_due()
+        await self.flush_due_digests()
 
     # ------------------------------------------------------------ one mail
 

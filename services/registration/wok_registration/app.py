@@ -96,8 +96,9 @@ def build_app(
     else:
         processed = InMemoryProcessedStore()
     app_commands = consume_commands(runtime, handlers, settings, processed=processed)
-    runtime.run_while_started(
-        lambda: handlers.run_contact_recovery(interval_s=CONTACT_RECOVERY_INTERVAL_S),
+    runtime.run_every(
+        handlers.keep_contacts_of_taken_places,
+        interval_s=CONTACT_RECOVERY_INTERVAL_S,
         name="contact-recovery",
     )
     app = runtime.http_app(

@@ -415,17 +415,6 @@ class RegistrationHandlers:
                 kept += 1
         return kept
 
-    async def run_contact_recovery(self, *, interval_s: float) -> None:
-        """`keep_contacts_of_taken_places` at start and every `interval_s` (until cancelled)."""
-        while True:
-            try:
-                await self.keep_contacts_of_taken_places()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("contact recovery failed; retrying", error=repr(error))
-            await asyncio.sleep(interval_s)
-
     async def register_participant(self, request: domain.RegistrationRequest) -> Registration:
         now = self.now()
         event = await self._event_to_register_for(request.dialogue_event_id, now=now)
