@@ -27,6 +27,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -34,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 # The module, not its names: wok_cli.demo may import this module at its top.
 from wok_cli import demo
-from wok_contracts import ContractError, PeerSuggested, decode_envelope
+from wok_contracts import ContractError, PeerSuggested, PeerSuggestionWithdrawn, decode_envelope
 from wok_contracts.topics import EXCHANGE_PEERS
 
 if TYPE_CHECKING:
@@ -203,8 +204,10 @@ def feed_problems(expected: set[Pair], seen: Mapping[str, ExchangeSeen]) -> list
     return problems
 
 
-Told = dict[tuple[str, str], int]
-"""How often each (suggestion id, recipient) was announced on exchange.peers.v1."""
+Told = dict[tuple[str, str], list[str]]
+"""What exchange.peers.v1 said of each (suggestion id, recipient), in order: "suggested" or
+"withdrawn" (a pair that stopped holding after a new self-check and held again is withdrawn
+and suggested anew)."""
 
 
 def told_problems(expected: set[Pair], told: Told, *, topic: str) -> list[str]:
@@ -212,17 +215,23 @@ def told_problems(expected: set[Pair], told: Told, *, topic: str) -> list[str]:
     for number, needing, offering in sorted(expected):
         suggestion_id = f"{number}:{needing}:{offering}"
         for recipient in (needing, offering):
-            count = told.get((suggestion_id, recipient), 0)
-            if count != 1:
-                problems.append(f"{suggestion_id} told to {recipient} {count} times on {topic}")
+            said = told.get((suggestion_id, recipient), [])
+            repeated = sum(1 for pair in pairwise(said) if pair == ("suggested", "suggested"))
+            if not said or said[-1] != "suggested":
+                problems.append(f"{suggestion_id} not told to {recipient} on {topic}")
+            elif repeated:
+                problems.append(
+                    f"{suggestion_id} told to {recipient} {repeated + 1} times in a row on {topic}"
+                )
     return problems
 
 
 async def read_told(
     *, kafka_bootstrap: str, topic: str, wanted: set[tuple[str, str]], timeout_s: float
 ) -> Told:
-    """PeerSuggested announcements on the topic, from the beginning to its end (or until
-    every wanted one is there and the end is reached, or the time is up)."""
+    """PeerSuggested and PeerSuggestionWithdrawn announcements on the topic, from the
+    beginning to its end (or until every wanted one is there and the end is reached, or the
+    time is up)."""
     told: Told = {}
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -248,9 +257,12 @@ async def read_told(
                         data = decode_envelope(record.value).data
                     except ContractError:
                         continue
-                    if isinstance(data, PeerSuggested) and record.key == data.recipient.encode():
-                        key = (data.suggestion_id, data.recipient)
-                        told[key] = told.get(key, 0) + 1
+                    if (
+                        isinstance(data, PeerSuggested | PeerSuggestionWithdrawn)
+                        and record.key == data.recipient.encode()
+                    ):
+                        said = "suggested" if isinstance(data, PeerSuggested) else "withdrawn"
+                        told.setdefault((data.suggestion_id, data.recipient), []).append(said)
     finally:
         await consumer.stop()
     return told

@@ -102,14 +102,20 @@ def test_an_unreachable_service_fails_every_check() -> None:
 
 
 def test_each_pair_must_be_announced_once_to_each_side() -> None:
-    told = {(f"2:{A}:{B}", A): 1, (f"2:{A}:{B}", B): 2}
+    told = {(f"2:{A}:{B}", A): ["suggested"], (f"2:{A}:{B}", B): ["suggested", "suggested"]}
     assert told_problems({(2, A, B)}, told, topic="exchange.peers.v1") == [
-        f"2:{A}:{B} told to {B} 2 times on exchange.peers.v1"
+        f"2:{A}:{B} told to {B} 2 times in a row on exchange.peers.v1"
     ]
     assert (
         told_problems({(2, A, B), (5, B, A)}, told, topic="t")[-1]
-        == f"5:{B}:{A} told to {A} 0 times on t"
+        == f"5:{B}:{A} not told to {A} on t"
     )
+
+
+def test_a_pair_withdrawn_and_suggested_again_was_told_once_per_standing() -> None:
+    again = ["suggested", "withdrawn", "suggested"]
+    told = {(f"2:{A}:{B}", A): again, (f"2:{A}:{B}", B): ["suggested", "withdrawn"]}
+    assert told_problems({(2, A, B)}, told, topic="t") == [f"2:{A}:{B} not told to {B} on t"]
 
 
 def test_a_suggestion_lists_the_offering_sides_measures_in_its_field_as_assessment_has_them() -> (
