@@ -330,6 +330,58 @@ async def bench_stack(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+STACK_PROCESSES = (
+    "nx-27017",
+    "tansu",
+    "smtp-sink",
+    "registration",
+    "notification",
+    "reporting",
+    "exchange",
+    "assessment",
+)
+
+
+def cpu_seconds(
+    stack: EmbeddedStack | None, names: Sequence[str] = STACK_PROCESSES
+) -> dict[str, float]:
+    """CPU seconds (user + system) each named process of the stack used so far, from /proc,
+    and this benchmark process's own (`bench`); a process that is not running is left out."""
+    found: dict[str, float] = {"bench": time.process_time()}
+    if stack is None:  # a stack `wok dev` runs: its processes are not ours to read
+        return found
+    ticks = os.sysconf("SC_CLK_TCK")
+    for name in names:
+        try:
+            pid = stack.pid(name)
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, KeyError, AttributeError, TypeError):
+            continue
+        found[name] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def cpu_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """CPU milliseconds per operation of each process between two `cpu_seconds` readings."""
+    return {
+        name: (after[name] - before[name]) * 1000 / max(1, count)
+        for name in after
+        if name in before
+    }
+
+
+def format_cpu(per_operation: dict[str, float], *, unit: str) -> str:
+    """`CPU per <unit>: a 1.23 ms, ...`, the biggest first, with the stack's total
+    (the benchmark process itself not counted in it)."""
+    ordered = sorted(per_operation.items(), key=lambda item: -item[1])
+    total = sum(value for name, value in ordered if name != "bench")
+    return (
+        f"CPU per {unit}: "
+        + ", ".join(f"{name} {value:.2f} ms" for name, value in ordered)
+        + f"; stack total {total:.2f} ms"
+    )
+
+
 # -- set-up: municipalities and dialogue events ---------------------------------------------
 
 

@@ -16,6 +16,10 @@ are new, so they hold nothing else). Its latency is that snapshot's arrival minu
 The e-mail's is the arrival time in the sink (the `.eml` file name, stamped by the sink on
 receipt) minus the 201, matched by the `To` address.
 
+CPU per registration: the CPU seconds each process of the stack used from the first
+registration until the last aggregate (and e-mail) arrived, from /proc, divided by the
+registrations answered 201 (`bench` is this script, with its followers).
+
 Targets (issue 8): aggregate p99 under 1 s, e-mail p99 under 2 s, at 200 registrations/s.
 """
 
@@ -24,13 +28,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import email
 import json
+import signal
 import sys
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from email.policy import default as default_policy
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,9 @@ from _common import (
     Target,
     bench_stack,
     console,
+    cpu_per,
+    cpu_seconds,
+    format_cpu,
     http_client,
     machine,
     ms,
@@ -116,6 +126,9 @@ class Observations:
         # record's timestamp, set by the relay's producer)
         self.handed_over: dict[str, float] = {}
         self.snapshots: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        self.aggregates_seen = 0  # every snapshot on the aggregates topic, of any scope
+        self.withheld = 0  # snapshots of these municipalities with the total withheld
+        self.repeated = 0  # ParticipantRegistered seen again (the same registration)
 
     def on_record(self, record: Any, arrived: float) -> None:
         key = (record.key or b"").decode()
@@ -125,16 +138,24 @@ class Observations:
             envelope = json.loads(record.value)
             if envelope.get("type") == REGISTERED:
                 registration_id = envelope["data"]["registration_id"]
+                if registration_id in self.published:
+                    # Sent again (the relay delivers at least once; consumers skip the
+                    # copy by its id), so it holds no place of its own in the count.
+                    self.repeated += 1
+                    return
                 self.order[key].append(registration_id)
-                self.published.setdefault(registration_id, arrived)
-                self.handed_over.setdefault(registration_id, record.timestamp / 1000)
+                self.published[registration_id] = arrived
+                self.handed_over[registration_id] = record.timestamp / 1000
             return
+        self.aggregates_seen += 1
         ags = key.removeprefix("municipality:")
         if ags == key or ags not in self._municipalities:
             return
         total = json.loads(record.value)["data"]["metrics"].get("registrations_total")
         if total is not None:  # None: withheld by disclosure control (1-4 people)
             self.snapshots[ags].append((arrived, int(total)))
+        else:
+            self.withheld += 1
 
     def included_at(self) -> dict[str, float]:
         """For every registration some snapshot includes: when that snapshot arrived."""
@@ -151,27 +172,52 @@ class Observations:
         return found
 
 
-def mail_arrivals(mail_dir: Path, addresses: dict[str, str], since: float) -> dict[str, float]:
-    """By registration id: when the sink received its first mail (from the file name)."""
-    found: dict[str, float] = {}
-    for path in mail_dir.glob("*.eml"):
+class MailArrivals:
+    """By registration id: when the sink received its first mail (from the file name).
+
+    Each `.eml` file is read once: `update` looks at the files that are new since the last
+    call only (the sink never rewrites one), so polling while thousands arrive stays cheap
+    and leaves the CPU to the stack being measured."""
+
+    def __init__(self, mail_dir: Path, addresses: dict[str, str], since: float) -> None:
+        self._mail_dir = mail_dir
+        self._addresses = addresses
+        self._since = since
+        self._read: set[str] = set()
+        self.found: dict[str, float] = {}
+
+    def update(self) -> dict[str, float]:
+        for path in self._mail_dir.glob("*.eml"):
+            if path.name in self._read:
+                continue
+            self._read.add(path.name)
+            self._take(path)
+        return self.found
+
+    def _take(self, path: Path) -> None:
         stamp = path.name.split("-", 1)[0]
         try:
             received = datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
         except ValueError:
-            continue
-        if received.timestamp() < since:
-            continue
-        with path.open("rb") as handle:
-            headers = email.message_from_binary_file(handle, policy=default_policy)
-        to = str(headers.get("To", ""))
-        for address in to.replace(">", "<").split("<"):
-            registration_id = addresses.get(address.strip())
+            return
+        if received.timestamp() < self._since:
+            return
+        # The header block only, parsed the cheap way: the full parser (a MIME body and the
+        # default policy's header objects) cost the benchmark 2.5 ms of CPU per mail.
+        content = path.read_bytes().replace(b"\r\n", b"\n")
+        head = content.split(b"\n\n", 1)[0] + b"\n\n"
+        headers = BytesHeaderParser(policy=compat32).parsebytes(head)
+        for _, address in getaddresses([str(value) for value in headers.get_all("To", [])]):
+            registration_id = self._addresses.get(address.strip())
             if registration_id is not None:
-                found[registration_id] = min(
-                    received.timestamp(), found.get(registration_id, float("inf"))
+                self.found[registration_id] = min(
+                    received.timestamp(), self.found.get(registration_id, float("inf"))
                 )
-    return found
+
+
+def mail_arrivals(mail_dir: Path, addresses: dict[str, str], since: float) -> dict[str, float]:
+    """By registration id: when the sink received its first mail (from the file name)."""
+    return MailArrivals(mail_dir, addresses, since).update()
 
 
 async def wait_until(what: str, done: Any, *, timeout_s: float) -> bool:
@@ -182,6 +228,37 @@ async def wait_until(what: str, done: Any, *, timeout_s: float) -> bool:
                 return True
             await asyncio.sleep(0.5)
     return done()
+
+
+@contextlib.asynccontextmanager
+async def spied(stack: Any, folder: Path | None, names: Sequence[str]) -> AsyncIterator[None]:
+    """With `--spy DIR`: py-spy samples each named process of the stack meanwhile and writes
+    its collapsed stacks to DIR/<name>.txt (where the CPU goes; it costs CPU itself, so
+    take the CPU figures from a run without it)."""
+    if folder is None or stack.embedded is None:
+        yield
+        return
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    processes = []
+    for name in names:
+        pid = stack.embedded.pid(name)
+        processes.append(
+            await asyncio.create_subprocess_exec(
+                *(str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"),
+                *("--output", str(folder / f"{name}.txt")),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        )
+    try:
+        yield
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            await asyncio.wait_for(process.wait(), timeout=30)
 
 
 async def measure(arguments: argparse.Namespace) -> int:
@@ -205,6 +282,7 @@ async def measure(arguments: argparse.Namespace) -> int:
             registrations_topic=stack.topic(REGISTRATION_EVENTS),
             municipalities={target.ags for target in targets},
         )
+        spying = spied(stack, arguments.spy, arguments.spy_processes.split(","))
         follower = Follower(
             stack.kafka_bootstrap,
             [stack.topic(REGISTRATION_EVENTS), stack.topic(EXCHANGE_AGGREGATES)],
@@ -212,29 +290,33 @@ async def measure(arguments: argparse.Namespace) -> int:
         )
         await follower.start()
         began = time.time()
+        cpu_before = cpu_seconds(stack.embedded)
         try:
-            registered = await register_at_rate(
-                client, targets, run=run, rate=arguments.rate, count=count
-            )
-            # registration id -> wall-clock time of its 201; address -> registration id
-            ingest, created, addresses = registered.ingest, registered.created, registered.addresses
-            await wait_until(
-                "waiting for the aggregates to include every registration…",
-                lambda: len(observations.included_at()) >= len(created),
-                timeout_s=arguments.timeout,
-            )
-            mails: dict[str, float] = {}
-
-            def all_mailed() -> bool:
-                mails.update(mail_arrivals(stack.mail_dir, addresses, began - 1))
-                return len(mails) >= len(created)
-
-            if arguments.mail:
+            async with spying:
+                registered = await register_at_rate(
+                    client, targets, run=run, rate=arguments.rate, count=count
+                )
+                # registration id -> wall-clock time of its 201; address -> registration id
+                ingest, created = registered.ingest, registered.created
+                addresses = registered.addresses
                 await wait_until(
-                    "waiting for every confirmation e-mail…",
-                    all_mailed,
+                    "waiting for the aggregates to include every registration…",
+                    lambda: len(observations.included_at()) >= len(created),
                     timeout_s=arguments.timeout,
                 )
+                arrivals = MailArrivals(stack.mail_dir, addresses, began - 1)
+                mails = arrivals.found
+
+                def all_mailed() -> bool:
+                    return len(arrivals.update()) >= len(created)
+
+                if arguments.mail:
+                    await wait_until(
+                        "waiting for every confirmation e-mail…",
+                        all_mailed,
+                        timeout_s=arguments.timeout,
+                    )
+                cpu_after = cpu_seconds(stack.embedded)
         finally:
             await follower.stop()
 
@@ -280,6 +362,14 @@ async def measure(arguments: argparse.Namespace) -> int:
             ]
         )
     print_table("Freshness", ["path", "seen", "p50 ms", "p99 ms", "max ms"], rows)
+    if stack.embedded is not None:
+        # From the first registration until the last aggregate (and e-mail) arrived.
+        console.print(format_cpu(cpu_per(cpu_before, cpu_after, len(created)), unit="registration"))
+    console.print(
+        f"aggregate snapshots on the topic meanwhile: {observations.aggregates_seen} "
+        f"({observations.withheld} of these municipalities with the total withheld); "
+        f"ParticipantRegistered on the topic more than once: {observations.repeated}"
+    )
     print_p99_target(
         f"201 -> aggregate p99 < {TARGET_AGGREGATE_P99_S:g} s at {arguments.rate:g}/s",
         aggregate_lags,
@@ -313,6 +403,14 @@ def main() -> None:
         help="measure the topics only, without waiting for the e-mails",
     )
     parser.add_argument("--data-dir", type=Path, help="measure the stack `wok dev` runs here")
+    parser.add_argument(
+        "--spy", type=Path, help="sample the processes with py-spy, collapsed stacks to this folder"
+    )
+    parser.add_argument(
+        "--spy-processes",
+        default="reporting,exchange,assessment",
+        help="which processes --spy samples (comma-separated)",
+    )
     sys.exit(asyncio.run(measure(parser.parse_args())))
 
 

@@ -11,13 +11,18 @@ when the message's effect is stored or the message is in the dead-letter topic:
   nothing is skipped while a dependency is down: the partition waits;
 - an event id already processed is skipped; handlers write idempotently by key, so a
   crash between the effect and the processed mark cannot double count either.
+
+`ServiceRuntime.consume` takes the records in batches (`wok_runtime.batch`) and hands them
+to `InOrderHandlerSink` (below), which applies them through the same `EventProcessor` one
+at a time in the batch's order; the batch is acknowledged once all of it is applied or
+dead-lettered. `subscribe` (wok_runtime.kafka) still takes one message at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -294,3 +299,65 @@ class EventProcessor:
                 headers=headers,
             )
         )
+
+
+class _BatchItem(Protocol):
+    @property
+    def record(self) -> Record: ...
+
+    @property
+    def envelope(self) -> Envelope[Any]: ...
+
+
+class _PartitionItems(Protocol):
+    @property
+    def items(self) -> Sequence[_BatchItem]: ...
+
+
+class InOrderHandlerSink:
+    """A batch sink (`wok_runtime.batch.BatchSink`) running an `EventProcessor`'s handlers
+    one event at a time, in the order of the batch (each partition's events in offset order),
+    exactly as the processor's `process` would one message at a time: an event id processed
+    already is skipped (one read for the whole batch; a second copy within the batch is
+    skipped once the first is applied), a failing handler is retried and dead-lettered, a
+    dependency outage is waited out. The applied ids are marked processed with one write at
+    the end of the batch, before it is committed; a crash before that only re-runs handlers,
+    which are idempotent by key.
+
+    What it saves against one message at a time: FastStream's per-message dispatch, one
+    offset commit per message and two processed-store round trips per event; and events of
+    types without a handler cost only their decoding (they were never marked)."""
+
+    counts_outcomes = True
+
+    def __init__(self, processor: EventProcessor) -> None:
+        self.processor = processor
+
+    async def stored_offset(self, topic: str, partition: int) -> int | None:
+        return None  # no positions: the processed ids and idempotent handlers suffice
+
+    async def store(self, batches: Sequence[_PartitionItems]) -> None:
+        items = [item for batch in batches for item in batch.items]
+        if not items:
+            return
+        processor = self.processor
+        seen = await processor.seen_among({item.envelope.id for item in items})
+        done: list[str] = []
+        try:
+            for item in items:
+                envelope = item.envelope
+                if envelope.id in seen:
+                    with correlation(envelope.correlationid):
+                        log.info(
+                            "duplicate event skipped", event_id=envelope.id, type=envelope.type
+                        )
+                    processor.count(envelope.type, "duplicate")
+                    continue
+                if await processor.apply(item.record, envelope):
+                    done.append(envelope.id)
+                    seen.add(envelope.id)
+        except Exception:
+            # what is applied is marked even if a later event failed (it would only repeat)
+            await processor.mark_all(done)
+            raise
+        await processor.mark_all(done)

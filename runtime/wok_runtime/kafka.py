@@ -298,6 +298,10 @@ def subscribe(
             return
         await message.ack()
 
+    async def raw_only(message: Any) -> None:
+        """No body: `consume` reads the raw record, so FastStream need not decode it."""
+        return None
+
     consume.__name__ = f"consume_{processor.consumer.replace('-', '_')}"
     return broker.subscriber(
         *(settings.topic(topic) for topic in topics),
@@ -307,6 +311,7 @@ def subscribe(
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        decoder=raw_only,
         no_reply=True,
     )(consume)
 

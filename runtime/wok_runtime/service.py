@@ -33,11 +33,12 @@ from wok_runtime.batch import (
 from wok_runtime.consumer import (
     EventProcessor,
     Handler,
+    InOrderHandlerSink,
     ProcessedStore,
     ProcessorMetrics,
     RetryPolicy,
 )
-from wok_runtime.kafka import KafkaPublisher, build_broker, ensure_topics, subscribe
+from wok_runtime.kafka import KafkaPublisher, build_broker, ensure_topics
 from wok_runtime.lag import LagMonitor, PartitionLag
 from wok_runtime.logging import get_logger
 from wok_runtime.metrics import RuntimeMetrics
@@ -136,16 +137,25 @@ class ServiceRuntime:
         topics: Sequence[str],
         handlers: Mapping[type[EventData], Handler],
         processed: ProcessedStore | None = None,
+        max_records: int = DEFAULT_MAX_RECORDS,
     ) -> EventProcessor:
-        """Register one consumer-group member; see `wok_runtime.consumer` for the guarantees."""
+        """Register one consumer-group member; see `wok_runtime.consumer` for the guarantees.
+
+        It takes the records in batches (`wok_runtime.batch`) and runs the handlers one event
+        at a time in the batch's order (`InOrderHandlerSink`): the guarantees of a message at
+        a time, with one offset commit and two processed-store round trips per batch."""
         if processed is None:
             store = MongoProcessedStore(self.database)
             self.on_startup(store.ensure_indexes)
             processed = store
         processor = self.event_processor(group=group, handlers=handlers, processed=processed)
-        subscribe(self.broker, processor, topics=topics, settings=self.settings)
-        self._consumers.append(group)
-        self._consumed_topics[group] = tuple(topics)
+        self.consume_batches(
+            group=group,
+            topics=topics,
+            sink=InOrderHandlerSink(processor),
+            event_types=processor.event_types,
+            max_records=max_records,
+        )
         return processor
 
     def event_processor(

@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -38,11 +39,56 @@ class RecordingPublisher:
         ]
 
 
+class BatchingPublisher(RecordingPublisher):
+    """As the runtime's `KafkaPublisher.send_all`: hands a round over at once, one
+    acknowledgement each; the scopes in `refused` are not acknowledged (once each)."""
+
+    def __init__(self, *, refused: set[str] | None = None) -> None:
+        super().__init__()
+        self.hand_overs = 0
+        self.refused = set(refused or ())
+
+    async def send_all(self, messages: Any) -> list[asyncio.Future[object]]:
+        self.hand_overs += 1
+        acks: list[asyncio.Future[object]] = []
+        for message in messages:
+            ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            if message.key in self.refused:
+                self.refused.discard(message.key)
+                ack.set_exception(ConnectionError("not acknowledged"))
+            else:
+                self.sent.append((message.topic, message.key, message.value, message.headers))
+                ack.set_result(None)
+            acks.append(ack)
+        return acks
+
+
+class MarkCountingStore(InMemorySnapshotRepository):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mark_writes = 0
+        self.save_writes = 0
+
+    async def save_all(self, items: Any) -> set[str]:
+        self.save_writes += 1
+        return await super().save_all(items)
+
+    async def mark_all_published(self, marks: Any) -> None:
+        self.mark_writes += 1
+        await super().mark_all_published(marks)
+
+
 class Setup:
-    def __init__(self, *, failures: int = 0, interval_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        *,
+        failures: int = 0,
+        interval_s: float = 0.05,
+        wire: RecordingPublisher | None = None,
+    ) -> None:
         self.projections = InMemoryProjectionRepository()
-        self.store = InMemorySnapshotRepository()
-        self.wire = RecordingPublisher(failures=failures)
+        self.store = MarkCountingStore()
+        self.wire = wire or RecordingPublisher(failures=failures)
         self.publisher = SnapshotPublisher(
             projections=self.projections,
             snapshots=self.store,
@@ -230,3 +276,37 @@ async def test_a_round_reads_only_new_facts_and_touches_only_the_scopes_that_cha
     setup.store.operations.clear()
     assert await setup.publisher.publish_changes() == []
     assert setup.store.operations == []
+
+
+async def test_a_rounds_snapshots_are_stored_handed_over_and_marked_at_once() -> None:
+    wire = BatchingPublisher()
+    setup = Setup(wire=wire)
+    await setup.register(5)
+
+    published = await setup.publisher.publish_changes()
+
+    assert [(s.scope_key, s.sequence) for s in published] == [(PROGRAM, 1), ("07", 1), (KL, 1)]
+    assert (setup.store.save_writes, wire.hand_overs, setup.store.mark_writes) == (1, 1, 1)
+    for scope in (PROGRAM, "land:07", f"municipality:{KL}"):
+        stored = await setup.store.latest(scope)
+        assert stored is not None and stored.published
+
+
+async def test_a_snapshot_not_acknowledged_stays_unpublished_and_goes_out_next_round() -> None:
+    wire = BatchingPublisher(refused={"land:07"})
+    setup = Setup(wire=wire)
+    await setup.register(5)
+
+    with pytest.raises(ConnectionError):
+        await setup.publisher.publish_changes()
+    land = await setup.store.latest("land:07")
+    assert land is not None and not land.published
+    program = await setup.store.latest(PROGRAM)
+    assert program is not None and program.published  # acknowledged ones are marked
+    retried = await setup.publisher.publish_changes()
+
+    assert [(s.scope_key, s.sequence) for s in retried] == [("07", 1)]
+    for scope in (PROGRAM, "land:07", f"municipality:{KL}"):
+        assert [s.sequence for s in wire.snapshots(scope)] == [1], scope
+        stored = await setup.store.latest(scope)
+        assert stored is not None and stored.published

@@ -131,6 +131,82 @@ async def test_every_stored_snapshot_is_listed(database) -> None:
     assert listed[0].snapshot.daily_registrations == {"2026-11-01": 7, "2026-11-02": None}
 
 
+def land_snapshot(key: str, sequence: int, total: int = 7) -> AggregateSnapshot:
+    return AggregateSnapshot(
+        scope=AggregateScope.LAND,
+        scope_key=key,
+        sequence=sequence,
+        as_of=T0,
+        generated_at=T0,
+        metrics={"registrations_total": total},
+    )
+
+
+async def test_a_rounds_snapshots_are_stored_in_one_write_unless_another_writer_was_first(
+    database,
+) -> None:
+    snapshots = MongoSnapshotRepository(database)
+    for key in ("01", "02", "03", "06"):
+        stored = StoredSnapshot(f"land:{key}", land_snapshot(key, 1), published=True)
+        assert await snapshots.save(stored, previous_sequence=None)
+
+    # land:01 and land:02 replaced; land:03 was replaced by another writer meanwhile and
+    # land:06 inserted by one (both refused); land:04 and land:05 new
+    other = StoredSnapshot("land:03", land_snapshot("03", 2, total=99), published=False)
+    assert await snapshots.save(other, previous_sequence=1)
+    saved = await snapshots.save_all(
+        [
+            (StoredSnapshot("land:01", land_snapshot("01", 2), published=False), 1),
+            (StoredSnapshot("land:02", land_snapshot("02", 2), published=False), 1),
+            (StoredSnapshot("land:03", land_snapshot("03", 2), published=False), 1),
+            (StoredSnapshot("land:04", land_snapshot("04", 1), published=False), None),
+            (StoredSnapshot("land:05", land_snapshot("05", 1), published=False), None),
+            (StoredSnapshot("land:06", land_snapshot("06", 1, total=5), published=False), None),
+        ]
+    )
+    assert saved == {"land:01", "land:02", "land:04", "land:05"}
+    again = await snapshots.save_all(
+        [(StoredSnapshot("land:01", land_snapshot("01", 1), published=False), None)]
+    )
+    assert again == set()
+    assert await snapshots.save_all([]) == set()
+
+    stored = {s.scope_id: s for s in await snapshots.all()}
+    assert {scope: s.snapshot.sequence for scope, s in stored.items()} == {
+        "land:01": 2,
+        "land:02": 2,
+        "land:03": 2,
+        "land:04": 1,
+        "land:05": 1,
+        "land:06": 1,
+    }
+    assert stored["land:03"].snapshot.metrics == {"registrations_total": 99}  # not ours
+    assert stored["land:06"].published  # the other writer's, untouched
+    assert not any(s.published for scope, s in stored.items() if scope != "land:06")
+
+
+async def test_a_rounds_snapshots_are_marked_published_in_one_write(database) -> None:
+    snapshots = MongoSnapshotRepository(database)
+    for scope_id, key in (("program", "program"), ("land:07", "07"), ("land:09", "09")):
+        payload = AggregateSnapshot(
+            scope=AggregateScope.PROGRAM if key == "program" else AggregateScope.LAND,
+            scope_key=key,
+            sequence=2,
+            as_of=T0,
+            generated_at=T0,
+            metrics={"registrations_total": 7},
+        )
+        stored = StoredSnapshot(scope_id=scope_id, snapshot=payload, published=False)
+        assert await snapshots.save(stored, previous_sequence=None)
+
+    # land:09 was replaced meanwhile (sequence 2 is no longer stored): not marked
+    await snapshots.mark_all_published([("program", 2), ("land:07", 2), ("land:09", 1)])
+    await snapshots.mark_all_published([])
+
+    published = {s.scope_id: s.published for s in await snapshots.all()}
+    assert published == {"program": True, "land:07": True, "land:09": False}
+
+
 # --- the batch path: chunks with offsets, positions, rebuild generations, legacy data ------
 
 

@@ -2,7 +2,9 @@
 
 A snapshot is stored (with its sequence, unpublished) before it goes on the topic and is
 marked published after; a crash in between publishes the same snapshot again on the next
-round instead of skipping it. Subscribers keep the highest sequence per key.
+round instead of skipping it. Subscribers keep the highest sequence per key. A round's
+snapshots are stored with one write, go out in one hand-over to the producer (batched,
+acknowledged together) and are marked with one write.
 
 A round costs what changed, not what is stored: the figures are kept up to date from the
 facts stored since the last round (`Tally`, fed by `ProjectionRepository.facts_since`),
@@ -16,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from wok_contracts import (
     CONTENT_TYPE,
@@ -39,7 +41,6 @@ from wok_runtime.outbox import Publisher
 
 SOURCE = "/wok/reporting"
 THREAD_FACTS = 10_000  # more new facts than this are aggregated beside the event loop
-SCOPES_AT_ONCE = 32  # scopes stored, sent and marked side by side in a round
 
 log = get_logger(__name__)
 
@@ -67,6 +68,29 @@ def snapshot(
         },
         statistics=dict(disclosed.statistics),
     )
+
+
+Basis = tuple[ScopeFigures, Disclosed]
+"""The protected figures a scope's snapshot was made from."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A scope's snapshot stored unpublished in this round, to be sent and marked."""
+
+    scope: str
+    snapshot: AggregateSnapshot
+    basis: Basis
+
+
+@dataclass(frozen=True)
+class SnapshotMessage:
+    """A snapshot as the publisher's `send_all` takes it."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str]
 
 
 def same_content(a: AggregateSnapshot, b: AggregateSnapshot) -> bool:
@@ -107,7 +131,7 @@ class SnapshotPublisher:
         # and the protected figures each scope's stored snapshot was made from or checked
         # against: a scope whose figures are those again needs no database operation.
         self._stored: dict[str, StoredSnapshot] | None = None
-        self._basis: dict[str, tuple[ScopeFigures, Disclosed]] = {}
+        self._basis: dict[str, Basis] = {}
         self._settled = False  # the last round ended with everything sent
 
     def changed(self) -> None:
@@ -154,21 +178,20 @@ class SnapshotPublisher:
         # the event loop (the consumer of the same process) keeps going meanwhile.
         disclosed = await asyncio.to_thread(disclose, figures)
         taken = False  # another publisher stored a scope: look again next round
-        limit = asyncio.Semaphore(SCOPES_AT_ONCE)
-
-        async def publish_scope(scope: str, figure: Any) -> AggregateSnapshot | None:
-            """Store, send and mark one scope's snapshot (its three round trips in order;
-            different scopes side by side)."""
-            nonlocal taken
+        assert self._stored is not None
+        stored_now = self._stored
+        # Each changed scope's new snapshot (or one stored but never sent), in scope order.
+        planned: list[tuple[str, AggregateSnapshot, Basis, bool]] = []  # ..., to be stored
+        for scope, figure in figures.items():
             basis = (figure, disclosed[scope])
-            stored = self._stored.get(scope) if self._stored is not None else None
+            stored = stored_now.get(scope)
             if (
                 scope not in force
                 and stored is not None
                 and stored.published
                 and self._basis.get(scope) == basis
             ):
-                return None
+                continue
             candidate = snapshot(
                 figure,
                 disclosed[scope],
@@ -176,28 +199,38 @@ class SnapshotPublisher:
                 generated_at=self._clock(),
             )
             unchanged = stored is not None and same_content(stored.snapshot, candidate)
-            async with limit:
-                if unchanged and stored is not None and not stored.published:
-                    candidate = stored.snapshot  # stored but never sent: send it as it is
-                elif unchanged and scope not in force:
-                    self._basis[scope] = basis
-                    return None
-                elif not await self._snapshots.save(
+            if unchanged and stored is not None and not stored.published:
+                planned.append((scope, stored.snapshot, basis, False))  # send it as it is
+            elif unchanged and scope not in force:
+                self._basis[scope] = basis
+            else:
+                planned.append((scope, candidate, basis, True))
+        # Stored unpublished first, all of them in one write (conditional on the sequence
+        # each scope had, so two publishers cannot both store a sequence).
+        saved = await self._snapshots.save_all(
+            [
+                (
                     StoredSnapshot(scope_id=scope, snapshot=candidate, published=False),
-                    previous_sequence=None if stored is None else stored.snapshot.sequence,
-                ):
-                    log.info("snapshot taken by another publisher", scope=scope)
-                    taken = True
-                    self._basis.pop(scope, None)
-                    latest = await self._snapshots.latest(scope)
-                    assert self._stored is not None
-                    if latest is None:
-                        self._stored.pop(scope, None)
-                    else:
-                        self._stored[scope] = latest
-                    return None
-                assert self._stored is not None
-                self._stored[scope] = StoredSnapshot(scope, candidate, published=False)
+                    None if scope not in stored_now else stored_now[scope].snapshot.sequence,
+                )
+                for scope, candidate, _, store in planned
+                if store
+            ]
+        )
+        outgoing: list[Outgoing] = []
+        for scope, candidate, basis, store in planned:
+            if store and scope not in saved:
+                log.info("snapshot taken by another publisher", scope=scope)
+                taken = True
+                self._basis.pop(scope, None)
+                latest = await self._snapshots.latest(scope)
+                if latest is None:
+                    stored_now.pop(scope, None)
+                else:
+                    stored_now[scope] = latest
+                continue
+            if store:
+                stored_now[scope] = StoredSnapshot(scope, candidate, published=False)
                 self._basis.pop(scope, None)
                 if disclosed[scope].suppressed:
                     log.info(
@@ -209,42 +242,87 @@ class SnapshotPublisher:
                         ),
                         withheld_complementary=sorted(disclosed[scope].complementary),
                     )
-                await self._send(scope, candidate)
-                await self._snapshots.mark_published(scope, candidate.sequence)
-                self._stored[scope] = StoredSnapshot(scope, candidate, published=True)
-                self._basis[scope] = basis
-                return candidate
-
-        outcomes = await asyncio.gather(
-            *(publish_scope(scope, figure) for scope, figure in figures.items()),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome  # what was sent stays marked; the rest goes next round
-        published = [outcome for outcome in outcomes if isinstance(outcome, AggregateSnapshot)]
+            outgoing.append(Outgoing(scope=scope, snapshot=candidate, basis=basis))
+        # What was stored is sent (one hand-over for the round) and marked (one write);
+        # a failure leaves the rest stored unpublished, sent as it is next round.
+        sent, failure = await self._send_all(outgoing)
+        if sent:
+            await self._mark_published(sent)
+        for done in sent:
+            stored_now[done.scope] = StoredSnapshot(done.scope, done.snapshot, published=True)
+            self._basis[done.scope] = done.basis
+        if failure is not None:
+            raise failure  # what was sent stays marked; the rest goes next round
         self._settled = not taken
-        return published
+        return [done.snapshot for done in sent]
 
-    async def _send(self, scope: str, payload: AggregateSnapshot) -> None:
+    async def _send_all(
+        self, outgoing: list[Outgoing]
+    ) -> tuple[list[Outgoing], BaseException | None]:
+        """Put the snapshots on the exchange stream: those acknowledged, and the first
+        failure. With the runtime's publisher one hand-over for all (`send_all`: batched,
+        acknowledged together); otherwise one publish each."""
+        if not outgoing:
+            return [], None
+        messages = [self._message(item) for item in outgoing]
+        send_all = getattr(self._publisher, "send_all", None)
+        results: list[object]
+        if send_all is None:
+            results = []
+            for message in messages:  # each scope on its own: one failing holds back none
+                try:
+                    await self._publisher.publish(
+                        topic=message.topic,
+                        key=message.key,
+                        value=message.value,
+                        headers=message.headers,
+                    )
+                except Exception as error:
+                    results.append(error)
+                else:
+                    results.append(None)
+        else:
+            acks = await send_all(messages)
+            results = await asyncio.gather(*acks, return_exceptions=True)
+        sent: list[Outgoing] = []
+        failure: BaseException | None = None
+        for item, result in zip(outgoing, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+                continue
+            sent.append(item)
+            self._log_sent(item)
+        return sent, failure
+
+    async def _mark_published(self, sent: list[Outgoing]) -> None:
+        await self._snapshots.mark_all_published(
+            [(item.scope, item.snapshot.sequence) for item in sent]
+        )
+
+    @staticmethod
+    def _message(item: Outgoing) -> SnapshotMessage:
+        payload = item.snapshot
         is_municipality = payload.scope is AggregateScope.MUNICIPALITY
         envelope = new_envelope(
             payload,
             source=SOURCE,
             municipality=payload.scope_key if is_municipality else None,
-            subject=scope,
+            subject=item.scope,
         )
-        await self._publisher.publish(
+        return SnapshotMessage(
             topic=EXCHANGE_AGGREGATES,
-            key=scope,
+            key=item.scope,
             value=envelope.to_json_bytes(),
             headers={"content-type": CONTENT_TYPE},
         )
+
+    @staticmethod
+    def _log_sent(item: Outgoing) -> None:
         log.info(
             "aggregate snapshot published",
-            scope=scope,
-            sequence=payload.sequence,
-            suppressed=len(payload.suppressed),
+            scope=item.scope,
+            sequence=item.snapshot.sequence,
+            suppressed=len(item.snapshot.suppressed),
         )
 
     async def run(self) -> None:

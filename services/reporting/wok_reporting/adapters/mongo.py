@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from wok_contracts import ActivityDigest, AggregateSnapshot
@@ -477,14 +477,53 @@ class MongoSnapshotRepository:
     async def all(self) -> list[StoredSnapshot]:
         return [self._stored(document) async for document in self._collection.find({})]
 
-    async def save(self, stored: StoredSnapshot, *, previous_sequence: int | None) -> bool:
-        document = {
+    @staticmethod
+    def _document(stored: StoredSnapshot) -> dict[str, Any]:
+        return {
             "_id": stored.scope_id,
             "sequence": stored.snapshot.sequence,
             "published": stored.published,
             "snapshot": stored.snapshot.model_dump_json(),
             "saved_at": stored_time(datetime.now(UTC)),
         }
+
+    async def save_all(self, items: Sequence[tuple[StoredSnapshot, int | None]]) -> set[str]:
+        """`save` for many scopes in one write: a new scope is inserted (refused if another
+        writer inserted it), a stored one replaced only if it still has the sequence given.
+        Only when fewer replacements matched than were asked is the store read back, to
+        tell which ones another writer got to first (what is stored is not this JSON)."""
+        if not items:
+            return set()
+        documents = [self._document(stored) for stored, _ in items]
+        operations: list[InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]]] = [
+            InsertOne(document)
+            if previous is None
+            else ReplaceOne({"_id": document["_id"], "sequence": previous}, document)
+            for document, (_, previous) in zip(documents, items, strict=True)
+        ]
+        refused: set[int] = set()
+        try:
+            matched = (await self._collection.bulk_write(operations, ordered=False)).matched_count
+        except BulkWriteError as error:
+            for failure in error.details.get("writeErrors", []):
+                if failure.get("code") != DUPLICATE_KEY:
+                    raise
+                refused.add(int(failure["index"]))
+            matched = int(error.details.get("nMatched", 0))
+        replaced = [index for index, (_, previous) in enumerate(items) if previous is not None]
+        if matched < len(replaced):
+            wanted = {documents[index]["_id"]: documents[index]["snapshot"] for index in replaced}
+            cursor = self._collection.find({"_id": {"$in": list(wanted)}}, {"snapshot": 1})
+            ours = {
+                document["_id"]
+                async for document in cursor
+                if document.get("snapshot") == wanted[document["_id"]]
+            }
+            refused |= {index for index in replaced if documents[index]["_id"] not in ours}
+        return {document["_id"] for index, document in enumerate(documents) if index not in refused}
+
+    async def save(self, stored: StoredSnapshot, *, previous_sequence: int | None) -> bool:
+        document = self._document(stored)
         if previous_sequence is None:
             try:
                 await self._collection.insert_one(document)
@@ -499,4 +538,16 @@ class MongoSnapshotRepository:
     async def mark_published(self, scope_id: str, sequence: int) -> None:
         await self._collection.update_one(
             {"_id": scope_id, "sequence": sequence}, {"$set": {"published": True}}
+        )
+
+    async def mark_all_published(self, marks: Sequence[tuple[str, int]]) -> None:
+        """`mark_published` for many scopes in one write (a round's snapshots)."""
+        if not marks:
+            return
+        await self._collection.bulk_write(
+            [
+                UpdateOne({"_id": scope_id, "sequence": sequence}, {"$set": {"published": True}})
+                for scope_id, sequence in marks
+            ],
+            ordered=False,
         )

@@ -233,7 +233,16 @@ class SnapshotRepository(Protocol):
         (None: there is none yet); False if another writer got there first."""
         ...
 
+    async def save_all(self, items: Sequence[tuple[StoredSnapshot, int | None]]) -> set[str]:
+        """`save` for each (snapshot, previous sequence), in one write where the store can;
+        the scope ids stored (the others were taken by another writer)."""
+        ...
+
     async def mark_published(self, scope_id: str, sequence: int) -> None: ...
+
+    async def mark_all_published(self, marks: Sequence[tuple[str, int]]) -> None:
+        """`mark_published` for each (scope, sequence), in one write where the store can."""
+        ...
 
 
 class InMemorySnapshotRepository:
@@ -254,7 +263,18 @@ class InMemorySnapshotRepository:
         self.snapshots[stored.scope_id] = stored
         return True
 
+    async def save_all(self, items: Sequence[tuple[StoredSnapshot, int | None]]) -> set[str]:
+        return {
+            stored.scope_id
+            for stored, previous in items
+            if await self.save(stored, previous_sequence=previous)
+        }
+
     async def mark_published(self, scope_id: str, sequence: int) -> None:
         current = self.snapshots.get(scope_id)
         if current is not None and current.snapshot.sequence == sequence:
             self.snapshots[scope_id] = replace(current, published=True)
+
+    async def mark_all_published(self, marks: Sequence[tuple[str, int]]) -> None:
+        for scope_id, sequence in marks:
+            await self.mark_published(scope_id, sequence)
