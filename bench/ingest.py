@@ -2,6 +2,7 @@
 the ratio to a bare FastAPI endpoint inserting one document into the same MongoDB server.
 
     .venv/bin/python bench/ingest.py [--rates 50,100,200] [--duration 5] [--data-dir DIR]
+                                     [--count-commands]
 
 Starts an embedded stack with the registration service alone (tansu, nx-27017, the SMTP
 sink, registration as a process; `--full-stack` adds the consumers, `--data-dir` uses the
@@ -9,6 +10,10 @@ stack `wok dev` runs there), onboards fresh municipalities with dialogue events 
 public registrations to them. The bare endpoint (this file, `--bare-server`) is served by
 uvicorn in its own process exactly as the services are, validates a body of the same shape
 and inserts one document with the same driver into the same nx-27017.
+
+`--count-commands` also prints the database commands the registration process sent per
+request in each phase (a pymongo CommandListener put into the stack's processes as
+`sitecustomize`; only for a stack the script starts).
 
 Targets (issue 8): saturation throughput at least 0.8 of the bare endpoint's; p99 under
 50 ms at 200 requests/s.
@@ -19,7 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -143,6 +150,65 @@ def stop_bare(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+# -- database commands of the registration process (--count-commands) --------------------------
+
+# Put on the PYTHONPATH of the stack's processes as `sitecustomize`: in the registration
+# process only, a pymongo CommandListener counts the commands by name and collection and
+# writes the counts to WOK_BENCH_COMMANDS_DIR/<pid>.json every 0.2 s.
+COUNTER = """
+import collections, json, os, threading, time
+if b"wok_registration" in open("/proc/self/cmdline", "rb").read():
+    from pymongo import monitoring
+    counts = collections.Counter()
+    class _Counter(monitoring.CommandListener):
+        def started(self, event):
+            target = event.command.get(event.command_name)
+            counts[f"{event.command_name} {target if isinstance(target, str) else ''}"] += 1
+        def succeeded(self, event): pass
+        def failed(self, event): pass
+    monitoring.register(_Counter())
+    def _dump():
+        path = os.path.join(os.environ["WOK_BENCH_COMMANDS_DIR"], f"{os.getpid()}.json")
+        while True:
+            time.sleep(0.2)
+            with open(path + ".tmp", "w") as out:
+                json.dump(dict(counts), out)
+            os.replace(path + ".tmp", path)
+    threading.Thread(target=_dump, daemon=True).start()
+"""
+
+
+def install_counter() -> Path:
+    """The stack started after this counts the registration process's database commands."""
+    folder = Path(tempfile.mkdtemp(prefix="wok-bench-commands-"))
+    (folder / "sitecustomize.py").write_text(COUNTER)
+    os.environ["WOK_BENCH_COMMANDS_DIR"] = str(folder)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    return folder
+
+
+def commands_so_far(folder: Path | None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for path in folder.glob("*.json") if folder else ():
+        with contextlib.suppress(OSError, ValueError):
+            for name, count in json.loads(path.read_text()).items():
+                counts[name] = counts.get(name, 0) + count
+    return counts
+
+
+def commands_per_request(before: dict[str, int], after: dict[str, int], *, completed: int) -> str:
+    """Database commands per answered request, in all and the most frequent kinds."""
+    if not completed or not after:
+        return "-"
+    delta = {name: after[name] - before.get(name, 0) for name in after}
+    delta = {name: count for name, count in delta.items() if count > 0}
+    total = sum(delta.values()) / completed
+    top = sorted(delta.items(), key=lambda item: -item[1])[:3]
+    return f"{total:.2f} (" + ", ".join(f"{name} {c / completed:.2f}" for name, c in top) + ")"
+
+
 # -- the measurement -------------------------------------------------------------------------
 
 
@@ -202,6 +268,10 @@ async def measure(arguments: argparse.Namespace) -> int:
     rates = [float(rate) for rate in arguments.rates.split(",") if rate]
     services = None if arguments.full_stack else ["registration"]
     run = run_id()
+    counter = None
+    if arguments.count_commands and arguments.data_dir is None:
+        counter = install_counter()
+    commands: list[str] = []
     async with bench_stack(arguments.data_dir, services=services) as stack:
         log_dir = stack.embedded.logs_dir if stack.embedded else Path(tempfile.gettempdir())
         bare, bare_url = start_bare(stack.mongodb_uri, log_dir / "bench-bare.log")
@@ -253,10 +323,17 @@ async def measure(arguments: argparse.Namespace) -> int:
                         await asyncio.sleep(arguments.settle)
                         with console.status(f"{name}: {count} requests at {rate:g}/s…"):
                             before = cpu_seconds(pids)
+                            counted = commands_so_far(counter)
                             result = await open_loop(next_send(name, count), rate=rate, count=count)
                             cpu = cpu_per_request(
                                 before, cpu_seconds(pids), server=name, completed=result.completed
                             )
+                            if counter is not None and name == "registration":
+                                await asyncio.sleep(0.5)  # the counts of the last requests
+                                per = commands_per_request(
+                                    counted, commands_so_far(counter), completed=result.completed
+                                )
+                                commands.append(f"{rate:g}/s: {per}")
                         at_rate[(name, rate)] = result
                         rows.append(row(name, f"{rate:g}/s", result, cpu))
                         for example in result.failure_examples:
@@ -269,6 +346,7 @@ async def measure(arguments: argparse.Namespace) -> int:
                     ):
                         # Closed-loop has no fixed count; offsets leave room for 10^6 requests.
                         before = cpu_seconds(pids)
+                        counted = commands_so_far(counter)
                         result = await closed_loop(
                             next_send(name, 1_000_000),
                             concurrency=arguments.concurrency,
@@ -277,6 +355,12 @@ async def measure(arguments: argparse.Namespace) -> int:
                         cpu = cpu_per_request(
                             before, cpu_seconds(pids), server=name, completed=result.completed
                         )
+                        if counter is not None and name == "registration":
+                            await asyncio.sleep(0.5)
+                            per = commands_per_request(
+                                counted, commands_so_far(counter), completed=result.completed
+                            )
+                            commands.append(f"max: {per}")
                     saturation[name] = result
                     rows.append(row(name, f"max ({arguments.concurrency} clients)", result, cpu))
         finally:
@@ -304,6 +388,10 @@ async def measure(arguments: argparse.Namespace) -> int:
         ],
         rows,
     )
+    for line in commands:
+        console.print(f"registration database commands per request at {line}")
+    if counter is not None:
+        shutil.rmtree(counter, ignore_errors=True)
     ratio = saturation["registration"].throughput / max(saturation["bare insert"].throughput, 1e-9)
     print_target(
         f"registration throughput >= {TARGET_RATIO} x bare insert",
@@ -336,6 +424,11 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=100, help="places per event")
     parser.add_argument("--full-stack", action="store_true", help="run the consumers too")
     parser.add_argument("--data-dir", type=Path, help="measure the stack `wok dev` runs here")
+    parser.add_argument(
+        "--count-commands",
+        action="store_true",
+        help="print the registration process's database commands per request",
+    )
     parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mongodb-uri", help=argparse.SUPPRESS)

@@ -27,10 +27,13 @@ from wok_runtime.outbox import (
     InMemoryOutboxSource,
     OutboundEvent,
     OutboxRelay,
+    OutboxWriter,
     PendingMessage,
     outbox_update,
     pending_messages,
     with_outbox,
+    with_removal,
+    written_messages,
 )
 from wok_runtime.settings import WokSettings
 
@@ -47,8 +50,10 @@ class RecordingPublisher:
 
     messages: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
     failures_left: int = 0
+    rounds: int = 0
 
     async def send_all(self, messages: Sequence[PendingMessage]) -> list[Awaitable[object]]:
+        self.rounds += 1
         acks: list[Awaitable[object]] = []
         failed: dict[str, BaseException] = {}
         for message in messages:
@@ -443,7 +448,7 @@ async def test_a_write_after_a_quiet_spell_goes_out_at_once_and_a_busy_spell_is_
         relay.wake()
         await until_published(1)
         assert loop.time() - written_at < 0.1
-        rounds_before = source.mark_calls
+        rounds_before = publisher.rounds
 
         # Ten writes 20 ms apart while busy: at most one round every 200 ms carries them.
         for number in range(10):
@@ -452,14 +457,17 @@ async def test_a_write_after_a_quiet_spell_goes_out_at_once_and_a_busy_spell_is_
             relay.wake()
             await asyncio.sleep(0.02)
         await until_published(11)
+        # Removed from the document a little later (`mark_interval_s`), all in one write.
+        await until(lambda: documents[KAISERSLAUTERN][PENDING_FIELD] == 0)
     finally:
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
 
     assert publisher.event_ids == published
-    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 0
-    assert source.mark_calls - rounds_before <= 3
+    assert documents[KAISERSLAUTERN][OUTBOX_FIELD] == {}
+    assert publisher.rounds - rounds_before <= 3
+    assert source.mark_calls <= 3
 
 
 @dataclass
@@ -500,3 +508,148 @@ async def test_the_kafka_publisher_without_its_producer_holds_back_the_rest_of_a
         ("t." + REGISTRATION_EVENTS, KAISERSLAUTERN.encode()),
         ("t." + REGISTRATION_EVENTS, MAINZ.encode()),
     ]
+
+
+# -- events a writer hands over, and removals folded into its next write ----------------------
+
+
+async def until(condition: Any) -> None:
+    """Wait up to 2 s for `condition()`."""
+    for _ in range(400):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("not within 2 s")
+
+
+async def test_offered_events_go_out_without_a_find_and_are_removed_later_in_one_write(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, [])
+    source = InMemoryOutboxSource(documents)
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(
+        sources=[source], publisher=publisher, poll_interval_s=5.0, mark_interval_s=0.1
+    )
+    running = asyncio.create_task(relay.run())
+    try:
+        await until(lambda: source.find_calls == 1)  # the first round looks everywhere
+        written = []
+        for number in range(5):
+            event = registered(KAISERSLAUTERN, f"Name {number}")
+            update = outbox_update([event])
+            apply(documents[KAISERSLAUTERN], update)
+            relay.offer(source, written_messages(KAISERSLAUTERN, update))
+            written.append(event.envelope.id)
+            await asyncio.sleep(0.01)
+        await until(lambda: len(publisher.messages) == 5)
+        assert publisher.event_ids == written
+        assert source.find_calls == 1, "offered events need no read"
+        await until(lambda: documents[KAISERSLAUTERN][PENDING_FIELD] == 0)
+        assert documents[KAISERSLAUTERN][OUTBOX_FIELD] == {}
+        assert source.mark_calls <= 2
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+
+async def test_a_writer_removes_published_events_in_its_next_write_and_the_relay_does_not(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    first, second = registered(KAISERSLAUTERN, "first"), registered(KAISERSLAUTERN, "second")
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, [first])
+    source = InMemoryOutboxSource(documents)
+    relay = OutboxRelay(sources=[source], publisher=RecordingPublisher(), mark_interval_s=60)
+    writer = OutboxWriter(relay, source)
+    sent, _ = await relay._round(full=True)  # published, not yet removed
+    assert sent == 1 and documents[KAISERSLAUTERN][PENDING_FIELD] == 1
+
+    published = writer.take_published(KAISERSLAUTERN)
+    assert [m.event_id for m in published] == [first.envelope.id]
+    assert writer.take_published(KAISERSLAUTERN) == [], "taken once"
+    condition, update = with_removal(
+        {"_id": KAISERSLAUTERN}, outbox_update([second]), [m.event_id for m in published]
+    )
+    assert condition == {
+        "_id": KAISERSLAUTERN,
+        f"{OUTBOX_FIELD}.{first.envelope.id}": {"$exists": True},
+    }
+    apply(documents[KAISERSLAUTERN], update)
+    writer.removed(published)
+    assert list(documents[KAISERSLAUTERN][OUTBOX_FIELD]) == [second.envelope.id]
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 1
+
+    await relay.drain_once()  # publishes the second; the first is not sent again
+    assert relay._publisher.event_ids == [first.envelope.id, second.envelope.id]  # type: ignore[attr-defined]
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 0
+    assert source.mark_calls == 1
+
+    # Handed back (the writer's write did not happen): the relay removes them itself.
+    third = registered(KAISERSLAUTERN, "third")
+    apply(documents[KAISERSLAUTERN], outbox_update([third]))
+    await relay._round(full=True)
+    writer.kept(writer.take_published(KAISERSLAUTERN))
+    await relay.drain_once()
+    assert documents[KAISERSLAUTERN][PENDING_FIELD] == 0
+    assert relay._publisher.event_ids.count(third.envelope.id) == 1  # type: ignore[attr-defined]
+
+
+async def test_after_a_failed_offered_event_the_next_round_reads_all_in_write_order(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, [])
+    source = InMemoryOutboxSource(documents)
+    publisher = RecordingPublisher(failures_left=1)
+    relay = OutboxRelay(sources=[source], publisher=publisher)
+    await relay._round(full=True)
+    events = [registered(KAISERSLAUTERN, f"KL {n}") for n in range(2)]
+    update = outbox_update(events[:1])
+    apply(documents[KAISERSLAUTERN], update)
+    relay.offer(source, written_messages(KAISERSLAUTERN, update))
+    with pytest.raises(ConnectionError):
+        await relay._relay_now()
+    later = outbox_update(events[1:])
+    apply(documents[KAISERSLAUTERN], later)
+    relay.offer(source, written_messages(KAISERSLAUTERN, later))
+    await relay._relay_now()  # a full round: the failed one first, then the later one
+    assert publisher.event_ids == [e.envelope.id for e in events]
+
+
+async def test_a_full_round_leaves_another_writers_young_events_to_it(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    ours, theirs, abandoned = (registered(KAISERSLAUTERN, name) for name in ("a", "b", "c"))
+    documents["ours"] = with_outbox({"_id": "ours"}, [ours])
+    documents["theirs"] = with_outbox({"_id": "theirs"}, [theirs])
+    documents["abandoned"] = with_outbox({"_id": "abandoned"}, [abandoned])
+    for name in ("theirs", "abandoned"):
+        for entry in documents[name][OUTBOX_FIELD].values():
+            entry["writer"] = "another process"
+    documents["abandoned"][OUTBOX_FIELD][abandoned.envelope.id]["order"] -= 10**10  # 10 s old
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(sources=[InMemoryOutboxSource(documents)], publisher=publisher)
+    assert await relay.drain_once() == 2
+    assert sorted(publisher.event_ids) == sorted([ours.envelope.id, abandoned.envelope.id])
+    assert documents["theirs"][PENDING_FIELD] == 1
+
+
+async def test_another_writers_events_left_pending_are_taken_over_once_old_enough(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    """A writer that died right after its write: another relay publishes its events once
+    they are `foreign_grace_s` old, even while busy with its own (no quiet poll needed)."""
+    theirs = registered(KAISERSLAUTERN, "b")
+    documents["theirs"] = with_outbox({"_id": "theirs"}, [theirs])
+    for entry in documents["theirs"][OUTBOX_FIELD].values():
+        entry["writer"] = "a process that died"
+    publisher = RecordingPublisher()
+    source = InMemoryOutboxSource(documents)
+    relay = OutboxRelay(
+        sources=[source], publisher=publisher, foreign_grace_s=0.05, rescan_interval_s=60
+    )
+    assert await relay._relay_now() == 0  # the first round: too young, left to its writer
+    await asyncio.sleep(0.06)
+    assert await relay._relay_now() == 1  # looked again once old enough
+    assert publisher.event_ids == [theirs.envelope.id]
+    assert documents["theirs"][PENDING_FIELD] == 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,9 +14,22 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
-from wok_contracts import EventFormat, RegistrationStatus, Sector
+from wok_contracts import (
+    DialogueEventScheduled,
+    EventFormat,
+    RegistrationStatus,
+    Sector,
+    new_envelope,
+)
 from wok_registration.adapters.repository import GroupCommit, MongoRegistrationRepository
 from wok_registration.domain import DialogueEvent, EventState, Participant, RecordStatus
+from wok_runtime.outbox import (
+    MongoOutboxSource,
+    OutboundEvent,
+    OutboxRelay,
+    OutboxWriter,
+    PendingMessage,
+)
 
 
 @pytest.fixture
@@ -143,9 +156,9 @@ async def test_a_place_is_taken_only_while_the_event_is_as_read(database: Any) -
 
 
 async def test_participants_written_together_each_get_their_own_outcome(database: Any) -> None:
-    """Concurrent contacts go to nx-27017 as one insert_many / update_many ($in, $unset):
-    each stored with its expiry, a duplicate id refused for its caller only, and only the
-    kept ones lose their expiry."""
+    """Concurrent contacts go to nx-27017 as one insert_many, the ones kept meanwhile as one
+    update_many ($in, $unset): each stored with its expiry, a duplicate id refused for its
+    caller only, and only the kept ones lose their expiry."""
     repository = MongoRegistrationRepository(database)
     now = datetime.now(UTC).replace(microsecond=0)
     expires_at = now + timedelta(hours=1)
@@ -168,6 +181,7 @@ async def test_participants_written_together_each_get_their_own_outcome(database
     assert isinstance(outcomes[0], DuplicateKeyError)
     assert outcomes[1:] == [None] * 11
     await asyncio.gather(*(repository.keep_participant(f"p{n}") for n in range(0, 12, 2)))
+    await repository.flush_kept()  # kept a moment later, all in one write
 
     stored = {d["_id"]: d async for d in database["participants"].find({})}
     assert sorted(stored) == sorted(f"p{n}" for n in range(12))
@@ -177,6 +191,12 @@ async def test_participants_written_together_each_get_their_own_outcome(database
     ]
     found = await repository.get_participant("p5")
     assert found == participant(5)
+    # Many at once ($in): the known ones, each once, the unknown ones absent.
+    many = await repository.get_participants(
+        ["p1", "p7", "nobody", "p1", *(f"x{n}" for n in range(400))]
+    )
+    assert sorted(many, key=lambda p: p.registration_id) == [participant(1), participant(7)]
+    assert await repository.get_participants(["nobody"]) == []
 
 
 async def test_a_failed_group_write_fails_each_caller_in_it_and_the_next_group_goes_on() -> None:
@@ -198,3 +218,76 @@ async def test_a_failed_group_write_fails_each_caller_in_it_and_the_next_group_g
     second = await asyncio.gather(*(group.submit(n) for n in range(3, 8)), return_exceptions=True)
     assert second == [None] * 5
     assert written == [[3, 4, 5, 6, 7]]  # one round trip for the five
+
+
+@dataclass
+class AckingPublisher:
+    """Acknowledges every message at once, recording the event ids in order."""
+
+    event_ids: list[str] = field(default_factory=list)
+
+    async def send_all(self, messages: Sequence[PendingMessage]) -> list[Awaitable[object]]:
+        self.event_ids.extend(message.event_id for message in messages)
+        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return [done for _ in messages]
+
+
+async def test_place_writes_hand_their_events_over_and_remove_the_published_ones(
+    database: Any,
+) -> None:
+    """On nx-27017: the relay publishes a place write's event without reading the document,
+    and the next place write on the document removes it (guarded, with the pending counter);
+    when that guard fails, the place is still taken and the relay removes the event later."""
+    repository = MongoRegistrationRepository(database)
+    source = MongoOutboxSource(repository.dialogue_events)
+    publisher = AckingPublisher()
+    relay = OutboxRelay(sources=[source], publisher=publisher, mark_interval_s=60)
+    repository.outbox = OutboxWriter(relay, source)
+    event = _event(capacity=10)
+    await repository.add_dialogue_event(event, [])
+    await relay.drain_once()
+
+    def registered(number: int) -> OutboundEvent:
+        data = DialogueEventScheduled.model_construct(dialogue_event_id=f"placeholder-{number}")
+        return OutboundEvent(
+            "registration.events.v1", new_envelope(data, source="/t", municipality="07312000")
+        )
+
+    async def take(number: int) -> OutboundEvent:
+        outbound = registered(number)
+        assert await repository.take_place(
+            event=event,
+            registration_id=f"r{number}",
+            fingerprint=f"{number:064d}",
+            status=RegistrationStatus.CONFIRMED,
+            record={"sector": Sector.RESIDENT, "language": "de", "position": number},
+            events=[outbound],
+        )
+        return outbound
+
+    async def stored() -> dict[str, Any]:
+        return dict(await database["dialogue_events"].find_one({"_id": event.id}))
+
+    first = await take(1)
+    assert await relay._relay_now() == 1  # the offered event, without a find
+    assert publisher.event_ids == [first.envelope.id]
+    second = await take(2)  # removes the first in the same write
+    document = await stored()
+    assert list(document["outbox"]) == [second.envelope.id]
+    assert document["outbox_pending"] == 1 and document["confirmed_count"] == 2
+
+    await relay._relay_now()
+    # Someone else removed the second meanwhile: the third's write still takes its place.
+    await database["dialogue_events"].update_one(
+        {"_id": event.id},
+        {"$unset": {f"outbox.{second.envelope.id}": ""}, "$inc": {"outbox_pending": -1}},
+    )
+    third = await take(3)
+    document = await stored()
+    assert list(document["outbox"]) == [third.envelope.id]
+    assert document["outbox_pending"] == 1 and document["confirmed_count"] == 3
+    await relay.drain_once()
+    document = await stored()
+    assert document["outbox"] == {} and document["outbox_pending"] == 0
+    assert publisher.event_ids == [e.envelope.id for e in (first, second, third)]

@@ -5,6 +5,7 @@ municipality's contact office for staff mails."""
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from services.registration.tests.conftest import (
     ADMIN,
@@ -51,6 +52,12 @@ async def test_invitees_are_members_with_an_address_who_have_not_registered(
         {"member_id": ayse, "name": "Ayşe Demir", "email": "ayse@example.org", "language": "tr"}
     ]
     assert omar not in str(answer)
+
+    # Once Omar cancels, his address is free again: he is reminded like the others.
+    cancel = urlsplit(await harness.link(registered.json()["registration_id"], "cancel"))
+    assert (await harness.client.post(f"{cancel.path}?{cancel.query}")).status_code == 200
+    again = (await harness.client.get(url, headers=SERVICE)).json()["invitees"]
+    assert sorted(member["member_id"] for member in again) == sorted([ayse, omar])
 
     # After the deadline, or once the event is cancelled: nobody left to remind
     harness.set_clock(lambda: STARTS - timedelta(days=9))

@@ -306,6 +306,7 @@ async def test_many_concurrent_registrations_each_keep_their_contact(harness: Ha
     if harness.backend == "memory":
         stored = list(participants.values())
     else:
+        await harness.handlers.repository.flush_kept()  # type: ignore[attr-defined]
         stored = await participants.find({}).to_list()
     assert {document["_id"] for document in stored} == registration_ids  # no leftovers
     assert not [document for document in stored if "expires_at" in document]

@@ -21,18 +21,27 @@ from wok_registration.settings import RegistrationSettings
 from wok_runtime.consumer import InMemoryProcessedStore, ProcessedStore, RetryPolicy
 from wok_runtime.kafka import ensure_topics, subscribe
 from wok_runtime.mongo import MongoProcessedStore
+from wok_runtime.outbox import MongoOutboxSource, OutboxWriter
 from wok_runtime.service import ServiceRuntime
 
 CONTACT_RECOVERY_INTERVAL_S = 60.0
 """How often contacts of interrupted registrations are looked for (and at every start)."""
 
 
+def _nothing() -> None:
+    pass
+
+
 def build_handlers(
     settings: RegistrationSettings, *, repository: RegistrationRepository, runtime: ServiceRuntime
 ) -> RegistrationHandlers:
+    places_stored = None
+    if isinstance(repository, MongoRegistrationRepository) and repository.outbox:
+        places_stored = _nothing  # the place write handed its events to the relay itself
     return RegistrationHandlers(
         repository=repository,
         events_stored=runtime.relay.wake,
+        places_stored=places_stored,
         link_secret=domain.link_secret(
             configured=settings.registration_link_secret.get_secret_value(),
             service_key=settings.service_key.get_secret_value(),
@@ -81,8 +90,12 @@ def build_app(
         mongo = MongoRegistrationRepository(runtime.database)
         runtime.on_startup(mongo.ensure_indexes)
         runtime.add_outbox(mongo.municipalities)
-        runtime.add_outbox(mongo.dialogue_events)
         runtime.add_outbox(mongo.taskforce)
+        events = MongoOutboxSource(mongo.dialogue_events)
+        runtime.add_outbox(events)
+        # A place write hands its events to the relay and removes the published ones: no
+        # read and fewer writes of the (big) dialogue event documents.
+        mongo.outbox = OutboxWriter(runtime.relay, events)
         repository = mongo
     elif isinstance(repository, InMemoryRegistrationRepository):
         for source in repository.outbox_sources():

@@ -10,9 +10,15 @@ reads and rewrites the whole document on each write, so a registration's entry i
 
 The person's name and address live in a separate document written first with an expiry,
 which is lifted once the seat write succeeded; a crash in between leaves nothing personal
-behind for long. Those two personal writes are group-committed (`GroupCommit`): the ones
-that arrive while a write is on its way go together in the next one, one round trip for
-many, and each caller still returns only once its own document is written.
+behind for long. The first write is group-committed (`GroupCommit`): the ones that arrive
+while a write is on its way go together in the next one, one round trip for many, and each
+caller still returns only once its own document is written. The expiry is lifted without
+waiting, for all registrations of the last `KEEP_DELAY_S` in one write; a crash before that
+write leaves those contacts to the recovery (`RegistrationHandlers.keep_contacts_of_taken_places`).
+
+With an `OutboxWriter` (app.py), a place write hands its events straight to the outbox relay
+and removes those of its document the relay has already published: no read of the dialogue
+event's document for the relay, and (mostly) no write of its own.
 
 nx-27017 (the embedded MongoDB) dictates some shapes: maps instead of arrays, times as ISO
 strings (a datetime `$set` on an existing document loses its zone), no booleans in `$set`
@@ -51,9 +57,21 @@ from wok_registration.domain import (
     TaskforceMember,
     new_position,
 )
-from wok_runtime.outbox import InMemoryOutboxSource, OutboundEvent, outbox_update, with_outbox
+from wok_runtime.logging import get_logger
+from wok_runtime.outbox import (
+    InMemoryOutboxSource,
+    OutboundEvent,
+    OutboxWriter,
+    outbox_update,
+    with_outbox,
+    with_removal,
+)
+
+log = get_logger(__name__)
 
 UNCONFIRMED_PARTICIPANT_TTL = timedelta(hours=1)
+KEEP_DELAY_S = 0.05
+"""Contacts kept within this long are kept in one write (MongoDB repository)."""
 SELF_DESCRIPTION = ("age_band", "migration_background")
 
 
@@ -160,7 +178,14 @@ class RegistrationRepository(Protocol):
 
     async def add_participant(self, participant: Participant, *, expires_at: datetime) -> None: ...
 
-    async def keep_participant(self, registration_id: str) -> None: ...
+    async def keep_participant(self, registration_id: str) -> None:
+        """Lift the contact's expiry (the MongoDB one: shortly after, in one write with the
+        others of that moment; a crash before it leaves the contact to the recovery)."""
+        ...
+
+    async def keep_participants_now(self, registration_ids: Sequence[str]) -> None:
+        """Lift these contacts' expiry in one write, awaited (the recovery)."""
+        ...
 
     async def unkept_participants(self, *, expiring_before: datetime) -> list[tuple[str, str]]:
         """(registration id, dialogue event id) of the contacts still set to expire before
@@ -174,6 +199,10 @@ class RegistrationRepository(Protocol):
     async def remove_participant(self, registration_id: str) -> None: ...
 
     async def get_participant(self, registration_id: str) -> Participant | None: ...
+
+    async def get_participants(self, registration_ids: Sequence[str]) -> list[Participant]:
+        """Those of these registrations' contacts that exist (one read; in no set order)."""
+        ...
 
     async def add_taskforce_member(
         self, member: TaskforceMember, events: list[OutboundEvent]
@@ -317,10 +346,16 @@ def _records(document: dict[str, Any]) -> dict[str, RegistrationRecord]:
 
 
 def _participant_document(participant: Participant, expires_at: datetime) -> dict[str, Any]:
-    document = asdict(participant)
-    document["_id"] = document.pop("registration_id")
-    document["expires_at"] = expires_at
-    return document
+    # Field by field: dataclasses.asdict deep-copies, a few % of a registration's CPU.
+    return {
+        "_id": participant.registration_id,
+        "dialogue_event_id": participant.dialogue_event_id,
+        "name": participant.name,
+        "email": participant.email,
+        "language": participant.language,
+        "consent_at": participant.consent_at,
+        "expires_at": expires_at,
+    }
 
 
 def _participant(document: dict[str, Any]) -> Participant:
@@ -467,7 +502,11 @@ class MongoRegistrationRepository:
         self.participants = database["participants"]
         self.taskforce = database["taskforce_members"]
         self._new_participants: GroupCommit[dict[str, Any]] = GroupCommit(self._insert_participants)
-        self._kept_participants: GroupCommit[str] = GroupCommit(self._keep_participants)
+        self._to_keep: set[str] = set()
+        self._keeper: asyncio.Task[None] | None = None
+        self.outbox: OutboxWriter | None = None
+        """When set, a place write hands its events to the outbox relay (published without
+        a read of the document) and removes those of the document the relay has published."""
 
     async def ensure_indexes(self) -> None:
         await self.municipalities.create_index("key_hash", unique=True)
@@ -569,17 +608,42 @@ class MongoRegistrationRepository:
     ) -> bool:
         # update_one rather than find_one_and_update: nx-27017 answers the latter by reading
         # the whole document once more and deep-copying it for the projection.
-        result = await self.dialogue_events.update_one(
-            place_filter(event=event, fingerprint=fingerprint, status=status),
-            place_update(
-                registration_id=registration_id,
-                fingerprint=fingerprint,
-                status=status,
-                record=record,
-                events=events,
-            ),
+        condition = place_filter(event=event, fingerprint=fingerprint, status=status)
+        update = place_update(
+            registration_id=registration_id,
+            fingerprint=fingerprint,
+            status=status,
+            record=record,
+            events=events,
         )
-        return bool(result.matched_count)
+        if self.outbox is None:
+            result = await self.dialogue_events.update_one(condition, update)
+            return bool(result.matched_count)
+        published = self.outbox.take_published(event.id)
+        matched = False
+        try:
+            if published:
+                try:
+                    result = await self.dialogue_events.update_one(
+                        *with_removal(condition, update, [m.event_id for m in published])
+                    )
+                except BaseException:
+                    self.outbox.kept(published)
+                    raise
+                matched = bool(result.matched_count)
+                if matched:
+                    self.outbox.removed(published)
+                else:  # the place, or the removal (another relay's), did not fit: without it
+                    self.outbox.kept(published)
+            if not matched:
+                result = await self.dialogue_events.update_one(condition, update)
+                matched = bool(result.matched_count)
+        except BaseException:
+            self.outbox.uncertain()  # the write may have happened: the relay reads
+            raise
+        if matched:
+            self.outbox.written(event.id, update)
+        return matched
 
     # participants
 
@@ -587,7 +651,32 @@ class MongoRegistrationRepository:
         await self._new_participants.submit(_participant_document(participant, expires_at))
 
     async def keep_participant(self, registration_id: str) -> None:
-        await self._kept_participants.submit(registration_id)
+        """Not awaited: the contacts kept within KEEP_DELAY_S go in one update_many."""
+        self._to_keep.add(registration_id)
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep_soon(), name="keep-contacts")
+
+    async def _keep_soon(self) -> None:
+        failures = 0
+        while self._to_keep:
+            await asyncio.sleep(KEEP_DELAY_S * (2 ** min(failures, 6)))
+            batch, self._to_keep = self._to_keep, set()
+            try:
+                await self._keep_participants(sorted(batch))
+                failures = 0
+            except Exception as error:  # tried again; a crash leaves them to the recovery
+                self._to_keep |= batch
+                failures += 1
+                log.warning("keeping contacts failed; retrying", error=repr(error))
+
+    async def keep_participants_now(self, registration_ids: Sequence[str]) -> None:
+        if registration_ids:
+            await self._keep_participants(list(registration_ids))
+
+    async def flush_kept(self) -> None:
+        """Wait until the contacts kept so far are written."""
+        while self._keeper is not None and not self._keeper.done():
+            await asyncio.shield(self._keeper)
 
     async def unkept_participants(self, *, expiring_before: datetime) -> list[tuple[str, str]]:
         cursor = self.participants.find(
@@ -612,11 +701,10 @@ class MongoRegistrationRepository:
                 outcomes[failure["index"]] = kind(failure.get("errmsg", "write failed"))
         return outcomes
 
-    async def _keep_participants(self, registration_ids: list[str]) -> list[BaseException | None]:
+    async def _keep_participants(self, registration_ids: list[str]) -> None:
         await self.participants.update_many(
             {"_id": {"$in": registration_ids}}, {"$unset": {"expires_at": ""}}
         )
-        return [None] * len(registration_ids)
 
     async def remove_participant(self, registration_id: str) -> None:
         await self.participants.delete_one({"_id": registration_id})
@@ -624,6 +712,10 @@ class MongoRegistrationRepository:
     async def get_participant(self, registration_id: str) -> Participant | None:
         document = await self.participants.find_one({"_id": registration_id})
         return _participant(document) if document else None
+
+    async def get_participants(self, registration_ids: Sequence[str]) -> list[Participant]:
+        cursor = self.participants.find({"_id": {"$in": list(registration_ids)}})
+        return [_participant(document) async for document in cursor]
 
     # taskforce
 
@@ -784,6 +876,11 @@ class InMemoryRegistrationRepository:
     async def keep_participant(self, registration_id: str) -> None:
         self.participants[registration_id].pop("expires_at", None)
 
+    async def keep_participants_now(self, registration_ids: Sequence[str]) -> None:
+        for registration_id in registration_ids:
+            if registration_id in self.participants:
+                await self.keep_participant(registration_id)
+
     async def unkept_participants(self, *, expiring_before: datetime) -> list[tuple[str, str]]:
         return [
             (registration_id, document["dialogue_event_id"])
@@ -801,6 +898,10 @@ class InMemoryRegistrationRepository:
     async def get_participant(self, registration_id: str) -> Participant | None:
         document = self.participants.get(registration_id)
         return _participant(document) if document else None
+
+    async def get_participants(self, registration_ids: Sequence[str]) -> list[Participant]:
+        found = (self.participants.get(each) for each in set(registration_ids))
+        return [_participant(document) for document in found if document]
 
     async def add_taskforce_member(
         self, member: TaskforceMember, events: list[OutboundEvent]

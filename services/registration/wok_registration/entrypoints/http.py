@@ -51,7 +51,7 @@ from wok_contracts import (
 )
 from wok_registration import domain
 from wok_registration.entrypoints import pages
-from wok_registration.handlers import Conflict, NotFound, RegistrationHandlers
+from wok_registration.handlers import Conflict, Links, NotFound, RegistrationHandlers
 from wok_registration.settings import RegistrationSettings
 from wok_runtime.http_errors import install_error_handlers as install_domain_errors
 from wok_runtime.http_errors import problem
@@ -309,6 +309,24 @@ class Contact(BaseModel):
     cancel_url: str = Field(description="Signed; valid until the event ends")
     erasure_url: str = Field(
         description="Signed; valid until WOK_ERASURE_LINK_TTL_DAYS after the event"
+    )
+
+
+MAX_CONTACTS_PER_LOOKUP = 500
+
+
+class ContactsLookup(BaseModel):
+    registration_ids: list[str] = Field(
+        min_length=1,
+        max_length=MAX_CONTACTS_PER_LOOKUP,
+        description=f"1 to {MAX_CONTACTS_PER_LOOKUP} registration ids (a repeated one is"
+        " answered once)",
+    )
+
+
+class Contacts(BaseModel):
+    contacts: list[Contact] = Field(
+        description="One per known registration, in no set order; unknown or erased ones are absent"
     )
 
 
@@ -700,16 +718,17 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         tags=["internal"],
     )
     async def contact(registration_id: str, _: Service) -> Contact:
-        participant, links = await handlers.contact(registration_id)
-        return Contact(
-            registration_id=participant.registration_id,
-            dialogue_event_id=participant.dialogue_event_id,
-            name=participant.name,
-            email=participant.email,
-            language=participant.language,
-            cancel_url=links.cancel_url,
-            erasure_url=links.erasure_url,
-        )
+        return _contact(*await handlers.contact(registration_id))
+
+    @router.post(
+        "/internal/v1/registrations/contacts",
+        response_model=Contacts,
+        tags=["internal"],
+    )
+    async def contacts(body: ContactsLookup, _: Service) -> Contacts:
+        """Many contacts at once (notification's batches): the same as the single lookup."""
+        found = await handlers.contacts(body.registration_ids)
+        return Contacts(contacts=[_contact(participant, links) for participant, links in found])
 
     def check_link(
         action: domain.LinkAction, registration_id: str, expires: int, signature: str
@@ -907,6 +926,18 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         )
 
     return router
+
+
+def _contact(participant: domain.Participant, links: Links) -> Contact:
+    return Contact(
+        registration_id=participant.registration_id,
+        dialogue_event_id=participant.dialogue_event_id,
+        name=participant.name,
+        email=participant.email,
+        language=participant.language,
+        cancel_url=links.cancel_url,
+        erasure_url=links.erasure_url,
+    )
 
 
 def _german_linkproblem(status_code: int) -> str:
