@@ -89,7 +89,9 @@ async def profiled_notification(stack: Any, profile: Path | None) -> AsyncIterat
                 await asyncio.sleep(0.2)
         yield
     finally:
-        process.send_signal(signal.SIGTERM)
+        # SIGINT: uvicorn re-raises the signal it stopped on, and only a KeyboardInterrupt
+        # (not the default SIGTERM death) lets cProfile write its statistics
+        process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.wait(), timeout=30)
 
 

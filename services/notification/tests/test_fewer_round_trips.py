@@ -6,12 +6,14 @@ writer gets in between."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 
 from wok_contracts import DialogueEventScheduled, NotificationKind, ParticipantRegistered
 from wok_notification import domain
@@ -204,3 +206,143 @@ async def test_dialogue_events_are_read_once_while_assigned_and_again_after_a_ch
     fourth = domain.EventDetails(**{**event.__dict__, "title": "Vierter Titel", "revision": 3})
     await theirs.save_event(fourth)
     assert (await ours.get_event(event.dialogue_event_id)) == fourth
+
+
+class Commands(monitoring.CommandListener):
+    """The database commands sent, by name and collection."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        collection = event.command.get(event.command_name)
+        self.sent.append((event.command_name, str(collection)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+    def count(self, name: str, collection: str) -> int:
+        return self.sent.count((name, collection))
+
+
+@pytest.fixture
+async def counted(mongodb_uri: str) -> AsyncIterator[tuple[Any, Commands]]:
+    commands = Commands()
+    client = AsyncMongoClient(
+        mongodb_uri, serverSelectionTimeoutMS=5000, tz_aware=True, event_listeners=[commands]
+    )
+    try:
+        yield client[f"wok_notification_rt_{time.time_ns()}"], commands
+    finally:
+        await client.close()
+
+
+async def test_the_writes_of_confirmations_handled_side_by_side_share_round_trips(
+    counted: tuple[Any, Commands],
+    scheduled: Callable[..., DialogueEventScheduled],
+    registered: Callable[..., ParticipantRegistered],
+    contact_for: Callable[..., domain.Contact],
+) -> None:
+    database, commands = counted
+    repository = MongoNotificationRepository(database)
+    event = scheduled()
+    registrations = [registered(event) for _ in range(20)]
+    now = datetime.now(UTC).replace(microsecond=0)
+    due = now + timedelta(days=2)
+
+    async def confirm(registration: ParticipantRegistered) -> bool:
+        """The storage steps of one confirmation, in their order."""
+        await repository.save_contact(
+            contact_for(registration), status=domain.ParticipantStatus.CONFIRMED
+        )
+        await repository.schedule_new(
+            [
+                ScheduledMessage.of(
+                    kind,
+                    registration_id=registration.registration_id,
+                    dialogue_event_id=event.dialogue_event_id,
+                    ags=event.ags,
+                    due_at=due,
+                )
+                for kind in (NotificationKind.ACCESS, NotificationKind.REMINDER)
+            ]
+        )
+        token = f"t-{registration.registration_id}"
+        claimed = await repository.claim_delivery(
+            _new_confirmation(registration, now), token=token, now=now, lease=LEASE
+        )
+        assert claimed is not None
+        return await repository.mark_sent(
+            claimed, token=token, sent_at=now, message_id="<m@x>", events=[]
+        )
+
+    commands.sent.clear()
+    assert all(await asyncio.gather(*(confirm(r) for r in registrations)))
+
+    # one round trip per kind of write for all twenty, instead of one per confirmation
+    assert commands.count("insert", "contacts") == 1
+    assert commands.count("insert", "scheduled_messages") == 1
+    assert commands.count("insert", "deliveries") == 1
+    assert commands.count("update", "deliveries") == 1
+    assert len(commands.sent) == 4, commands.sent
+    # and each write is stored as its own would have been
+    for registration in registrations:
+        participant = await repository.get_participant(registration.registration_id)
+        assert participant is not None and participant.contact == contact_for(registration)
+        stored = await repository.get_delivery(
+            domain.delivery_id(NotificationKind.CONFIRMATION, registration.registration_id)
+        )
+        assert stored is not None and (stored.status, stored.attempts) == ("sent", 1)
+        for kind in ("access", "reminder"):
+            message = await repository.get_scheduled(f"{kind}:{registration.registration_id}")
+            assert message is not None and message.due_at == domain.iso_utc(due)
+
+    # Again (the batch redelivered): the existing ones are told apart within one round trip,
+    # the contacts updated, nothing scheduled twice, no delivery claimed again
+    commands.sent.clear()
+    again = await asyncio.gather(
+        *(
+            repository.claim_delivery(_new_confirmation(r, now), token="late", now=now, lease=LEASE)
+            for r in registrations
+        )
+    )
+    assert again == [None] * len(registrations)
+    assert commands.count("insert", "deliveries") == 1
+
+
+async def test_in_one_round_trip_each_delivery_gets_its_own_outcome(
+    database: Any,
+    scheduled: Callable[..., DialogueEventScheduled],
+    registered: Callable[..., ParticipantRegistered],
+) -> None:
+    ours = MongoNotificationRepository(database)
+    theirs = MongoNotificationRepository(database)
+    now = datetime.now(UTC).replace(microsecond=0)
+    event = scheduled()
+    first, second, third = (_new_confirmation(registered(event), now) for _ in range(3))
+    # the second exists already (claimed by another worker): ours is refused
+    assert await theirs.claim_delivery(second, token="b", now=now, lease=LEASE) is not None
+
+    claimed = await asyncio.gather(
+        *(ours.claim_delivery(d, token="a", now=now, lease=LEASE) for d in (first, second, third))
+    )
+    assert claimed[0] is not None and claimed[1] is None and claimed[2] is not None
+
+    # the third is taken over by the other worker after our lease: in the round trip
+    # that marks both sent, the first is written, the third refused
+    later = now + LEASE
+    assert await theirs.claim_delivery(third, token="c", now=later, lease=LEASE) is not None
+    outcomes = await asyncio.gather(
+        ours.mark_sent(claimed[0], token="a", sent_at=later, message_id="<1@x>", events=[]),
+        ours.mark_sent(claimed[2], token="a", sent_at=later, message_id="<3@x>", events=[]),
+    )
+    assert outcomes == [True, False]
+    stored = [await ours.get_delivery(d.id) for d in (first, second, third)]
+    assert [(d.status.value, d.claim_token) for d in stored if d] == [
+        ("sent", None),
+        ("pending", "b"),
+        ("pending", "c"),
+    ]

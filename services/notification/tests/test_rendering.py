@@ -235,3 +235,63 @@ def test_every_language_renders_the_staff_mail_the_taskforce_reminder_and_a_dige
         assert "Die folgende Dialogveranstaltung findet zu einem neuen Termin statt" in text
     attachments = [p.get_filename() for p in digest.iter_attachments()]
     assert len(attachments) == 2 and len(set(attachments)) == 2, "one per calendar change"
+
+
+NAMES = [
+    "Jörg Müller",
+    "Ayşe Yılmaz-Schmidt (Kreis Offenbach)",
+    "O'Brien, Seán; Dr.",
+    "Иван Петров",
+    "محمد العلي",
+    "a" * 70 + "ö" * 10,
+    "Back\\slash: test’s",
+    'Anführungs"zeichen',
+    "Caret ^ name",
+]
+TEXTS = [
+    "Dialog: Zusammenhalt in der Nachbarschaft",
+    "Rathaus, Großer Saal; 2. OG\nEingang B",
+    "Backslash \\ and \\N and \\n",
+    "ü" * 80,
+    "x" * 73 + "\\,;" + "y" * 60,
+    "Zeile eins\r\nZeile zwei\rdrei",
+    "Tab\tinside",
+    "",
+]
+
+
+@pytest.mark.parametrize("method", list(domain.CalendarMethod))
+@pytest.mark.parametrize("tentative", [False, True])
+def test_the_invitation_is_written_byte_for_byte_as_icalendar_writes_it(
+    method: domain.CalendarMethod, tentative: bool
+) -> None:
+    from wok_notification.rendering import _direct_ics, icalendar_ics, invitation_ics
+
+    starts = datetime(2026, 12, 10, 17, 0, tzinfo=UTC)
+    written = 0
+    for number, (name, text) in enumerate([(name, text) for name in NAMES for text in TEXTS]):
+        invite = domain.CalendarInvite(
+            uid=f"event-{number}@weltoffene-kommune",
+            sequence=number % 4,
+            starts_at=starts,
+            ends_at=starts + timedelta(hours=2, minutes=30),
+            summary=text or "Dialog",
+            location=text[::-1] or "online",
+            description=text,
+            tentative=tentative,
+            organizer_name="Weltoffene Kommune" if number % 2 else name,
+            organizer_email="noreply@weltoffene-kommune.example",
+            attendee_name=name,
+            attendee_email=f"person{number}@example.org",
+            method=method,
+        )
+        now = NOW + timedelta(microseconds=123456 * number)
+        expected = icalendar_ics(invite, now=now)
+        assert invitation_ics(invite, now=now) == expected, (name, text)
+        direct = _direct_ics(invite, now=now)
+        if direct is None:  # left to icalendar: RFC 6868 escapes, control characters
+            assert any(c in name for c in '^"') or "\t" in text, (name, text)
+            continue
+        assert direct == expected, (name, text)
+        written += 1
+    assert written == (len(NAMES) - 2) * (len(TEXTS) - 1)

@@ -13,10 +13,18 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtplib.email import flatten_message
 
 from wok_contracts import EventFormat, RegistrationStatus
 from wok_notification import domain
-from wok_notification.adapters.mail import MailNotSent, MailRejected, SmtpConfig, SmtpMailSender
+from wok_notification.adapters import mail
+from wok_notification.adapters.mail import (
+    MailNotSent,
+    MailRejected,
+    SmtpConfig,
+    SmtpMailSender,
+    wire_bytes,
+)
 from wok_notification.rendering import MailRenderer
 
 REFUSED_ADDRESS = "nobody@refused.example"
@@ -195,3 +203,97 @@ async def test_a_connection_the_server_dropped_is_replaced_and_nothing_is_sent_t
         f"again-{n}@example.org" for n, outcome in enumerate(outcomes) if outcome == "sent"
     ]
     assert delivered == expected
+
+
+def messages_of_every_shape() -> list[EmailMessage]:
+    """A confirmation (ASCII and non-ASCII names), a staff mail and a digest, in German and
+    in Arabic (right to left, every header encoded)."""
+    renderer = MailRenderer()
+    now = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    found = [
+        confirmation("joerg@example.org"),
+        confirmation("ayse@example.org"),
+    ]
+    for language in ("de", "ar"):
+        office = domain.OfficeContact(
+            "07312000", "Kaiserslautern", "Integrationsbüro", "o@k.example", language
+        )
+        found.append(
+            renderer.render_staff(
+                domain.compose_staff_mail(
+                    office=office,
+                    language=language,
+                    delivery_id="self_check_scored:office:07312000:sc1",
+                    mail_from="Weltoffene Kommune <noreply@weltoffene-kommune.example>",
+                    assessment_url="https://assessment.example",
+                    overall=55.0,
+                    overall_level="developing",
+                    strengths=[6],
+                    deficits=[1],
+                ),
+                now=now,
+            )
+        )
+        starts = datetime(2026, 12, 10, 17, 0, tzinfo=UTC)
+        event = domain.EventDetails(
+            dialogue_event_id="event-1",
+            ags="07312000",
+            title="Dialog: Zusammenhalt in der Nachbarschaft – Ümläute",
+            description="",
+            starts_at=starts,
+            ends_at=starts.replace(hour=19, minute=30),
+            format=EventFormat.HYBRID,
+            place="Rathaus, Großer Saal",
+            revision=0,
+        )
+        member = domain.Contact(
+            "m1", "event-1", "Ayşe Yılmaz-Schmidt (Kreis Offenbach)", "m@k.example", language
+        )
+        mails = [
+            domain.compose_mail(
+                kind,
+                event=event,
+                contact=member,
+                language=language,
+                delivery_id=f"{kind.value}:m1",
+                mail_from="Weltoffene Kommune <noreply@weltoffene-kommune.example>",
+                public_base_url="https://anmeldung.example",
+            )
+            for kind in (domain.NotificationKind.RESCHEDULED, domain.NotificationKind.CANCELLED)
+        ]
+        found.append(renderer.render_digest(mails, message_id="<d@example.org>", now=now))
+    return found
+
+
+@pytest.mark.parametrize("cte_type", ["8bit", "7bit"])
+def test_a_message_goes_out_byte_for_byte_as_aiosmtplib_writes_it(cte_type: str) -> None:
+    for message in messages_of_every_shape():
+        expected = flatten_message(message, utf8=False, cte_type=cte_type)
+        # written directly (the generator is only the fallback for other shapes)
+        direct: list[bytes] = []
+        assert mail._write_plain(message, mail._POLICIES[(False, cte_type)], direct)
+        assert b"".join(direct) == expected
+        assert wire_bytes(message, utf8=False, cte_type=cte_type) == expected
+        # and the message is left as it was (read again, it still gives the same bytes)
+        assert wire_bytes(message, utf8=False, cte_type=cte_type) == expected
+
+
+@pytest.mark.parametrize("cte_type", ["8bit", "7bit"])
+def test_a_message_of_another_shape_is_written_by_the_generator_alike(cte_type: str) -> None:
+    plain = EmailMessage()
+    plain["From"] = "Weltoffene Kommune <noreply@weltoffene-kommune.example>"
+    plain["To"] = "Jörg Müller <joerg@example.org>"
+    plain["Bcc"] = "hidden@example.org"
+    plain["Subject"] = "Grüße"
+    plain.set_content("Grüße aus Kaiserslautern\nZeile zwei\n", cte="8bit")
+    mixed = EmailMessage()
+    mixed["From"] = "noreply@weltoffene-kommune.example"
+    mixed["To"] = "joerg@example.org"
+    mixed.set_content("Hallo")
+    mixed.add_attachment(b"\x00\x01binary", maintype="application", subtype="octet-stream")
+    mixed.preamble = "This is a multi-part message."
+    mixed.set_boundary("=====fixed-for-the-test=====")  # else the generator draws one
+    for message in (plain, mixed):
+        expected = flatten_message(message, utf8=False, cte_type=cte_type)
+        assert wire_bytes(message, utf8=False, cte_type=cte_type) == expected
+        assert b"hidden@example.org" not in expected

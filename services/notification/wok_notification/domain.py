@@ -13,13 +13,14 @@ leaves a lease that runs out, so the next delivery of the event can take it over
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from email.utils import parseaddr
+from email.utils import parseaddr as parse_address
 from enum import StrEnum
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -84,14 +85,17 @@ def format_event_time_de(starts_at: datetime, ends_at: datetime, *, tz: ZoneInfo
     return f"{start_text} – {format_day_de(end, tz=tz)}, {end:%H:%M} Uhr"
 
 
+@functools.lru_cache(maxsize=64)
 def babel_locale(language: str) -> Locale:
-    """The CLDR locale of a language; German for a code CLDR does not know."""
+    """The CLDR locale of a language; German for a code CLDR does not know (kept: the
+    same few languages come again and again)."""
     try:
         return Locale.parse(language)
     except (UnknownLocaleError, ValueError):
         return Locale.parse(FALLBACK_LANGUAGE)
 
 
+@functools.lru_cache(maxsize=64)
 def text_direction(language: str) -> str:
     """`rtl` for Arabic, Hebrew, Persian, Urdu and the like (from CLDR), else `ltr`."""
     return "rtl" if babel_locale(language).character_order == "right-to-left" else "ltr"
@@ -112,6 +116,12 @@ def format_event_time(
         return f"{start_day}, {start_time}–{end_time}"
     end_day = format_date(end, "full", locale=locale)
     return f"{start_day}, {start_time} – {end_day}, {end_time}"
+
+
+@functools.lru_cache(maxsize=16)
+def parseaddr(mail_from: str) -> tuple[str, str]:
+    """Name and address of the sender (the same on every mail: parsed once)."""
+    return parse_address(mail_from)
 
 
 # ---------------------------------------------------------------- what we know

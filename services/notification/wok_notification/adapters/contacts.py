@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from wok_notification.adapters.coalesce import Coalescer
 from wok_notification.domain import AccessInfo, Contact, OfficeContact
 from wok_runtime.consumer import TransientError
 from wok_runtime.logging import get_logger
@@ -21,6 +22,9 @@ log = get_logger(__name__)
 
 _Body = TypeVar("_Body", bound=BaseModel)
 LOOKUP_CONNECTIONS = 8
+CONTACTS_PATH = "/internal/v1/registrations/contacts"
+# registration's limit for one request
+MAX_CONTACTS_PER_POST = 500
 
 
 class ContactLookupFailed(Exception):
@@ -106,33 +110,122 @@ class _RegistrationLookup:
             ) from error
 
 
+class _ContactsResponse(BaseModel):
+    contacts: list[dict[str, Any]]
+
+
+def _contact(body: _ContactResponse) -> Contact:
+    return Contact(
+        registration_id=body.registration_id,
+        dialogue_event_id=body.dialogue_event_id,
+        name=body.name,
+        email=body.email,
+        language=body.language,
+        cancel_url=body.cancel_url,
+        erasure_url=body.erasure_url,
+    )
+
+
 class HttpContactDirectory(_RegistrationLookup):
-    """`GET /internal/v1/registrations/{id}/contact` with the shared service key."""
+    """Contacts from registration with the shared service key, many in one request.
+
+    The lookups of the handlers working side by side are collected while a request is
+    under way (or for one turn of the event loop) and asked for together with
+    `POST /internal/v1/registrations/contacts` (at most `MAX_CONTACTS_PER_POST` ids, at
+    most `posts_in_flight` requests at once): each caller gets its own contact, None when
+    registration does not know it (unknown or erased), and every caller of a request that
+    failed gets its error (TransientError while registration cannot answer). A registration
+    without that route (404/405: an older version) is asked one id at a time
+    (`GET /internal/v1/registrations/{id}/contact`)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        service_key: str,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        posts_in_flight: int = 1,
+    ) -> None:
+        super().__init__(
+            base_url=base_url, service_key=service_key, timeout_s=timeout_s, transport=transport
+        )
+        self.lookups: Coalescer[str, Contact | None] = Coalescer(
+            self._fetch_many, max_batch=MAX_CONTACTS_PER_POST, max_in_flight=posts_in_flight
+        )
 
     async def fetch(self, registration_id: str) -> Contact | None:
+        return await self.lookups.submit(registration_id)
+
+    async def _fetch_many(self, registration_ids: list[str]) -> list[Contact | Exception | None]:
+        wanted = list(dict.fromkeys(registration_ids))
+        client = self._client_now()
+        assert self._slots is not None
+        async with self._slots:
+            response = await _send(client, "POST", CONTACTS_PATH, json={"registration_ids": wanted})
+        if response.status_code in (httpx.codes.NOT_FOUND, httpx.codes.METHOD_NOT_ALLOWED):
+            return await self._one_by_one(registration_ids)
+        try:
+            entries = _ContactsResponse.model_validate_json(response.content).contacts
+        except ValidationError as error:
+            raise ContactLookupFailed(
+                f"unexpected contacts response: {error.error_count()} invalid fields"
+            ) from error
+        found: dict[str, Contact] = {}
+        malformed = 0
+        for entry in entries:
+            try:
+                contact = _contact(_ContactResponse.model_validate(entry))
+            except ValidationError:
+                malformed += 1
+                continue
+            found[contact.registration_id] = contact
+        if malformed:
+            # Whose entry it was is not known: those not found are asked one by one, so a
+            # malformed contact fails only its own lookup, never the others' of the request
+            log.warning("malformed contacts in a batch lookup", malformed=malformed)
+            missing = [i for i in registration_ids if i not in found]
+            alone = dict(zip(missing, await self._one_by_one(missing), strict=True))
+            return [found[i] if i in found else alone[i] for i in registration_ids]
+        return [found.get(i) for i in registration_ids]
+
+    async def _one_by_one(self, registration_ids: list[str]) -> list[Contact | Exception | None]:
+        """Each id with the single lookup, each with its own answer or error."""
+        wanted = list(dict.fromkeys(registration_ids))
+        answers = await asyncio.gather(
+            *(self._fetch_one(i) for i in wanted), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                raise answer  # cancelled: not an answer
+        by_id: dict[str, Any] = dict(zip(wanted, answers, strict=True))
+        return [by_id[i] for i in registration_ids]
+
+    async def _fetch_one(self, registration_id: str) -> Contact | None:
         path = f"/internal/v1/registrations/{quote(registration_id, safe='')}/contact"
         body = await self._lookup(path, _ContactResponse, what="contact")
-        if body is None:
-            return None
-        return Contact(
-            registration_id=body.registration_id,
-            dialogue_event_id=body.dialogue_event_id,
-            name=body.name,
-            email=body.email,
-            language=body.language,
-            cancel_url=body.cancel_url,
-            erasure_url=body.erasure_url,
-        )
+        return None if body is None else _contact(body)
 
 
 async def _get(client: httpx.AsyncClient, path: str) -> httpx.Response | None:
     """The OK response, None for 404; TransientError while registration cannot answer."""
+    response = await _send(client, "GET", path)
+    if response.status_code == httpx.codes.METHOD_NOT_ALLOWED:
+        raise ContactLookupFailed(f"registration answered {response.status_code}")
+    return None if response.status_code == httpx.codes.NOT_FOUND else response
+
+
+async def _send(
+    client: httpx.AsyncClient, method: str, path: str, *, json: Any = None
+) -> httpx.Response:
+    """The response if OK, 404 or 405; TransientError while registration cannot answer,
+    ContactLookupFailed for any other answer."""
     try:
-        response = await client.get(path)
+        response = await client.request(method, path, json=json)
     except httpx.TransportError as error:
         raise TransientError(f"registration unreachable: {type(error).__name__}") from error
-    if response.status_code == httpx.codes.NOT_FOUND:
-        return None
+    if response.status_code in (httpx.codes.NOT_FOUND, httpx.codes.METHOD_NOT_ALLOWED):
+        return response
     if response.status_code >= 500 or response.status_code == httpx.codes.TOO_MANY_REQUESTS:
         raise TransientError(f"registration answered {response.status_code}")
     if response.status_code in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):

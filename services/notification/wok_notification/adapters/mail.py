@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import io
+import re
 import time
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from typing import Protocol
+from email.generator import BytesGenerator
+from email.message import EmailMessage, Message
+from email.policy import EmailPolicy
+from typing import Any, Protocol
 
 import aiosmtplib
+from aiosmtplib.email import extract_recipients, extract_sender
+
+from wok_notification.headers import HEADER_CLASSES
 
 
 class MailNotSent(Exception):
@@ -78,7 +86,7 @@ class SmtpMailSender:
         if smtp is None:
             smtp = await self._connect()
         try:
-            await smtp.send_message(message)
+            await _send_message(smtp, message)
         except BaseException:
             _close(smtp)
             raise
@@ -131,6 +139,127 @@ class SmtpMailSender:
 
 # A connection idle longer than this is asked (NOOP) whether the server still holds it
 CHECK_AFTER_S = 2.0
+
+
+async def _send_message(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
+    """What `aiosmtplib.SMTP.send_message` does (the same envelope, options and bytes),
+    with the message written out by `wire_bytes`."""
+    sender = extract_sender(message)
+    recipients = extract_recipients(message)
+    if sender is None or not recipients:
+        raise ValueError("a message needs a From and a recipient header")
+    if smtp.is_ehlo_or_helo_needed:
+        try:
+            await smtp.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not smtp.is_connected:
+                raise
+            await smtp.helo()
+    options: list[str] = []
+    utf8 = not (sender.isascii() and all(recipient.isascii() for recipient in recipients))
+    if utf8:
+        if not smtp.supports_extension("smtputf8"):
+            raise aiosmtplib.SMTPNotSupported(
+                "a non-ASCII address, but the server does not support SMTPUTF8"
+            )
+        options.append("SMTPUTF8")
+    cte_type = "7bit"
+    if smtp.supports_extension("8BITMIME"):
+        options.append("BODY=8BITMIME")
+        cte_type = "8bit"
+    await smtp.sendmail(
+        sender, recipients, wire_bytes(message, utf8=utf8, cte_type=cte_type), mail_options=options
+    )
+
+
+class _SmtpPolicy(EmailPolicy):
+    """`email.policy.SMTP` (or `SMTPUTF8`), except that a header is parsed once while a
+    message is written out, not each time the generator reads it (the Content-Type of
+    every part is read about ten times: most of the CPU of writing a message)."""
+
+    def header_fetch_parse(self, name: str, value: Any) -> Any:
+        if hasattr(value, "name"):
+            return value
+        key = (name, value)
+        parsed = _PARSED.get(key)
+        if parsed is None:
+            if len(_PARSED) >= MAX_PARSED:
+                _PARSED.clear()
+            parsed = _PARSED[key] = super().header_fetch_parse(name, value)
+        return parsed
+
+
+# Header objects are immutable, so a parsed one can be handed out again
+_PARSED: dict[tuple[str, str], Any] = {}
+MAX_PARSED = 512
+_POLICIES = {
+    (utf8, cte_type): _SmtpPolicy(
+        linesep="\r\n", utf8=utf8, cte_type=cte_type, header_factory=HEADER_CLASSES
+    )
+    for utf8 in (False, True)
+    for cte_type in ("7bit", "8bit")
+}
+
+
+def wire_bytes(message: EmailMessage, *, utf8: bool, cte_type: str) -> bytes:
+    """The message as `aiosmtplib.email.flatten_message` writes it (Bcc headers left out),
+    byte for byte."""
+    if "Bcc" in message or "Resent-Bcc" in message:
+        message = _without_bcc(message)
+    policy = _POLICIES[(utf8, cte_type)]
+    written: list[bytes] = []
+    if _write_plain(message, policy, written):
+        return b"".join(written)
+    with io.BytesIO() as out:
+        BytesGenerator(out, policy=policy).flatten(message)
+        return out.getvalue()
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _write_plain(message: Message, policy: _SmtpPolicy, written: list[bytes]) -> bool:
+    """What `BytesGenerator` writes for a message of the shape the renderer makes (multiparts
+    without preamble or epilogue around text parts whose bodies are ASCII, base64 here),
+    without its reading of each part's headers over and over; False (and nothing to use)
+    for any other shape, which the generator writes."""
+    content_type = None
+    for name, value in message.raw_items():
+        written.append(policy.fold_binary(name, value))
+        if name.lower() == "content-type":
+            if content_type is not None:
+                return False
+            content_type = policy.header_fetch_parse(name, value)
+    written.append(b"\r\n")
+    if content_type is None or content_type.defects:
+        return False
+    payload = message._payload  # the generator reads it so as well
+    if isinstance(payload, list):
+        boundary = str(content_type.params.get("boundary") or "").rstrip()
+        if content_type.maintype != "multipart" or not payload or not boundary.isascii():
+            return False
+        if not boundary or message.preamble is not None or message.epilogue is not None:
+            return False
+        separator = f"\r\n--{boundary}\r\n".encode("ascii")
+        written.append(separator[2:])
+        for number, part in enumerate(payload):
+            if number:
+                written.append(separator)
+            if not isinstance(part, Message) or not _write_plain(part, policy, written):
+                return False
+        written.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
+        return True
+    if content_type.maintype != "text" or not isinstance(payload, str) or not payload.isascii():
+        return False
+    written.append("\r\n".join(_LINE_BREAK.split(payload)).encode("ascii"))
+    return True
+
+
+def _without_bcc(message: EmailMessage) -> EmailMessage:
+    stripped = copy.copy(message)
+    del stripped["Bcc"]
+    del stripped["Resent-Bcc"]
+    return stripped
 
 
 def _close(smtp: aiosmtplib.SMTP) -> None:

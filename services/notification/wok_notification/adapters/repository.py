@@ -24,13 +24,15 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from pymongo import DESCENDING, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo import DESCENDING, ReplaceOne, ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from wok_contracts import EventFormat, NotificationKind
+from wok_notification.adapters.coalesce import Coalescer
 from wok_notification.domain import (
     Contact,
     Delivery,
@@ -57,6 +59,11 @@ MAX_KNOWN = 10_000
 # How long a dialogue event read from the database is used without reading it again
 EVENT_CACHE_S = 60.0
 DUPLICATE_KEY = 11000
+# Most writes of one kind sent to the database in one round trip (see `_Writes`)
+MAX_WRITE_BATCH = 500
+# A random mark of each replacement of a delivery document, to tell after a bulk replace in
+# which some matched nothing which of them were written
+WRITE_FIELD = "write"
 CONTACT_FIELDS = ("dialogue_event_id", "name", "email", "language", "cancel_url", "erasure_url")
 
 
@@ -392,7 +399,7 @@ def _event(document: dict[str, Any]) -> EventDetails:
 
 
 def _contact_fields(contact: Contact) -> dict[str, Any]:
-    document = asdict(contact)
+    document = _fields(contact)
     document.pop("registration_id")
     return document
 
@@ -418,7 +425,7 @@ def _participant(document: dict[str, Any]) -> Participant:
 
 
 def _scheduled_document(message: ScheduledMessage) -> dict[str, Any]:
-    document = asdict(message)
+    document = _fields(message)
     document["_id"] = document.pop("id")
     document["kind"] = message.kind.value
     return document
@@ -438,8 +445,20 @@ def _scheduled(document: dict[str, Any]) -> ScheduledMessage:
     )
 
 
+def _fields(value: Any) -> dict[str, Any]:
+    """A flat dataclass's fields as a dict (what `asdict` gives for one whose fields are all
+    plain values, without its deep copies: every delivery and reminder is written this way)."""
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in dataclass_fields(value))
+    return {name: getattr(value, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _delivery_document(delivery: Delivery) -> dict[str, Any]:
-    document = asdict(delivery)
+    document = _fields(delivery)
     document["_id"] = document.pop("id")
     document["kind"] = delivery.kind.value
     document["status"] = delivery.status.value
@@ -661,6 +680,81 @@ async def _claim_due(
     return None
 
 
+def _write_error(failure: dict[str, Any]) -> WriteError:
+    return WriteError(str(failure.get("errmsg", "write failed")), failure.get("code"), failure)
+
+
+async def _insert_each(collection: Any, documents: list[dict[str, Any]]) -> list[Any]:
+    """Insert documents with one `insert_many` (unordered: each on its own): per document
+    True, False if one with its `_id` exists, or the error of that document."""
+    answers: list[Any] = [True] * len(documents)
+    try:
+        await collection.insert_many(documents, ordered=False)
+    except BulkWriteError as error:
+        for failure in error.details.get("writeErrors", []):
+            code = failure.get("code")
+            answers[failure["index"]] = False if code == DUPLICATE_KEY else _write_error(failure)
+    return answers
+
+
+async def _replace_each(
+    collection: Any, replacements: list[tuple[dict[str, Any], int]]
+) -> list[Any]:
+    """Replace documents still at their version with one unordered `bulk_write`: per
+    document True if written, False if it had moved on (or is gone), or its error. The
+    result counts only the whole, so when some matched nothing the marks written tell."""
+    answers: list[Any] = [None] * len(replacements)
+    try:
+        result = await collection.bulk_write(
+            [
+                ReplaceOne({"_id": document["_id"], VERSION_FIELD: version}, document)
+                for document, version in replacements
+            ],
+            ordered=False,
+        )
+        matched = int(result.matched_count)
+    except BulkWriteError as error:
+        for failure in error.details.get("writeErrors", []):
+            answers[failure["index"]] = _write_error(failure)
+        matched = -1
+    if matched == len(replacements):
+        return [True] * len(replacements)
+    ids = [document["_id"] for document, _ in replacements]
+    cursor = collection.find({"_id": {"$in": ids}}, {WRITE_FIELD: 1})
+    marks = {stored["_id"]: stored.get(WRITE_FIELD) async for stored in cursor}
+    return [
+        answer if answer is not None else marks.get(document["_id"]) == document[WRITE_FIELD]
+        for answer, (document, _) in zip(answers, replacements, strict=True)
+    ]
+
+
+class _Writes:
+    """The writes each confirmation makes (its contact copy, its reminders, the claim and the
+    sent mark of its delivery), collected across the handlers working side by side and sent
+    as one round trip per kind (`Coalescer`): the single MongoDB-wire server pays about a
+    millisecond per round trip. Each handler still waits for its own write to be stored
+    before it goes on, and each document is written (or refused) on its own, exactly as
+    with a write of its own."""
+
+    def __init__(self, *, contacts: Any, scheduled: Any, deliveries: Any) -> None:
+        def inserts(collection: Any) -> Coalescer[dict[str, Any], Any]:
+            return Coalescer(
+                lambda documents: _insert_each(collection, documents), max_batch=MAX_WRITE_BATCH
+            )
+
+        self.contacts = inserts(contacts)
+        self.scheduled = inserts(scheduled)
+        self.deliveries = inserts(deliveries)
+        self.replacements: Coalescer[tuple[dict[str, Any], int], Any] = Coalescer(
+            lambda pairs: _replace_each(deliveries, pairs), max_batch=MAX_WRITE_BATCH
+        )
+
+
+async def _written(coalescer: Coalescer[Any, Any], item: Any) -> bool:
+    answer = await coalescer.submit(item)
+    return bool(answer)
+
+
 class MongoNotificationRepository(_DeliveryTransitions):
     def __init__(self, database: Any) -> None:
         self.events = database["dialogue_events"]
@@ -669,6 +763,9 @@ class MongoNotificationRepository(_DeliveryTransitions):
         self.scheduled = database["scheduled_messages"]
         self.recipients = database["recipients"]
         self.digests = database["digests"]
+        self.writes = _Writes(
+            contacts=self.contacts, scheduled=self.scheduled, deliveries=self.deliveries
+        )
         # Dialogue events as last read or written here. Their messages share a partition,
         # and this process writes every change it consumes, so the copy is current while
         # the partitions stay assigned; `forget_cached` on reassignment, and at most
@@ -797,16 +894,13 @@ class MongoNotificationRepository(_DeliveryTransitions):
 
     async def save_contact(self, contact: Contact, *, status: ParticipantStatus) -> None:
         fields = _contact_fields(contact)
-        try:
-            await self.contacts.insert_one(
-                {
-                    "_id": contact.registration_id,
-                    **fields,
-                    "status": status.value,
-                    "stored_at": datetime.now(UTC),
-                }
-            )
-        except DuplicateKeyError:
+        document = {
+            "_id": contact.registration_id,
+            **fields,
+            "status": status.value,
+            "stored_at": datetime.now(UTC),
+        }
+        if not await _written(self.writes.contacts, document):
             await self.contacts.update_one({"_id": contact.registration_id}, {"$set": fields})
 
     async def get_contact(self, registration_id: str) -> Contact | None:
@@ -847,18 +941,9 @@ class MongoNotificationRepository(_DeliveryTransitions):
         return [document["_id"] async for document in cursor]
 
     async def schedule_new(self, messages: Sequence[ScheduledMessage]) -> None:
-        if not messages:
-            return
-        try:
-            await self.scheduled.insert_many(
-                [_scheduled_document(message) for message in messages], ordered=False
-            )
-        except BulkWriteError as error:
-            # scheduled before (the event came again): only duplicates are expected
-            if any(
-                failure.get("code") != DUPLICATE_KEY for failure in error.details["writeErrors"]
-            ):
-                raise
+        # one write with those of the other handlers; one scheduled before (the event came
+        # again) stays as it is
+        await self.writes.scheduled.submit_all([_scheduled_document(m) for m in messages])
 
     async def schedule(self, message: ScheduledMessage, *, rearm: bool) -> None:
         document = _scheduled_document(message)
@@ -919,21 +1004,15 @@ class MongoNotificationRepository(_DeliveryTransitions):
         return _scheduled(document) if document else None
 
     async def _insert_delivery(self, document: dict[str, Any]) -> bool:
-        try:
-            await self.deliveries.insert_one(document)
-        except DuplicateKeyError:
-            return False
-        return True
+        return await _written(self.writes.deliveries, document)
 
     async def _load_delivery(self, delivery_id: str) -> dict[str, Any] | None:
         document: dict[str, Any] | None = await self.deliveries.find_one({"_id": delivery_id})
         return document
 
     async def _replace_delivery(self, document: dict[str, Any], *, version: int) -> bool:
-        result = await self.deliveries.replace_one(
-            {"_id": document["_id"], VERSION_FIELD: version}, document
-        )
-        return bool(result.matched_count)
+        document[WRITE_FIELD] = uuid.uuid4().hex
+        return await _written(self.writes.replacements, (document, version))
 
     async def list_deliveries(
         self, *, limit: int, status: str | None = None, kind: str | None = None
