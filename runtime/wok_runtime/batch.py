@@ -34,14 +34,12 @@ import functools
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pymongo.errors import BulkWriteError
 
 from wok_contracts import ContractError, Envelope, decode_envelope
 from wok_runtime.consumer import (
@@ -54,7 +52,6 @@ from wok_runtime.consumer import (
     key_problem,
 )
 from wok_runtime.logging import get_logger
-from wok_runtime.mongo import MongoProcessedStore
 from wok_runtime.outbox import Publisher
 from wok_runtime.settings import WokSettings
 
@@ -62,7 +59,6 @@ log = get_logger(__name__)
 
 DEFAULT_MAX_RECORDS = 2000
 DEFAULT_PIPELINE_RECORDS = 1000
-DUPLICATE_KEY = 11000
 # Waited out without limit: a dependency is away, the batch is not at fault.
 WAIT_ERRORS: tuple[type[BaseException], ...] = (TransientError, *TRANSIENT_ERRORS)
 
@@ -384,35 +380,6 @@ class KeyedHandlerSink:
             async with self._limit:
                 if await self._processor.apply(item.record, item.envelope):
                     done.append(item.envelope.id)
-
-
-class MongoBatchProcessedStore(MongoProcessedStore):
-    """The processed ids of `MongoProcessedStore` (same collection and documents), read and
-    written for a whole batch at once."""
-
-    async def seen_many(self, consumer: str, event_ids: Collection[str]) -> set[str]:
-        prefix = f"{consumer}:"
-        cursor = self._collection.find(
-            {"_id": {"$in": [prefix + event_id for event_id in event_ids]}}, {"_id": 1}
-        )
-        return {document["_id"].removeprefix(prefix) async for document in cursor}
-
-    async def mark_many(self, consumer: str, event_ids: Collection[str]) -> None:
-        now = datetime.now(UTC)
-        documents = [
-            {"_id": f"{consumer}:{event_id}", "processed_at": now} for event_id in event_ids
-        ]
-        if not documents:
-            return
-        try:
-            await self._collection.insert_many(documents, ordered=False)
-        except BulkWriteError as error:
-            # marked before (a batch repeated after a crash): only duplicates are fine
-            if any(
-                failure.get("code") != DUPLICATE_KEY
-                for failure in error.details.get("writeErrors", [])
-            ):
-                raise
 
 
 class _NothingProcessed:

@@ -18,7 +18,6 @@ from pymongo import AsyncMongoClient, monitoring
 from wok_contracts import DialogueEventScheduled, NotificationKind, ParticipantRegistered
 from wok_notification import domain
 from wok_notification.adapters.repository import MongoNotificationRepository, ScheduledMessage
-from wok_runtime.batch import MongoBatchProcessedStore
 from wok_runtime.mongo import PROCESSED_COLLECTION, MongoProcessedStore, mongo_client
 
 LEASE = timedelta(minutes=2)
@@ -58,7 +57,7 @@ class CountingRepository(MongoNotificationRepository):
 
 
 async def test_processed_ids_are_read_and_marked_for_a_whole_batch(database: Any) -> None:
-    store = MongoBatchProcessedStore(database)
+    store = MongoProcessedStore(database)
     await store.ensure_indexes()
     single = MongoProcessedStore(database)  # the per-message store, same documents
     await single.mark("notification", "e-1")

@@ -33,8 +33,9 @@ from wok_notification.entrypoints.http import build_router
 from wok_notification.handlers import NotificationHandlers
 from wok_notification.rendering import MailRenderer
 from wok_notification.settings import NotificationSettings
-from wok_runtime.batch import KeyedHandlerSink, MongoBatchProcessedStore
+from wok_runtime.batch import KeyedHandlerSink
 from wok_runtime.consumer import ProcessedStore
+from wok_runtime.mongo import MongoProcessedStore
 from wok_runtime.outbox import MongoOutboxSource
 from wok_runtime.service import ServiceRuntime
 
@@ -124,7 +125,7 @@ def build_app(
         clock=clock,
     )
     if processed is None:
-        store = MongoBatchProcessedStore(runtime.database)
+        store = MongoProcessedStore(runtime.database)
         runtime.on_startup(store.ensure_indexes)
         processed = store
     handler_map = event_handlers(handlers)

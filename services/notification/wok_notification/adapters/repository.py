@@ -43,6 +43,7 @@ from wok_notification.domain import (
     ParticipantStatus,
     iso_utc,
 )
+from wok_runtime.mongo import DUPLICATE_KEY
 from wok_runtime.outbox import (
     OUTBOX_FIELD,
     PENDING_FIELD,
@@ -58,7 +59,6 @@ MAX_CONFLICTS = 10
 MAX_KNOWN = 10_000
 # How long a dialogue event read from the database is used without reading it again
 EVENT_CACHE_S = 60.0
-DUPLICATE_KEY = 11000
 # Most writes of one kind sent to the database in one round trip (see `_Writes`)
 MAX_WRITE_BATCH = 500
 # A random mark of each replacement of a delivery document, to tell after a bulk replace in

@@ -58,6 +58,7 @@ from wok_reporting.adapters.repository import (
     name_as_of,
 )
 from wok_reporting.domain import MUNICIPALITY, Fact, Projection, as_utc
+from wok_runtime.mongo import DUPLICATE_KEY
 
 CHUNKS = "fact_chunks"
 POSITIONS = "fact_positions"
@@ -68,7 +69,6 @@ LEGACY_COLLECTIONS = ("dialogue_events", "registrations", "notifications")
 ACTIVITY = "activity"
 SNAPSHOTS = "snapshots"
 BASE_CHUNK_FACTS = 5000
-DUPLICATE_KEY = 11000
 
 
 def stored_time(moment: datetime) -> str:
