@@ -382,6 +382,81 @@ def format_cpu(per_operation: dict[str, float], *, unit: str) -> str:
     )
 
 
+MONGO_COMMANDS = "wok_mongo_commands_total"
+MONGO_SECONDS = "wok_mongo_command_seconds_total"
+# by service: by (command, collection): [commands, seconds until their answers]
+CommandCounts = dict[str, dict[tuple[str, str], list[float]]]
+
+
+async def mongo_commands(service_urls: dict[str, str]) -> CommandCounts:
+    """By service: its MongoDB commands so far by (command, collection), and the seconds
+    until their answers, from its /metrics (`wok_mongo_commands_total`,
+    `wok_mongo_command_seconds_total`); a service that does not answer is left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: CommandCounts = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name, url in service_urls.items():
+            try:
+                response = await client.get(f"{url}/metrics")
+                response.raise_for_status()
+            except httpx.HTTPError:
+                continue
+            counts: dict[tuple[str, str], list[float]] = {}
+            for family in text_string_to_metric_families(response.text):
+                for sample in family.samples:
+                    if sample.name not in (MONGO_COMMANDS, MONGO_SECONDS):
+                        continue
+                    key = (sample.labels["command"], sample.labels["collection"])
+                    entry = counts.setdefault(key, [0.0, 0.0])
+                    entry[0 if sample.name == MONGO_COMMANDS else 1] = sample.value
+            found[name] = counts
+    return found
+
+
+def commands_per(before: CommandCounts, after: CommandCounts, count: int) -> CommandCounts:
+    """By service: MongoDB commands and milliseconds until their answers per operation, by
+    (command, collection), between two `mongo_commands` readings (the pairs that moved)."""
+    per: CommandCounts = {}
+    for name, counts in after.items():
+        earlier = before.get(name, {})
+        moved = {}
+        for key, (commands, seconds) in counts.items():
+            was = earlier.get(key, [0.0, 0.0])
+            if commands > was[0]:
+                moved[key] = [
+                    (commands - was[0]) / max(1, count),
+                    (seconds - was[1]) * 1000 / max(1, count),
+                ]
+        per[name] = moved
+    return per
+
+
+def print_commands(per: CommandCounts, *, unit: str, top: int = 6) -> None:
+    """One line per service, the most commands first: its database commands per operation
+    (and the milliseconds until their answers, waiting for the server included) and its
+    `top` (command, collection) pairs; then the total."""
+
+    def total(pairs: dict[tuple[str, str], list[float]], index: int) -> float:
+        return sum(entry[index] for entry in pairs.values())
+
+    ordered = sorted(per.items(), key=lambda item: -total(item[1], 0))
+    console.print(
+        f"MongoDB commands per {unit}: {sum(total(pairs, 0) for _, pairs in ordered):.2f} "
+        "in all (commands, then ms until their answers, waiting included)"
+    )
+    for name, pairs in ordered:
+        biggest = sorted(pairs.items(), key=lambda item: -item[1][0])[:top]
+        detail = ", ".join(
+            f"{command} {collection or '-'} {commands:.2f} / {waited:.2f} ms"
+            for (command, collection), (commands, waited) in biggest
+        )
+        console.print(
+            f"  {name} {total(pairs, 0):.2f} / {total(pairs, 1):.2f} ms"
+            + (f" ({detail})" if detail else "")
+        )
+
+
 # -- set-up: municipalities and dialogue events ---------------------------------------------
 
 

@@ -18,7 +18,12 @@ receipt) minus the 201, matched by the `To` address.
 
 CPU per registration: the CPU seconds each process of the stack used from the first
 registration until the last aggregate (and e-mail) arrived, from /proc, divided by the
-registrations answered 201 (`bench` is this script, with its followers).
+registrations answered 201 (`bench` is this script, with its followers). Database commands
+per registration: each service's `wok_mongo_commands_total` (its /metrics) over the same
+span, by service with the most frequent (command, collection) pairs, each with the
+milliseconds until the answers (`wok_mongo_command_seconds_total`: the server's time and
+the wait for it, the nx-27017 queue included, so a pointer to where its time goes, not its
+CPU).
 
 Targets (issue 8): aggregate p99 under 1 s, e-mail p99 under 2 s, at 200 registrations/s.
 """
@@ -45,14 +50,17 @@ from _common import (
     HttpPool,
     Target,
     bench_stack,
+    commands_per,
     console,
     cpu_per,
     cpu_seconds,
     format_cpu,
     http_client,
     machine,
+    mongo_commands,
     ms,
     percentile,
+    print_commands,
     print_p99_target,
     print_table,
     register_at_rate,
@@ -289,6 +297,7 @@ async def measure(arguments: argparse.Namespace) -> int:
             observations.on_record,
         )
         await follower.start()
+        commands_before = await mongo_commands(stack.service_urls)
         began = time.time()
         cpu_before = cpu_seconds(stack.embedded)
         try:
@@ -317,6 +326,7 @@ async def measure(arguments: argparse.Namespace) -> int:
                         timeout_s=arguments.timeout,
                     )
                 cpu_after = cpu_seconds(stack.embedded)
+                commands_after = await mongo_commands(stack.service_urls)
         finally:
             await follower.stop()
 
@@ -365,6 +375,7 @@ async def measure(arguments: argparse.Namespace) -> int:
     if stack.embedded is not None:
         # From the first registration until the last aggregate (and e-mail) arrived.
         console.print(format_cpu(cpu_per(cpu_before, cpu_after, len(created)), unit="registration"))
+    print_commands(commands_per(commands_before, commands_after, len(created)), unit="registration")
     console.print(
         f"aggregate snapshots on the topic meanwhile: {observations.aggregates_seen} "
         f"({observations.withheld} of these municipalities with the total withheld); "

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.monitoring import CommandListener
 
 PROCESSED_COLLECTION = "processed_events"
 PROCESSED_RETENTION_S = 60 * 60 * 24 * 30  # replays older than 30 days come from a rebuild
 DUPLICATE_KEY = 11000
 
 
-def mongo_client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
-    """A client object; it connects lazily, on first use."""
-    return AsyncMongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
+def mongo_client(
+    uri: str, *, listeners: Sequence[CommandListener] = ()
+) -> AsyncMongoClient[dict[str, Any]]:
+    """A client object; it connects lazily, on first use. `listeners` see every command
+    (the service runtime counts them, see `wok_runtime.metrics.MongoCommandCounter`)."""
+    return AsyncMongoClient(
+        uri, serverSelectionTimeoutMS=5000, tz_aware=True, event_listeners=list(listeners)
+    )
 
 
 class MongoProcessedStore:

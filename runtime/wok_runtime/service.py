@@ -93,7 +93,9 @@ class ServiceRuntime:
     def database(self) -> Any:
         """This service's own database (created lazily; no I/O until first used)."""
         if self._database is None:
-            self._client = mongo_client(self.settings.mongodb_uri)
+            self._client = mongo_client(
+                self.settings.mongodb_uri, listeners=[self.metrics.mongo_commands]
+            )
             self._database = self._client[f"wok_{self.name}"]
         return self._database
 

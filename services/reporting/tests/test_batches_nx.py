@@ -103,3 +103,39 @@ async def test_a_batch_stores_facts_digests_and_its_offset_once(database, events
     pending = await MongoOutboxSource(activities.collection).documents_with_pending(10)
     assert sum(len(pending_messages(document)) for document in pending) == 3
     assert changes == [1, 1, 1]
+
+
+async def test_only_a_batch_with_digests_sends_the_relay_looking_for_them(database, events) -> None:
+    """A batch of registrations alone has nothing for the outbox relay: waking it would cost
+    a database read per batch for nothing."""
+    changes: list[str] = []
+    projector = Projector(
+        projections=MongoProjectionRepository(database),
+        activities=MongoActivityRepository(database),
+        on_change=lambda: changes.append("facts"),
+        on_digests=lambda: changes.append("digests"),
+    )
+    sink = ProjectionSink(projector)
+    ags = events.KAISERSLAUTERN
+    dialogue = events.dialogue_event_scheduled(ags)
+    first = [
+        events.envelope(events.municipality_registered(ags, name="Kaiserslautern"), time=T0),
+        events.envelope(dialogue, time=T0 + timedelta(minutes=1)),
+    ]
+    await sink.store([partition_batch(first, first_offset=0, partition=2)])
+    assert changes == ["facts", "digests"]
+
+    registrations = [
+        events.envelope(
+            events.participant_registered(
+                dialogue_event_id=dialogue.dialogue_event_id,
+                status=RegistrationStatus.CONFIRMED,
+            ),
+            time=T0 + timedelta(minutes=2 + n),
+        )
+        for n in range(5)
+    ]
+    await sink.store([partition_batch(registrations, first_offset=2, partition=2)])
+    assert changes == ["facts", "digests", "facts"]
+    projection = await MongoProjectionRepository(database).load()
+    assert count(projection)[REGISTRATIONS_TOTAL] == 5

@@ -53,11 +53,14 @@ def build_app(
         interval_s=settings.snapshot_interval_s,
     )
 
-    def changed() -> None:
-        publisher.changed()
-        runtime.relay.wake()
-
-    projector = Projector(projections=projections, activities=activities, on_change=changed)
+    # The relay looks for pending digests only when some were stored (a look per batch
+    # otherwise: one database read per batch for nothing, most events having no digest).
+    projector = Projector(
+        projections=projections,
+        activities=activities,
+        on_change=publisher.changed,
+        on_digests=runtime.relay.wake,
+    )
     # In batches: one write per partition and batch, the offsets stored with the facts.
     runtime.consume_batches(
         group=GROUP,

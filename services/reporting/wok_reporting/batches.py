@@ -59,6 +59,8 @@ class ProjectionSink:
         await self.projector.projections.record_batches(fact_batches)
         if projected:
             self.projector.on_change()
+        if digests:  # the relay has something to send (as before: once the batch is stored)
+            self.projector.on_digests()
 
     async def digests(
         self, projected: Iterable[tuple[Envelope[Any], Fact]]

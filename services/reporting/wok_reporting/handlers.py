@@ -145,12 +145,15 @@ def fact_of(envelope: Envelope[Any]) -> Fact | None:
 @dataclass(frozen=True)
 class Projector:
     """Applies consumed events to the projections; `publish` False stores digests as
-    already published (a rebuild must not announce old activities again)."""
+    already published (a rebuild must not announce old activities again). `on_change`:
+    facts were stored; `on_digests`: digests were stored (the outbox relay has something to
+    send, which most events, registrations among them, do not give it)."""
 
     projections: ProjectionRepository
     activities: ActivityRepository
     on_change: OnChange = lambda: None
     publish: bool = True
+    on_digests: OnChange = lambda: None
 
     async def apply(self, envelope: Envelope[Any]) -> None:
         if await self.record_fact(envelope):
@@ -174,6 +177,7 @@ class Projector:
             await self.activities.add(
                 digest, correlation_id=envelope.correlationid, publish=self.publish
             )
+            self.on_digests()
 
 
 CONSUMED: tuple[type[EventData], ...] = (
