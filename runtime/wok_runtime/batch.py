@@ -228,7 +228,8 @@ class BatchProcessor:
     async def _store(self, batches: list[PartitionBatch]) -> Counter[tuple[str, str]]:
         outcomes: Counter[tuple[str, str]] = Counter()
         failure = await self._with_retries(lambda: self.sink.store(batches))
-        if failure is None and getattr(self.sink, "counts_outcomes", False):
+        sink_counts = getattr(self.sink, "counts_outcomes", False)
+        if failure is None and sink_counts:
             return outcomes
         if failure is None:
             for batch in batches:
@@ -247,7 +248,9 @@ class BatchProcessor:
                 )
                 reason = await self._with_retries(functools.partial(self.sink.store, [single]))
                 if reason is None:
-                    outcomes[(item.envelope.type, "processed")] += 1
+                    # a sink that counts has counted it (processed, duplicate, dead-lettered)
+                    if not sink_counts:
+                        outcomes[(item.envelope.type, "processed")] += 1
                 else:
                     await self._single._dead_letter(item.record, reason)
                     outcomes[(item.envelope.type, "dead_lettered")] += 1

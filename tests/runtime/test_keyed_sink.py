@@ -270,3 +270,33 @@ async def test_reassigned_partitions_drop_what_the_handlers_keep_in_memory() -> 
     h.batch.forget_positions([(TOPIC, 0)])
 
     assert dropped == [True]
+
+
+async def test_a_batch_stored_one_at_a_time_counts_each_outcome_once() -> None:
+    """When a batch fails, its events are stored one at a time; what the sink's handlers
+    count themselves is not counted again by the batch processor."""
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        if envelope.data.registration_id == "bad":
+            raise ValueError("template broken")
+
+    h = harness(handle)
+    broken = RecordingPublisher()
+
+    async def refuse(**_: Any) -> None:
+        raise RuntimeError("dead-letter topic refused")  # not a dependency outage
+
+    broken.publish = refuse  # type: ignore[method-assign]
+    sink = h.batch.sink
+    assert isinstance(sink, KeyedHandlerSink)
+    sink._processor._dead_letters = broken  # the sink cannot dead-letter: the batch fails
+
+    good, bad = registered_in("dlg-1", "good"), registered_in("dlg-2", "bad")
+    await h.play([good, bad])
+
+    kind = ParticipantRegistered.event_type
+    # good: applied once (later attempts see it processed), bad: dead-lettered by the batch
+    assert h.outcomes.count((kind, "processed")) == 1
+    assert h.outcomes.count((kind, "dead_lettered")) == 1
+    [(topic, _, value, _)] = h.dead_letters.messages
+    assert topic == DEAD_LETTERS and value == bad.to_json_bytes()

@@ -7,16 +7,17 @@ import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from aiosmtplib.email import flatten_message
+from aiosmtplib.email import extract_recipients, flatten_message
 
 from wok_contracts import EventFormat, RegistrationStatus
-from wok_notification import domain
+from wok_notification import domain, headers, rendering
 from wok_notification.adapters import mail
 from wok_notification.adapters.mail import (
     MailNotSent,
@@ -68,7 +69,7 @@ def smtp_server() -> Iterator[tuple[Sink, int]]:
         controller.stop()
 
 
-def confirmation(email: str) -> EmailMessage:
+def confirmation(email: str, *, name: str = "Jörg Müller") -> EmailMessage:
     starts = datetime(2026, 12, 10, 17, 0, tzinfo=UTC)
     mail = domain.confirmation_mail(
         event=domain.EventDetails(
@@ -85,7 +86,7 @@ def confirmation(email: str) -> EmailMessage:
         contact=domain.Contact(
             registration_id="r-1",
             dialogue_event_id="event-1",
-            name="Jörg Müller",
+            name=name,
             email=email,
             language="de",
         ),
@@ -213,6 +214,7 @@ def messages_of_every_shape() -> list[EmailMessage]:
     found = [
         confirmation("joerg@example.org"),
         confirmation("ayse@example.org"),
+        confirmation("person-12@example.org", name="Demo Person 12"),  # To set as a string
     ]
     for language in ("de", "ar"):
         office = domain.OfficeContact(
@@ -297,3 +299,83 @@ def test_a_message_of_another_shape_is_written_by_the_generator_alike(cte_type: 
         expected = flatten_message(message, utf8=False, cte_type=cte_type)
         assert wire_bytes(message, utf8=False, cte_type=cte_type) == expected
         assert b"hidden@example.org" not in expected
+
+
+def test_the_renderers_multipart_headers_are_read_without_the_header_parser() -> None:
+    """A fresh boundary in every mail: its Content-Type is read by a pattern, not parsed,
+    and the pattern finds exactly what the parser finds."""
+    seen = 0
+    for message in messages_of_every_shape():
+        for part in message.walk():
+            if not part.is_multipart():
+                continue
+            raw = dict(part.raw_items())["Content-Type"]
+            read = mail._own_multipart(raw)
+            assert read is not None
+            assert read.params["boundary"] == part.get_boundary()
+            assert read.maintype == part.get_content_maintype() == "multipart"
+            seen += 1
+    assert seen >= 2
+    assert mail._own_multipart('multipart/mixed; boundary="other"') is None
+    assert (
+        mail._own_multipart('multipart/mixed; boundary="=-wok-0123456789abcdef01234567"; x=y')
+        is None
+    )
+
+
+PLAIN_RECIPIENTS = [
+    ("Demo Person 12", "demo.12@example.org"),
+    ("Mary-Ann O_Neil", "mary+wok@mail.example.org"),
+    ("A", "a@b.example"),
+    ("Bench Person Number Seven Hundred", "bench-person@registrations.example.org"),  # 78
+]
+OTHER_RECIPIENTS = [
+    ("Jörg Müller", "joerg@example.org"),
+    ("Dr. Jane Doe", "jane@example.org"),
+    ("Doe, Jane", "jane@example.org"),
+    ("Demo-Person 1 (Landkreis Göttingen)", "demo@example.org"),
+    ("Two  Spaces", "x@example.org"),
+    ("", "nobody@example.org"),
+    ("Quoted", '"odd..local"@example.org'),
+    ("Bench Person Number Seven Hundreds", "bench-person@registrations.example.org"),  # 79
+]
+
+
+@pytest.mark.parametrize(("name", "address"), PLAIN_RECIPIENTS + OTHER_RECIPIENTS)
+def test_a_recipient_set_as_plain_text_goes_out_as_the_parsed_header_would(
+    name: str, address: str
+) -> None:
+    """The To header is only set as a string where that writes the same bytes and gives the
+    same envelope recipient as the header object; anything else keeps the object."""
+    plain = headers.simple_to(name, address)
+    assert (plain is not None) == ((name, address) in PLAIN_RECIPIENTS)
+    if plain is None:
+        return
+    as_object, as_text = (EmailMessage(policy=rendering._PREPARED) for _ in range(2))
+    as_object["To"] = Address(display_name=name, addr_spec=address)
+    as_text["To"] = plain
+    for message in (as_object, as_text):
+        message["From"] = "Weltoffene Kommune <noreply@weltoffene-kommune.example>"
+        message.set_content("Hallo")
+    for cte_type in ("7bit", "8bit"):
+        assert wire_bytes(as_text, utf8=False, cte_type=cte_type) == wire_bytes(
+            as_object, utf8=False, cte_type=cte_type
+        )
+    assert mail._recipients(as_text) == extract_recipients(as_object) == [address]
+    assert as_text["To"].addresses[0] == Address(display_name=name, addr_spec=address)
+
+
+@pytest.mark.parametrize("length", [1, 20, 40, 52, 53, 64, 65, 66, 100, 200, 260])
+def test_a_message_id_is_written_as_the_stdlib_writes_it(length: int) -> None:
+    ids = [
+        domain.message_id(f"confirmation:{'r' * length}", domain="weltoffene-kommune.example"),
+        domain.message_id(f"reminder:{'x-' * length}:7", domain="k.example"),
+        domain.message_id(f"digest:{'a.b' * length}", domain="mail.weltoffene-kommune.example"),
+        domain.message_id(f"odd::{'z' * length}", domain="k.example"),  # ".." is no dot-atom
+        f"<{'q' * length}>",
+    ]
+    for value in ids:
+        for smtp_policy in mail._POLICIES.values():
+            assert mail._folded(smtp_policy, "Message-ID", value) == smtp_policy.fold_binary(
+                "Message-ID", value
+            )

@@ -40,7 +40,7 @@ from wok_notification.domain import (
     Mail,
     StaffMail,
 )
-from wok_notification.headers import HEADER_CLASSES
+from wok_notification.headers import HEADER_CLASSES, simple_to
 
 PRODUCT_ID = "-//Weltoffene Kommune//Benachrichtigungen//DE"
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -240,7 +240,11 @@ def _assemble(
     message["From"] = _from_header(mail.mail_from)
     # An Address object, not a formatted string: re-reading a formatted header with brackets
     # and non-ASCII in the name ("Demo-Person 1 (Landkreis Göttingen)") lost the address.
-    message["To"] = Address(display_name=mail.recipient_name, addr_spec=mail.recipient_email)
+    # A plain name and address are set as the string the stdlib would write (parsed only
+    # if read); anything else as that Address object.
+    message["To"] = simple_to(mail.recipient_name, mail.recipient_email) or Address(
+        display_name=mail.recipient_name, addr_spec=mail.recipient_email
+    )
     message["Subject"] = _encoded(" ".join(subject.split()), name="Subject")
     message["Date"] = format_datetime(now.astimezone(UTC))
     message["Message-ID"] = message_id

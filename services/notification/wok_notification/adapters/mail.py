@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender
 
-from wok_notification.headers import HEADER_CLASSES
+from wok_notification.headers import HEADER_CLASSES, SIMPLE_TO
 
 
 class MailNotSent(Exception):
@@ -145,7 +145,7 @@ async def _send_message(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
     """What `aiosmtplib.SMTP.send_message` does (the same envelope, options and bytes),
     with the message written out by `wire_bytes`."""
     sender = extract_sender(message)
-    recipients = extract_recipients(message)
+    recipients = _recipients(message)
     if sender is None or not recipients:
         raise ValueError("a message needs a From and a recipient header")
     if smtp.is_ehlo_or_helo_needed:
@@ -170,6 +170,24 @@ async def _send_message(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
     await smtp.sendmail(
         sender, recipients, wire_bytes(message, utf8=utf8, cte_type=cte_type), mail_options=options
     )
+
+
+_RECIPIENT_HEADERS = frozenset(
+    ("to", "cc", "bcc", "resent-date", "resent-to", "resent-cc", "resent-bcc")
+)
+
+
+def _recipients(message: EmailMessage) -> list[str]:
+    """What `extract_recipients` finds; a single To header set as a plain `Name <address>`
+    string (see `headers.simple_to`) is read by its pattern instead of the header parser."""
+    found = [
+        (name, value) for name, value in message.raw_items() if name.lower() in _RECIPIENT_HEADERS
+    ]
+    if len(found) == 1 and found[0][0].lower() == "to" and isinstance(found[0][1], str):
+        simple = SIMPLE_TO.fullmatch(found[0][1])
+        if simple is not None:
+            return [simple.group(1)]
+    return extract_recipients(message)
 
 
 class _SmtpPolicy(EmailPolicy):
@@ -201,6 +219,37 @@ _POLICIES = {
 }
 
 
+def _folded(policy: _SmtpPolicy, name: str, value: Any) -> bytes:
+    """`policy.fold_binary(name, value)`, kept for a header object (the From of every mail,
+    refolded from its parse tree each time otherwise) and for a string that must be
+    refolded (parsed first); a short string as written is cheap and not kept."""
+    if hasattr(value, "name"):
+        key: tuple[Any, ...] = (id(policy), name, id(value))
+    elif name == "Message-ID" and len(value) <= MAX_PLAIN_ID and _PLAIN_ID.fullmatch(value):
+        # one per mail, over 78 characters with a registration's id: the stdlib parses it
+        # and writes it on one line as it was
+        return f"{name}: {value}{policy.linesep}".encode("ascii")
+    elif "\n" in value or "\r" in value or len(value) + len(name) + 2 > MAX_UNFOLDED:
+        key = (id(policy), name, value)
+    else:
+        return policy.fold_binary(name, value)  # type: ignore[no-any-return]
+    kept = _FOLDED.get(key)
+    # the value is kept alongside, so the id of a header object cannot be reused meanwhile
+    if kept is None or kept[0] is not value:
+        if len(_FOLDED) >= MAX_PARSED:
+            _FOLDED.clear()
+        kept = _FOLDED[key] = (value, policy.fold_binary(name, value))
+    return kept[1]
+
+
+_FOLDED: dict[tuple[Any, ...], tuple[Any, bytes]] = {}
+# A message id as `domain.message_id` makes it (dot-atoms), of a length tested against the
+# stdlib (`test_a_message_id_is_written_as_the_stdlib_writes_it`)
+_PLAIN_ID = re.compile(r"<[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>")
+MAX_PLAIN_ID = 300
+MAX_UNFOLDED = 78
+
+
 def wire_bytes(message: EmailMessage, *, utf8: bool, cte_type: str) -> bytes:
     """The message as `aiosmtplib.email.flatten_message` writes it (Bcc headers left out),
     byte for byte."""
@@ -225,11 +274,11 @@ def _write_plain(message: Message, policy: _SmtpPolicy, written: list[bytes]) ->
     for any other shape, which the generator writes."""
     content_type = None
     for name, value in message.raw_items():
-        written.append(policy.fold_binary(name, value))
+        written.append(_folded(policy, name, value))
         if name.lower() == "content-type":
             if content_type is not None:
                 return False
-            content_type = policy.header_fetch_parse(name, value)
+            content_type = _own_multipart(value) or policy.header_fetch_parse(name, value)
     written.append(b"\r\n")
     if content_type is None or content_type.defects:
         return False
@@ -253,6 +302,30 @@ def _write_plain(message: Message, policy: _SmtpPolicy, written: list[bytes]) ->
         return False
     written.append("\r\n".join(_LINE_BREAK.split(payload)).encode("ascii"))
     return True
+
+
+@dataclass(frozen=True)
+class _MultipartType:
+    """What `_write_plain` reads of a multipart Content-Type the renderer wrote."""
+
+    maintype: str
+    params: dict[str, str]
+    defects: tuple[()] = ()
+
+
+# The renderer's multipart Content-Type (a fresh boundary in every mail, so the parsed-header
+# cache never helps): read here without the header parser, which cost about a tenth of the
+# CPU of a confirmation. Anything else is parsed as before.
+_OWN_MULTIPART = re.compile(r'multipart/(?:alternative|mixed); boundary="(=-wok-[0-9a-f]{24})"')
+
+
+def _own_multipart(value: Any) -> _MultipartType | None:
+    if not isinstance(value, str):
+        return None
+    found = _OWN_MULTIPART.fullmatch(value)
+    if found is None:
+        return None
+    return _MultipartType(maintype="multipart", params={"boundary": found.group(1)})
 
 
 def _without_bcc(message: EmailMessage) -> EmailMessage:
