@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import DuplicateKeyError
 
 from wok_contracts import (
@@ -21,7 +21,11 @@ from wok_contracts import (
     Sector,
     new_envelope,
 )
-from wok_registration.adapters.repository import GroupCommit, MongoRegistrationRepository
+from wok_registration.adapters.repository import (
+    KEEP_DELAY_S,
+    GroupCommit,
+    MongoRegistrationRepository,
+)
 from wok_registration.domain import DialogueEvent, EventState, Participant, RecordStatus
 from wok_runtime.outbox import (
     MongoOutboxSource,
@@ -197,6 +201,62 @@ async def test_participants_written_together_each_get_their_own_outcome(database
     )
     assert sorted(many, key=lambda p: p.registration_id) == [participant(1), participant(7)]
     assert await repository.get_participants(["nobody"]) == []
+
+
+class CommandCounter(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        collection = event.command.get(event.command_name)
+        self.commands.append((event.command_name, str(collection)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_contacts_kept_at_200_per_second_cost_a_few_writes_not_one_each(
+    mongodb_uri: str,
+) -> None:
+    """At 200 registrations/s the expiry is lifted for all contacts of the last
+    KEEP_DELAY_S in one update_many on nx-27017: 40 contacts kept 5 ms apart take at most
+    one write per KEEP_DELAY_S started (not 40), and every one of them loses its expiry."""
+    counter = CommandCounter()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_uri, tz_aware=True, event_listeners=[counter]
+    )
+    try:
+        database = client[f"registration_keep_{uuid.uuid4().hex[:12]}"]
+        repository = MongoRegistrationRepository(database)
+        now = datetime.now(UTC).replace(microsecond=0)
+        for number in range(40):
+            await repository.add_participant(
+                Participant(
+                    registration_id=f"k{number}",
+                    dialogue_event_id="event",
+                    name=f"Person {number}",
+                    email=f"person{number}@example.org",
+                    language="de",
+                    consent_at=now,
+                ),
+                expires_at=now + timedelta(hours=1),
+            )
+        counter.commands.clear()
+        started = asyncio.get_running_loop().time()
+        for number in range(40):
+            await repository.keep_participant(f"k{number}")
+            await asyncio.sleep(0.005)
+        elapsed = asyncio.get_running_loop().time() - started
+        await repository.flush_kept()
+        keeps = [c for c in counter.commands if c == ("update", "participants")]
+        assert 1 <= len(keeps) <= int(elapsed / KEEP_DELAY_S) + 1
+        unkept = [d async for d in database["participants"].find({"expires_at": {"$exists": True}})]
+        assert unkept == []
+    finally:
+        await client.close()
 
 
 async def test_a_failed_group_write_fails_each_caller_in_it_and_the_next_group_goes_on() -> None:
