@@ -12,8 +12,7 @@ uvicorn in its own process exactly as the services are, validates a body of the 
 and inserts one document with the same driver into the same nx-27017.
 
 `--count-commands` also prints the database commands the registration process sent per
-request in each phase (a pymongo CommandListener put into the stack's processes as
-`sitecustomize`; only for a stack the script starts).
+request in each phase (its `wok_mongo_commands_total` on /metrics, before and after).
 
 Targets (issue 8): saturation throughput at least 0.8 of the bare endpoint's; p99 under
 50 ms at 200 requests/s.
@@ -24,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -39,14 +36,17 @@ from typing import Any, Literal
 
 import httpx
 from _common import (
+    CommandCounts,
     HttpPool,
     LoadResult,
     Send,
     bench_stack,
     closed_loop,
+    commands_per,
     console,
     http_client,
     machine,
+    mongo_commands,
     ms,
     open_loop,
     print_table,
@@ -152,61 +152,19 @@ def stop_bare(process: subprocess.Popen[bytes]) -> None:
 
 # -- database commands of the registration process (--count-commands) --------------------------
 
-# Put on the PYTHONPATH of the stack's processes as `sitecustomize`: in the registration
-# process only, a pymongo CommandListener counts the commands by name and collection and
-# writes the counts to WOK_BENCH_COMMANDS_DIR/<pid>.json every 0.2 s.
-COUNTER = """
-import collections, json, os, threading, time
-if b"wok_registration" in open("/proc/self/cmdline", "rb").read():
-    from pymongo import monitoring
-    counts = collections.Counter()
-    class _Counter(monitoring.CommandListener):
-        def started(self, event):
-            target = event.command.get(event.command_name)
-            counts[f"{event.command_name} {target if isinstance(target, str) else ''}"] += 1
-        def succeeded(self, event): pass
-        def failed(self, event): pass
-    monitoring.register(_Counter())
-    def _dump():
-        path = os.path.join(os.environ["WOK_BENCH_COMMANDS_DIR"], f"{os.getpid()}.json")
-        while True:
-            time.sleep(0.2)
-            with open(path + ".tmp", "w") as out:
-                json.dump(dict(counts), out)
-            os.replace(path + ".tmp", path)
-    threading.Thread(target=_dump, daemon=True).start()
-"""
+
+async def registration_commands(enabled: bool, url: str) -> CommandCounts:
+    return await mongo_commands({"registration": url}) if enabled else {}
 
 
-def install_counter() -> Path:
-    """The stack started after this counts the registration process's database commands."""
-    folder = Path(tempfile.mkdtemp(prefix="wok-bench-commands-"))
-    (folder / "sitecustomize.py").write_text(COUNTER)
-    os.environ["WOK_BENCH_COMMANDS_DIR"] = str(folder)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
-    return folder
-
-
-def commands_so_far(folder: Path | None) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for path in folder.glob("*.json") if folder else ():
-        with contextlib.suppress(OSError, ValueError):
-            for name, count in json.loads(path.read_text()).items():
-                counts[name] = counts.get(name, 0) + count
-    return counts
-
-
-def commands_per_request(before: dict[str, int], after: dict[str, int], *, completed: int) -> str:
+def commands_per_request(before: CommandCounts, after: CommandCounts, *, completed: int) -> str:
     """Database commands per answered request, in all and the most frequent kinds."""
-    if not completed or not after:
+    per = commands_per(before, after, completed).get("registration", {})
+    if not completed or not per:
         return "-"
-    delta = {name: after[name] - before.get(name, 0) for name in after}
-    delta = {name: count for name, count in delta.items() if count > 0}
-    total = sum(delta.values()) / completed
-    top = sorted(delta.items(), key=lambda item: -item[1])[:3]
-    return f"{total:.2f} (" + ", ".join(f"{name} {c / completed:.2f}" for name, c in top) + ")"
+    total = sum(commands for commands, _ in per.values())
+    top = sorted(per.items(), key=lambda item: -item[1][0])[:3]
+    return f"{total:.2f} (" + ", ".join(f"{c} {n} {v[0]:.2f}" for (c, n), v in top) + ")"
 
 
 # -- the measurement -------------------------------------------------------------------------
@@ -268,11 +226,10 @@ async def measure(arguments: argparse.Namespace) -> int:
     rates = [float(rate) for rate in arguments.rates.split(",") if rate]
     services = None if arguments.full_stack else ["registration"]
     run = run_id()
-    counter = None
-    if arguments.count_commands and arguments.data_dir is None:
-        counter = install_counter()
+    counting = arguments.count_commands
     commands: list[str] = []
     async with bench_stack(arguments.data_dir, services=services) as stack:
+        registration_url = stack.registration_url
         log_dir = stack.embedded.logs_dir if stack.embedded else Path(tempfile.gettempdir())
         bare, bare_url = start_bare(stack.mongodb_uri, log_dir / "bench-bare.log")
         # CPU per request is only attributable on a stack this script started.
@@ -323,15 +280,17 @@ async def measure(arguments: argparse.Namespace) -> int:
                         await asyncio.sleep(arguments.settle)
                         with console.status(f"{name}: {count} requests at {rate:g}/s…"):
                             before = cpu_seconds(pids)
-                            counted = commands_so_far(counter)
+                            counted = await registration_commands(counting, registration_url)
                             result = await open_loop(next_send(name, count), rate=rate, count=count)
                             cpu = cpu_per_request(
                                 before, cpu_seconds(pids), server=name, completed=result.completed
                             )
-                            if counter is not None and name == "registration":
-                                await asyncio.sleep(0.5)  # the counts of the last requests
+                            if counting and name == "registration":
+                                await asyncio.sleep(0.5)  # the relay's share of the last ones
                                 per = commands_per_request(
-                                    counted, commands_so_far(counter), completed=result.completed
+                                    counted,
+                                    await registration_commands(counting, registration_url),
+                                    completed=result.completed,
                                 )
                                 commands.append(f"{rate:g}/s: {per}")
                         at_rate[(name, rate)] = result
@@ -346,7 +305,7 @@ async def measure(arguments: argparse.Namespace) -> int:
                     ):
                         # Closed-loop has no fixed count; offsets leave room for 10^6 requests.
                         before = cpu_seconds(pids)
-                        counted = commands_so_far(counter)
+                        counted = await registration_commands(counting, registration_url)
                         result = await closed_loop(
                             next_send(name, 1_000_000),
                             concurrency=arguments.concurrency,
@@ -355,10 +314,12 @@ async def measure(arguments: argparse.Namespace) -> int:
                         cpu = cpu_per_request(
                             before, cpu_seconds(pids), server=name, completed=result.completed
                         )
-                        if counter is not None and name == "registration":
+                        if counting and name == "registration":
                             await asyncio.sleep(0.5)
                             per = commands_per_request(
-                                counted, commands_so_far(counter), completed=result.completed
+                                counted,
+                                await registration_commands(counting, registration_url),
+                                completed=result.completed,
                             )
                             commands.append(f"max: {per}")
                     saturation[name] = result
@@ -390,8 +351,6 @@ async def measure(arguments: argparse.Namespace) -> int:
     )
     for line in commands:
         console.print(f"registration database commands per request at {line}")
-    if counter is not None:
-        shutil.rmtree(counter, ignore_errors=True)
     ratio = saturation["registration"].throughput / max(saturation["bare insert"].throughput, 1e-9)
     print_target(
         f"registration throughput >= {TARGET_RATIO} x bare insert",
