@@ -10,6 +10,7 @@ client).
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -92,6 +93,11 @@ class MongoCommandCounter(CommandListener):
         key = self._pending.pop(event.request_id, None) or (event.command_name, "")
         self._failed[key] = self._failed.get(key, 0) + 1
         self._seconds[key] = self._seconds.get(key, 0.0) + event.duration_micros / 1e6
+
+    def counts(self) -> collections.Counter[tuple[str, str]]:
+        """The commands sent so far by (command, collection): a copy, so two readings
+        subtract to what was sent in between."""
+        return collections.Counter(self._sent)
 
     def _families(self, *, with_samples: bool) -> list[CounterMetricFamily]:
         families = []

@@ -8,6 +8,7 @@ bulk write per collection.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,12 +16,14 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pymongo import AsyncMongoClient, monitoring
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
 
 from wok_cli.devstack import EmbeddedStack
 from wok_cli.settings import StackSettings
 from wok_contracts import MunicipalityRegistered, new_envelope
 from wok_runtime.kafka import KafkaPublisher, build_broker
+from wok_runtime.metrics import MongoCommandCounter
 from wok_runtime.outbox import (
     OUTBOX_FIELD,
     PENDING_FIELD,
@@ -36,22 +39,6 @@ from wok_runtime.settings import WokSettings
 PREFIX = "relay."
 REGISTRATION_EVENTS = "registration.events.v1"
 MUNICIPALITIES = ["07312000", "07315000", "07111000", "07131000"]
-
-
-class Commands(monitoring.CommandListener):
-    """The database commands a client sent, by name."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +121,7 @@ async def test_a_round_on_nx_and_tansu_keeps_each_municipality_in_write_order(
                 event = registered(ags, f"{ags} {round_number} {number}")
                 await collection.update_one({"_id": f"{ags}-{number}"}, outbox_update([event]))
                 written[ags].append(event.envelope.id)
-    commands = Commands()
+    commands = MongoCommandCounter(CollectorRegistry())
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         infrastructure.mongodb_uri, event_listeners=[commands]
     )
@@ -154,8 +141,11 @@ async def test_a_round_on_nx_and_tansu_keeps_each_municipality_in_write_order(
     for record in records:
         on_topic[record.key.decode()].append(json.loads(record.value)["id"])
     assert on_topic == written
-    assert commands.names.count("update") == 1  # one bulk write for the twelve documents
-    assert commands.names.count("find") == 1  # fewer documents than a batch: one round
+    by_name = collections.Counter[str]()
+    for (name, _), count in commands.counts().items():
+        by_name[name] += count
+    assert by_name["update"] == 1  # one bulk write for the twelve documents
+    assert by_name["find"] == 1  # fewer documents than a batch: one round
     async for document in collection.find({}):
         assert document[PENDING_FIELD] == 0
         assert document[OUTBOX_FIELD] == {}

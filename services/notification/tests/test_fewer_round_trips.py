@@ -13,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
 
 from wok_contracts import DialogueEventScheduled, NotificationKind, ParticipantRegistered
 from wok_notification import domain
 from wok_notification.adapters.repository import MongoNotificationRepository, ScheduledMessage
+from wok_runtime.metrics import MongoCommandCounter
 from wok_runtime.mongo import PROCESSED_COLLECTION, MongoProcessedStore, mongo_client
 
 LEASE = timedelta(minutes=2)
@@ -207,29 +209,9 @@ async def test_dialogue_events_are_read_once_while_assigned_and_again_after_a_ch
     assert (await ours.get_event(event.dialogue_event_id)) == fourth
 
 
-class Commands(monitoring.CommandListener):
-    """The database commands sent, by name and collection."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        collection = event.command.get(event.command_name)
-        self.sent.append((event.command_name, str(collection)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
-    def count(self, name: str, collection: str) -> int:
-        return self.sent.count((name, collection))
-
-
 @pytest.fixture
-async def counted(mongodb_uri: str) -> AsyncIterator[tuple[Any, Commands]]:
-    commands = Commands()
+async def counted(mongodb_uri: str) -> AsyncIterator[tuple[Any, MongoCommandCounter]]:
+    commands = MongoCommandCounter(CollectorRegistry())
     client = AsyncMongoClient(
         mongodb_uri, serverSelectionTimeoutMS=5000, tz_aware=True, event_listeners=[commands]
     )
@@ -240,7 +222,7 @@ async def counted(mongodb_uri: str) -> AsyncIterator[tuple[Any, Commands]]:
 
 
 async def test_the_writes_of_confirmations_handled_side_by_side_share_round_trips(
-    counted: tuple[Any, Commands],
+    counted: tuple[Any, MongoCommandCounter],
     scheduled: Callable[..., DialogueEventScheduled],
     registered: Callable[..., ParticipantRegistered],
     contact_for: Callable[..., domain.Contact],
@@ -278,15 +260,16 @@ async def test_the_writes_of_confirmations_handled_side_by_side_share_round_trip
             claimed, token=token, sent_at=now, message_id="<m@x>", events=[]
         )
 
-    commands.sent.clear()
+    before = commands.counts()
     assert all(await asyncio.gather(*(confirm(r) for r in registrations)))
 
     # one round trip per kind of write for all twenty, instead of one per confirmation
-    assert commands.count("insert", "contacts") == 1
-    assert commands.count("insert", "scheduled_messages") == 1
-    assert commands.count("insert", "deliveries") == 1
-    assert commands.count("update", "deliveries") == 1
-    assert len(commands.sent) == 4, commands.sent
+    sent = commands.counts() - before
+    assert sent[("insert", "contacts")] == 1
+    assert sent[("insert", "scheduled_messages")] == 1
+    assert sent[("insert", "deliveries")] == 1
+    assert sent[("update", "deliveries")] == 1
+    assert sum(sent.values()) == 4, sent
     # and each write is stored as its own would have been
     for registration in registrations:
         participant = await repository.get_participant(registration.registration_id)
@@ -301,7 +284,7 @@ async def test_the_writes_of_confirmations_handled_side_by_side_share_round_trip
 
     # Again (the batch redelivered): the existing ones are told apart within one round trip,
     # the contacts updated, nothing scheduled twice, no delivery claimed again
-    commands.sent.clear()
+    before = commands.counts()
     again = await asyncio.gather(
         *(
             repository.claim_delivery(_new_confirmation(r, now), token="late", now=now, lease=LEASE)
@@ -309,7 +292,7 @@ async def test_the_writes_of_confirmations_handled_side_by_side_share_round_trip
         )
     )
     assert again == [None] * len(registrations)
-    assert commands.count("insert", "deliveries") == 1
+    assert (commands.counts() - before)[("insert", "deliveries")] == 1
 
 
 async def test_in_one_round_trip_each_delivery_gets_its_own_outcome(

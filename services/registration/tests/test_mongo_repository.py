@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
 from wok_contracts import (
@@ -27,6 +28,7 @@ from wok_registration.adapters.repository import (
     MongoRegistrationRepository,
 )
 from wok_registration.domain import DialogueEvent, EventState, Participant, RecordStatus
+from wok_runtime.metrics import MongoCommandCounter
 from wok_runtime.outbox import (
     MongoOutboxSource,
     OutboundEvent,
@@ -203,28 +205,13 @@ async def test_participants_written_together_each_get_their_own_outcome(database
     assert await repository.get_participants(["nobody"]) == []
 
 
-class CommandCounter(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, str]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        collection = event.command.get(event.command_name)
-        self.commands.append((event.command_name, str(collection)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 async def test_contacts_kept_at_200_per_second_cost_a_few_writes_not_one_each(
     mongodb_uri: str,
 ) -> None:
     """At 200 registrations/s the expiry is lifted for all contacts of the last
     KEEP_DELAY_S in one update_many on nx-27017: 40 contacts kept 5 ms apart take at most
     one write per KEEP_DELAY_S started (not 40), and every one of them loses its expiry."""
-    counter = CommandCounter()
+    counter = MongoCommandCounter(CollectorRegistry())
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         mongodb_uri, tz_aware=True, event_listeners=[counter]
     )
@@ -244,15 +231,15 @@ async def test_contacts_kept_at_200_per_second_cost_a_few_writes_not_one_each(
                 ),
                 expires_at=now + timedelta(hours=1),
             )
-        counter.commands.clear()
+        before = counter.counts()
         started = asyncio.get_running_loop().time()
         for number in range(40):
             await repository.keep_participant(f"k{number}")
             await asyncio.sleep(0.005)
         elapsed = asyncio.get_running_loop().time() - started
         await repository.flush_kept()
-        keeps = [c for c in counter.commands if c == ("update", "participants")]
-        assert 1 <= len(keeps) <= int(elapsed / KEEP_DELAY_S) + 1
+        keeps = (counter.counts() - before)[("update", "participants")]
+        assert 1 <= keeps <= int(elapsed / KEEP_DELAY_S) + 1
         unkept = [d async for d in database["participants"].find({"expires_at": {"$exists": True}})]
         assert unkept == []
     finally:
