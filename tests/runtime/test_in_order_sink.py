@@ -21,22 +21,19 @@ import pytest
 from faststream.kafka import TestKafkaBroker
 
 from tests.runtime.test_batch_processor import (
-    FAST_RETRY,
     KAISERSLAUTERN,
     TOPIC,
     RecordingPublisher,
     record,
     registered,
 )
-from tests.runtime.test_keyed_sink import CountingStore
+from tests.runtime.test_keyed_sink import CountingStore, wired
 from wok_contracts import Envelope, MunicipalityRegistered, ParticipantRegistered, new_envelope
 from wok_runtime.batch import BatchProcessor
 from wok_runtime.consumer import (
     DLQ_REASON,
-    EventProcessor,
     InMemoryProcessedStore,
     InOrderHandlerSink,
-    ProcessorMetrics,
 )
 from wok_runtime.mongo import PROCESSED_COLLECTION, MongoProcessedStore, mongo_client
 from wok_runtime.service import ServiceRuntime
@@ -64,29 +61,9 @@ class Harness:
 
 
 def harness(handler: Callable[[Envelope[Any]], Any]) -> Harness:
-    processed = CountingStore()
-    dead_letters = RecordingPublisher()
-    outcomes: list[tuple[str, str]] = []
-    metrics = ProcessorMetrics(on_outcome=lambda t, outcome: outcomes.append((t, outcome)))
-    processor = EventProcessor(
-        consumer=CONSUMER,
-        handlers={ParticipantRegistered: handler},
-        processed=processed,
-        dead_letters=dead_letters,
-        dead_letter_topic=DEAD_LETTERS,
-        retry=FAST_RETRY,
-        metrics=metrics,
+    return Harness(
+        *wired(handler, consumer=CONSUMER, dead_letter_topic=DEAD_LETTERS, sink=InOrderHandlerSink)
     )
-    batch = BatchProcessor(
-        consumer=CONSUMER,
-        sink=InOrderHandlerSink(processor),
-        event_types=processor.event_types,
-        dead_letters=dead_letters,
-        dead_letter_topic=DEAD_LETTERS,
-        retry=FAST_RETRY,
-        metrics=metrics,
-    )
-    return Harness(batch, processed, dead_letters, outcomes)
 
 
 def onboarding() -> Envelope[Any]:

@@ -79,34 +79,53 @@ class Harness:
         )
 
 
-def harness(
-    handler: Callable[[Envelope[Any]], Any], *, concurrency: int = 32, **kwargs: Any
-) -> Harness:
+def wired(
+    handler: Callable[[Envelope[Any]], Any],
+    *,
+    consumer: str,
+    dead_letter_topic: str,
+    sink: Callable[[EventProcessor], Any],
+) -> tuple[BatchProcessor, CountingStore, RecordingPublisher, list[tuple[str, str]]]:
+    """A batch processor over `sink(processor)` for one handler of ParticipantRegistered,
+    with counted processed-id reads and writes, recorded dead letters and outcomes."""
     processed = CountingStore()
     dead_letters = RecordingPublisher()
     outcomes: list[tuple[str, str]] = []
     metrics = ProcessorMetrics(on_outcome=lambda t, outcome: outcomes.append((t, outcome)))
     processor = EventProcessor(
-        consumer=CONSUMER,
+        consumer=consumer,
         handlers={ParticipantRegistered: handler},
         processed=processed,
         dead_letters=dead_letters,
-        dead_letter_topic=DEAD_LETTERS,
+        dead_letter_topic=dead_letter_topic,
         retry=FAST_RETRY,
         metrics=metrics,
     )
     batch = BatchProcessor(
-        consumer=CONSUMER,
-        sink=KeyedHandlerSink(
-            processor=processor, ordering=by_registration, concurrency=concurrency, **kwargs
-        ),
+        consumer=consumer,
+        sink=sink(processor),
         event_types=processor.event_types,
         dead_letters=dead_letters,
-        dead_letter_topic=DEAD_LETTERS,
+        dead_letter_topic=dead_letter_topic,
         retry=FAST_RETRY,
         metrics=metrics,
     )
-    return Harness(batch, processed, dead_letters, outcomes)
+    return batch, processed, dead_letters, outcomes
+
+
+def harness(
+    handler: Callable[[Envelope[Any]], Any], *, concurrency: int = 32, **kwargs: Any
+) -> Harness:
+    return Harness(
+        *wired(
+            handler,
+            consumer=CONSUMER,
+            dead_letter_topic=DEAD_LETTERS,
+            sink=lambda processor: KeyedHandlerSink(
+                processor=processor, ordering=by_registration, concurrency=concurrency, **kwargs
+            ),
+        )
+    )
 
 
 async def test_different_keys_run_side_by_side_and_each_key_keeps_its_order() -> None:
