@@ -306,9 +306,9 @@ class OutboxRelay:
         self._last_full_round = float("-inf")
         self._foreign_check_at = float("inf")
         self._offered: list[Pair] = []
-        # Acknowledged, not yet removed from their documents: by (source, document).
         # Acknowledged, not yet removed: by (source, document), with when the first was.
         self._unmarked: dict[tuple[int, str], tuple[OutboxSource, list[PendingMessage], float]] = {}
+        # their ids, and those a writer took to remove in its own write (full rounds skip them)
         self._unmarked_ids: set[str] = set()
 
     def add_source(self, source: OutboxSource) -> None:
