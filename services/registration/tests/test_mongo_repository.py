@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,10 +25,10 @@ from wok_contracts import (
 )
 from wok_registration.adapters.repository import (
     KEEP_DELAY_S,
-    GroupCommit,
     MongoRegistrationRepository,
 )
 from wok_registration.domain import DialogueEvent, EventState, Participant, RecordStatus
+from wok_runtime.coalesce import Coalescer
 from wok_runtime.metrics import MongoCommandCounter
 from wok_runtime.outbox import (
     MongoOutboxSource,
@@ -259,7 +260,7 @@ async def test_a_failed_group_write_fails_each_caller_in_it_and_the_next_group_g
         written.append(items)
         return [None] * len(items)
 
-    group: GroupCommit[int] = GroupCommit(write)
+    group: Coalescer[int, None] = Coalescer(write, max_batch=sys.maxsize)
     first = await asyncio.gather(*(group.submit(n) for n in range(3)), return_exceptions=True)
     assert all(isinstance(outcome, ConnectionError) for outcome in first)
     second = await asyncio.gather(*(group.submit(n) for n in range(3, 8)), return_exceptions=True)

@@ -13,8 +13,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from wok_notification.adapters.coalesce import Coalescer
 from wok_notification.domain import AccessInfo, Contact, OfficeContact
+from wok_runtime.coalesce import Coalescer
 from wok_runtime.consumer import TransientError
 from wok_runtime.logging import get_logger
 

@@ -32,7 +32,6 @@ from pymongo import DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from wok_contracts import EventFormat, NotificationKind
-from wok_notification.adapters.coalesce import Coalescer
 from wok_notification.domain import (
     Contact,
     Delivery,
@@ -43,6 +42,7 @@ from wok_notification.domain import (
     ParticipantStatus,
     iso_utc,
 )
+from wok_runtime.coalesce import Coalescer
 from wok_runtime.mongo import DUPLICATE_KEY
 from wok_runtime.outbox import (
     OUTBOX_FIELD,

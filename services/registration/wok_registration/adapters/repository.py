@@ -10,7 +10,7 @@ reads and rewrites the whole document on each write, so a registration's entry i
 
 The person's name and address live in a separate document written first with an expiry,
 which is lifted once the seat write succeeded; a crash in between leaves nothing personal
-behind for long. The first write is group-committed (`GroupCommit`): the ones that arrive
+behind for long. The first write is group-committed (`Coalescer`): the ones that arrive
 while a write is on its way go together in the next one, one round trip for many, and each
 caller still returns only once its own document is written. The expiry is lifted without
 waiting, for all registrations of the last `KEEP_DELAY_S` in one write; a crash before that
@@ -31,10 +31,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
@@ -57,6 +58,7 @@ from wok_registration.domain import (
     TaskforceMember,
     new_position,
 )
+from wok_runtime.coalesce import Coalescer
 from wok_runtime.logging import get_logger
 from wok_runtime.outbox import (
     InMemoryOutboxSource,
@@ -81,50 +83,6 @@ SELF_DESCRIPTION = ("age_band", "migration_background")
 
 class AlreadyExists(Exception):
     pass
-
-
-T = TypeVar("T")
-
-
-class GroupCommit(Generic[T]):
-    """Writes items in groups: those submitted while a write is on its way go together in the
-    next one, so many concurrent callers share one round trip. `submit` returns once the
-    write holding its item succeeded, or raises that item's error (`write` answers None or
-    an exception per item, in order; an exception it raises fails the whole group)."""
-
-    def __init__(self, write: Callable[[list[T]], Awaitable[Sequence[BaseException | None]]]):
-        self._write = write
-        self._waiting: list[tuple[T, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def submit(self, item: T) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
-        await future
-
-    async def _drain(self) -> None:
-        while self._waiting:
-            group, self._waiting = self._waiting, []
-            outcomes: Sequence[BaseException | None]
-            try:
-                outcomes = await self._write([item for item, _ in group])
-                if len(outcomes) != len(group):
-                    raise RuntimeError("a group write answered for a different number of items")
-            except asyncio.CancelledError:
-                for _, future in group:
-                    future.cancel()
-                raise
-            except Exception as error:
-                outcomes = [error] * len(group)
-            for (_, future), outcome in zip(group, outcomes, strict=True):
-                if future.done():
-                    continue  # its caller was cancelled meanwhile
-                if outcome is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(outcome)
 
 
 class RegistrationRepository(Protocol):
@@ -505,7 +463,10 @@ class MongoRegistrationRepository:
         self.dialogue_events = database["dialogue_events"]
         self.participants = database["participants"]
         self.taskforce = database["taskforce_members"]
-        self._new_participants: GroupCommit[dict[str, Any]] = GroupCommit(self._insert_participants)
+        # every contact waiting goes into the next insert, however many
+        self._new_participants: Coalescer[dict[str, Any], None] = Coalescer(
+            self._insert_participants, max_batch=sys.maxsize
+        )
         self._to_keep: set[str] = set()
         self._keeper: asyncio.Task[None] | None = None
         self.outbox: OutboxWriter | None = None

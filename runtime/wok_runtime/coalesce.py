@@ -1,7 +1,8 @@
 """Requests made side by side by many handlers, answered in one round trip.
 
-The consumer handles the messages of a Kafka batch side by side; each handler asks for
-one thing at a time (a contact, a write). A `Coalescer` collects what is asked while a
+Handlers of a Kafka batch working side by side, or concurrent HTTP requests, each ask for
+one thing at a time (a contact, a write): notification's lookups and confirmation writes,
+registration's contact inserts. A `Coalescer` collects what is asked while a
 round trip is under way (or within one turn of the event loop) and sends it as the next
 round trip, up to `max_batch` items in one and at most `max_in_flight` at once: under load
 the rounds grow, alone a request goes out on the next turn of the loop. Each caller gets
