@@ -280,6 +280,17 @@ def test_a_message_goes_out_byte_for_byte_as_aiosmtplib_writes_it(cte_type: str)
         assert wire_bytes(message, utf8=False, cte_type=cte_type) == expected
 
 
+def test_no_header_naming_a_person_stays_in_the_header_caches() -> None:
+    """The caches that spare re-parsing headers keep nothing of a recipient after the mail
+    (it would outlive an erasure in the process's memory)."""
+    for message in messages_of_every_shape():
+        wire_bytes(message, utf8=False, cte_type="7bit")
+        wire_bytes(message, utf8=True, cte_type="8bit")
+    assert [key for key in mail._PARSED if key[0].lower() == "to"] == []
+    assert [key for key in mail._FOLDED if key[1].lower() == "to"] == []
+    assert "@example.org" not in repr(list(mail._PARSED.values()) + list(mail._FOLDED.values()))
+
+
 @pytest.mark.parametrize("cte_type", ["8bit", "7bit"])
 def test_a_message_of_another_shape_is_written_by_the_generator_alike(cte_type: str) -> None:
     plain = EmailMessage()

@@ -175,6 +175,9 @@ async def _send_message(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
 _RECIPIENT_HEADERS = frozenset(
     ("to", "cc", "bcc", "resent-date", "resent-to", "resent-cc", "resent-bcc")
 )
+# A person's name and address: parsed and folded for each mail, never kept in the caches
+# below (they would outlive the mail, and an erasure; one person's header is rarely reused)
+_PERSONAL_HEADERS = _RECIPIENT_HEADERS | {"reply-to"}
 
 
 def _recipients(message: EmailMessage) -> list[str]:
@@ -198,6 +201,8 @@ class _SmtpPolicy(EmailPolicy):
     def header_fetch_parse(self, name: str, value: Any) -> Any:
         if hasattr(value, "name"):
             return value
+        if name.lower() in _PERSONAL_HEADERS:
+            return super().header_fetch_parse(name, value)
         key = (name, value)
         parsed = _PARSED.get(key)
         if parsed is None:
@@ -222,7 +227,10 @@ _POLICIES = {
 def _folded(policy: _SmtpPolicy, name: str, value: Any) -> bytes:
     """`policy.fold_binary(name, value)`, kept for a header object (the From of every mail,
     refolded from its parse tree each time otherwise) and for a string that must be
-    refolded (parsed first); a short string as written is cheap and not kept."""
+    refolded (parsed first); a short string as written is cheap and not kept, and a header
+    naming a person is never kept."""
+    if name.lower() in _PERSONAL_HEADERS:
+        return policy.fold_binary(name, value)  # type: ignore[no-any-return]
     if hasattr(value, "name"):
         key: tuple[Any, ...] = (id(policy), name, id(value))
     elif name == "Message-ID" and len(value) <= MAX_PLAIN_ID and _PLAIN_ID.fullmatch(value):
