@@ -49,6 +49,8 @@ from wok_runtime.consumer import (
     Record,
     RetryPolicy,
     TransientError,
+    declared_type,
+    header_problem,
     key_problem,
 )
 from wok_runtime.logging import get_logger
@@ -185,11 +187,21 @@ class BatchProcessor:
                 if stored is not None and record.offset <= stored:
                     outcomes[("replayed", "duplicate")] += 1
                     continue
+                declared = declared_type(record)
+                if declared is not None and declared not in self.event_types:
+                    # Not decoded: a consumer handling this type validates it
+                    outcomes[(declared, "ignored")] += 1
+                    continue
                 try:
                     envelope = decode_envelope(record.value)
                 except ContractError as error:
                     await self._single._dead_letter(record, error.reason)
                     outcomes[("undecodable", "dead_lettered")] += 1
+                    continue
+                wrong_header = header_problem(record, envelope)
+                if wrong_header is not None:
+                    await self._single._dead_letter(record, wrong_header)
+                    outcomes[(envelope.type, "dead_lettered")] += 1
                     continue
                 if envelope.type not in self.event_types:
                     outcomes[(envelope.type, "ignored")] += 1

@@ -10,7 +10,13 @@ when the message's effect is stored or the message is in the dead-letter topic:
 - infrastructure failures (database or broker away) are retried without limit, so
   nothing is skipped while a dependency is down: the partition waits;
 - an event id already processed is skipped; handlers write idempotently by key, so a
-  crash between the effect and the processed mark cannot double count either.
+  crash between the effect and the processed mark cannot double count either;
+- a record whose `wok-event-type` header (set by the outbox relay) names a registered type
+  this consumer has no handler for is skipped without decoding it and without touching the
+  processed ids: validating it is the business of the consumers that handle it. A record
+  without the header (older ones, other producers) is decoded to find its type; one whose
+  header names another type than its body is dead-lettered by the consumers that read it
+  (`header_problem`: the body's own consumers skipped it).
 
 `ServiceRuntime.consume` takes the records in batches (`wok_runtime.batch`) and hands them
 to `InOrderHandlerSink` (below), which applies them through the same `EventProcessor` one
@@ -31,8 +37,9 @@ from aiokafka.errors import KafkaError
 from pymongo.errors import ConnectionFailure, NetworkTimeout, WriteConcernError
 
 from wok_contracts import ContractError, Envelope, EventData, decode_envelope
+from wok_contracts.registry import REGISTRY
 from wok_runtime.logging import correlation, get_logger
-from wok_runtime.outbox import Publisher
+from wok_runtime.outbox import EVENT_TYPE_HEADER, Publisher
 
 log = get_logger(__name__)
 
@@ -127,6 +134,36 @@ def key_problem(record: Record, envelope: Envelope[Any]) -> str | None:
     )
 
 
+def header_problem(record: Record, envelope: Envelope[Any]) -> str | None:
+    """Why a record's `wok-event-type` header disqualifies it, or None: a header naming
+    another type than the body's would have the consumers handling the body's type skip it
+    unread, so the consumers that do read it dead-letter it rather than let it pass."""
+    for name, value in record.headers:
+        if name == EVENT_TYPE_HEADER:
+            declared = (value or b"").decode("utf-8", "replace")[:100]
+            if declared != envelope.type:
+                return (
+                    f"{EVENT_TYPE_HEADER} header {declared!r} is not the event's type "
+                    f"{envelope.type!r} (consumers skip events by that header)"
+                )
+    return None
+
+
+def declared_type(record: Record) -> str | None:
+    """The event type the record's producer declared in its `wok-event-type` header, if it
+    is a registered type; None for records without one (older records, other producers),
+    which are decoded to find out. The header is only used to skip what a consumer has no
+    handler for: a consumer that handles the type decodes and validates the body."""
+    for name, value in record.headers:
+        if name == EVENT_TYPE_HEADER and value:
+            try:
+                event_type = value.decode()
+            except UnicodeDecodeError:
+                return None
+            return event_type if event_type in REGISTRY else None
+    return None
+
+
 class EventProcessor:
     def __init__(
         self,
@@ -166,11 +203,20 @@ class EventProcessor:
     async def admit(self, record: Record) -> Envelope[Any] | None:
         """The record's envelope if a handler takes it; None if it was dead-lettered (undecodable,
         invalid, wrongly keyed) or is of a type this consumer ignores."""
+        declared = declared_type(record)
+        if declared is not None and declared not in self._handlers:
+            self._metrics.on_outcome(declared, "ignored")
+            return None
         try:
             envelope = decode_envelope(record.value)
         except ContractError as error:
             await self._dead_letter(record, error.reason)
             self._metrics.on_outcome("undecodable", "dead_lettered")
+            return None
+        wrong_header = header_problem(record, envelope)
+        if wrong_header is not None:
+            await self._dead_letter(record, wrong_header)
+            self._metrics.on_outcome(envelope.type, "dead_lettered")
             return None
         if envelope.type not in self._handlers:
             self._metrics.on_outcome(envelope.type, "ignored")
@@ -326,7 +372,8 @@ class InOrderHandlerSink:
 
     What it saves against one message at a time: FastStream's per-message dispatch, one
     offset commit per message and two processed-store round trips per event; and events of
-    types without a handler cost only their decoding (they were never marked)."""
+    types without a handler cost a look at their headers (their decoding, for records
+    without the `wok-event-type` header); they are never marked."""
 
     counts_outcomes = True
 

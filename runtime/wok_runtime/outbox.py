@@ -31,6 +31,9 @@ from wok_contracts import CONTENT_TYPE, Envelope
 from wok_runtime.logging import get_logger
 
 OUTBOX_FIELD = "outbox"
+EVENT_TYPE_HEADER = "wok-event-type"
+"""The envelope's `type`, repeated as a Kafka header by the relay: a consumer skips the
+events it has no handler for without decoding them (`wok_runtime.batch`)."""
 PENDING_FIELD = "outbox_pending"
 WRITER = uuid.uuid4().hex[:12]
 """Tags the entries this process writes: its relay leaves young entries of other processes
@@ -101,7 +104,10 @@ class PendingMessage:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"content-type": CONTENT_TYPE, "correlation_id": self.correlation_id}
+        headers = {"content-type": CONTENT_TYPE, "correlation_id": self.correlation_id}
+        if self.event_type:  # entries of older versions have none: consumers decode those
+            headers[EVENT_TYPE_HEADER] = self.event_type
+        return headers
 
 
 def _message(document_id: str, event_id: str, entry: dict[str, Any]) -> PendingMessage:
@@ -277,6 +283,11 @@ class OutboxRelay:
     (`take_published`). A full round skips what is published and not yet removed, and the
     entries another process wrote less than `foreign_grace_s` ago (its own relay publishes
     them; after that, a crashed writer's are taken over).
+
+    While nothing happens, the look every `poll_interval_s` (for the events other processes
+    wrote) comes less and less often, the interval doubling up to `idle_poll_interval_s`
+    (default: `poll_interval_s`, no backing off); a write of this process wakes the relay
+    at once, and publishing something brings the interval back to `poll_interval_s`.
     """
 
     def __init__(
@@ -291,10 +302,13 @@ class OutboxRelay:
         mark_interval_s: float = 0.5,
         rescan_interval_s: float = 30.0,
         foreign_grace_s: float = 2.0,
+        idle_poll_interval_s: float | None = None,
     ) -> None:
         self._sources = list(sources)
         self._publisher = publisher
         self._poll_interval_s = poll_interval_s
+        self._idle_poll_interval_s = max(poll_interval_s, idle_poll_interval_s or 0.0)
+        self._quiet_interval_s = poll_interval_s
         self._batch_size = batch_size
         self._min_round_interval_s = min_round_interval_s
         self._mark_interval_s = mark_interval_s
@@ -502,16 +516,26 @@ class OutboxRelay:
                     self._full_round_due = True
                     await asyncio.sleep(self._poll_interval_s)
                     continue
-                timeout = self._poll_interval_s
+                if sent or self._unmarked or self._offered:
+                    self._quiet_interval_s = self._poll_interval_s
+                timeout = self._quiet_interval_s
                 removal = self._next_removal()
                 if removal is not None:  # removals due then at the latest
                     timeout = min(timeout, max(removal - loop.time(), 0.0))
+                if self._foreign_check_at < float("inf"):  # another writer's young entries
+                    timeout = min(timeout, max(self._foreign_check_at - loop.time(), 0.0))
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
                 except TimeoutError:
                     if not self._unmarked:
                         self._full_round_due = True  # quiet: look for other writers' events
+                        # Quiet for longer: look less often (a write here wakes the relay
+                        # at once; only other processes' writes wait for the look).
+                        self._quiet_interval_s = min(
+                            self._quiet_interval_s * 2, self._idle_poll_interval_s
+                        )
                     continue
+                self._quiet_interval_s = self._poll_interval_s  # woken: something was written
                 if sent:
                     # Busy: the next round no sooner than `min_round_interval_s` after this
                     # one began, carrying whatever was written meanwhile.

@@ -80,6 +80,8 @@ class ServiceRuntime:
             sources=[],
             publisher=self.publisher,
             poll_interval_s=settings.outbox_poll_interval_s,
+            idle_poll_interval_s=settings.outbox_idle_poll_interval_s,
+            min_round_interval_s=settings.outbox_min_round_interval_s,
             on_published=self.metrics.published,
         )
         self._startup_hooks: list[StartupHook] = []

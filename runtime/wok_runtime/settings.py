@@ -52,7 +52,26 @@ class WokSettings(BaseSettings):
     )
     consumer_backoff_initial_s: float = 0.2
     consumer_backoff_max_s: float = 5.0
-    outbox_poll_interval_s: float = 0.5
+    outbox_poll_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often the outbox relay looks for events other processes wrote (its "
+        "own process's writes wake it at once)",
+    )
+    outbox_min_round_interval_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="While events keep coming, the outbox relay's rounds start at least this far "
+        "apart, so one round (two produce requests) carries what was written meanwhile; tansu's "
+        "cost is per produce request and record batch, hardly per record",
+    )
+    outbox_idle_poll_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="While nothing is written, the relay's look for other processes' events "
+        "backs off from WOK_OUTBOX_POLL_INTERVAL_S to this, doubling each time (a write of its "
+        "own process wakes it at once); equal to WOK_OUTBOX_POLL_INTERVAL_S: no backing off",
+    )
     consumer_lag_interval_s: float = Field(
         default=5.0, description="How often the consumer lag on /metrics is measured"
     )

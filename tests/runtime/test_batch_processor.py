@@ -28,6 +28,7 @@ from wok_contracts import (
 from wok_contracts.registry import decode_carefully
 from wok_runtime.batch import BatchProcessor, PartitionBatch
 from wok_runtime.consumer import DLQ_REASON, ProcessorMetrics, Record, RetryPolicy
+from wok_runtime.outbox import EVENT_TYPE_HEADER
 
 CONSUMER = "reporting"
 DEAD_LETTERS = "dead-letter.reporting.v1"
@@ -100,14 +101,19 @@ class Consumer:
     outcomes: list[tuple[str, str]]
 
 
-def consumer(sink: Sink | None = None, *, pipeline_records: int = 1000) -> Consumer:
+def consumer(
+    sink: Sink | None = None,
+    *,
+    pipeline_records: int = 1000,
+    event_types: frozenset[str] | set[str] | None = None,
+) -> Consumer:
     sink = sink or Sink()
     dead_letters = RecordingPublisher()
     outcomes: list[tuple[str, str]] = []
     processor = BatchProcessor(
         consumer=CONSUMER,
         sink=sink,
-        event_types={ParticipantRegistered.event_type},
+        event_types=event_types or {ParticipantRegistered.event_type},
         dead_letters=dead_letters,
         dead_letter_topic=DEAD_LETTERS,
         retry=FAST_RETRY,
@@ -214,6 +220,82 @@ async def test_an_invalid_message_is_dead_lettered_and_its_offset_stored_with_th
     assert c.sink.stored == {good.id: 1}
     assert c.sink.offsets == {(TOPIC, 0): 2}  # past the ignored and dead-lettered ones
     assert (MunicipalityRegistered.event_type, "ignored") in c.outcomes
+
+
+def typed(offset: int, value: bytes, event_type: str) -> Record:
+    """A record as the outbox relay sends it: the event type in the `wok-event-type` header."""
+    return Record(
+        topic=TOPIC,
+        partition=0,
+        offset=offset,
+        key=KAISERSLAUTERN.encode(),
+        value=value,
+        headers=(
+            ("content-type", b"application/cloudevents+json"),
+            (EVENT_TYPE_HEADER, event_type.encode()),
+        ),
+    )
+
+
+async def test_a_record_whose_header_names_a_type_without_handler_is_skipped_undecoded() -> None:
+    c = consumer()
+    good = registered("reg-1")
+
+    await c.processor.process(
+        [
+            # not even JSON: only a consumer handling the declared type would look inside
+            typed(0, b"{not json", MunicipalityRegistered.event_type),
+            typed(1, good.to_json_bytes(), ParticipantRegistered.event_type),
+        ]
+    )
+
+    assert c.dead_letters.messages == []
+    assert c.sink.stored == {good.id: 1}
+    assert c.sink.offsets == {(TOPIC, 0): 1}
+    assert (MunicipalityRegistered.event_type, "ignored") in c.outcomes
+
+
+async def test_a_header_naming_a_handled_or_unknown_type_still_gets_the_body_checked() -> None:
+    c = consumer()
+    good = registered("reg-1")
+    older = registered("reg-2")  # no header: written before the relay set one
+
+    await c.processor.process(
+        [
+            typed(0, b"{not json", ParticipantRegistered.event_type),
+            typed(1, b'{"also": "bad"}', "no.such.type.v1"),
+            typed(2, good.to_json_bytes(), "no.such.type.v1"),
+            record(3, older.to_json_bytes()),
+        ]
+    )
+
+    reasons = [headers[DLQ_REASON] for _, _, _, headers in c.dead_letters.messages]
+    assert len(reasons) == 3 and reasons[0].startswith("not JSON")
+    assert [headers["wok-dlq-offset"] for *_, headers in c.dead_letters.messages] == [
+        "0",
+        "1",
+        "2",
+    ]
+    # a good body under a header naming another type: consumers handling the body's type
+    # would have skipped it, so it goes to the dead letters with both types named
+    assert "'no.such.type.v1'" in reasons[2] and ParticipantRegistered.event_type in reasons[2]
+    assert c.sink.stored == {older.id: 1}
+
+
+async def test_a_body_under_a_header_naming_another_type_is_dead_lettered_by_its_readers() -> None:
+    """Header says MunicipalityRegistered, body is a ParticipantRegistered: the consumers
+    handling registrations skip it by the header, so one that reads it (this one handles
+    the declared type) must not pass it over as "not mine" but dead-letter it."""
+    c = consumer(event_types={MunicipalityRegistered.event_type})
+    good = registered("reg-1")
+
+    await c.processor.process([typed(0, good.to_json_bytes(), MunicipalityRegistered.event_type)])
+
+    [(_, _, _, headers)] = c.dead_letters.messages
+    assert MunicipalityRegistered.event_type in headers[DLQ_REASON]
+    assert ParticipantRegistered.event_type in headers[DLQ_REASON]
+    assert c.sink.stored == {}
+    assert c.sink.offsets == {(TOPIC, 0): 0}
 
 
 async def test_an_event_the_sink_keeps_failing_on_is_dead_lettered_and_the_others_stored() -> None:

@@ -29,6 +29,7 @@ from wok_runtime.consumer import (
     RetryPolicy,
     TransientError,
 )
+from wok_runtime.outbox import EVENT_TYPE_HEADER
 
 CONSUMER = "reporting"
 DEAD_LETTERS = "dead-letter.reporting.v1"
@@ -241,6 +242,40 @@ async def test_an_event_type_without_a_handler_is_ignored(consumer: Consumer) ->
     assert consumer.dead_letters.messages == []
     assert not await consumer.processed.seen(CONSUMER, other.id)
     assert consumer.outcomes == [(MunicipalityRegistered.event_type, "ignored")]
+
+
+async def test_a_record_declaring_a_type_without_a_handler_is_ignored_undecoded(
+    consumer: Consumer,
+) -> None:
+    declared = ((EVENT_TYPE_HEADER, MunicipalityRegistered.event_type.encode()),)
+
+    await consumer.processor.process(record_of(b"{not json", headers=declared))
+
+    assert consumer.dead_letters.messages == []
+    assert consumer.outcomes == [(MunicipalityRegistered.event_type, "ignored")]
+
+    # declaring a handled type does not excuse the body: it is checked and dead-lettered
+    handled = ((EVENT_TYPE_HEADER, ParticipantRegistered.event_type.encode()),)
+    await consumer.processor.process(record_of(b"{not json", headers=handled))
+    (dead,) = consumer.dead_letters.messages
+    assert dead.headers[DLQ_REASON].startswith("not JSON")
+    assert consumer.handler.calls == []
+
+
+async def test_a_body_of_another_type_than_its_header_names_is_dead_lettered(
+    consumer: Consumer,
+) -> None:
+    """The consumers handling a registration skip it when its header names another type;
+    one reading it must not pass it over as "not mine" (it would be lost to everyone)."""
+    body = participant_registered().to_json_bytes()
+    other = ((EVENT_TYPE_HEADER, b"wok.somewhere.else.v1"),)
+
+    await consumer.processor.process(record_of(body, headers=other))
+
+    (dead,) = consumer.dead_letters.messages
+    assert "'wok.somewhere.else.v1'" in dead.headers[DLQ_REASON]
+    assert ParticipantRegistered.event_type in dead.headers[DLQ_REASON]
+    assert consumer.handler.calls == []
 
 
 async def test_a_handler_failing_a_few_times_is_retried_until_it_succeeds() -> None:

@@ -22,6 +22,7 @@ from wok_contracts import (
 )
 from wok_runtime.kafka import KafkaPublisher
 from wok_runtime.outbox import (
+    EVENT_TYPE_HEADER,
     OUTBOX_FIELD,
     PENDING_FIELD,
     InMemoryOutboxSource,
@@ -183,6 +184,8 @@ async def test_every_event_is_published_once_in_the_order_it_was_written(
         assert headers == {
             "content-type": CONTENT_TYPE,
             "correlation_id": decode_envelope(value).correlationid,
+            # consumers without a handler for the type skip it without decoding
+            EVENT_TYPE_HEADER: decode_envelope(value).type,
         }
     for document in documents.values():
         assert document[PENDING_FIELD] == 0
@@ -468,6 +471,48 @@ async def test_a_write_after_a_quiet_spell_goes_out_at_once_and_a_busy_spell_is_
     assert documents[KAISERSLAUTERN][OUTBOX_FIELD] == {}
     assert publisher.rounds - rounds_before <= 3
     assert source.mark_calls <= 3
+
+
+async def test_a_quiet_relay_looks_less_often_yet_a_write_here_goes_out_at_once(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    documents[KAISERSLAUTERN] = with_outbox({"_id": KAISERSLAUTERN}, [])
+    source = InMemoryOutboxSource(documents)
+    published: list[str] = []
+    relay = OutboxRelay(
+        sources=[source],
+        publisher=RecordingPublisher(),
+        poll_interval_s=0.02,
+        idle_poll_interval_s=0.32,
+        on_published=lambda message: published.append(message.event_id),
+    )
+    running = asyncio.create_task(relay.run())
+    loop = asyncio.get_running_loop()
+    try:
+        # Quiet: looks after 20, 40, 80, 160, 320, 320 ms ... instead of every 20 ms.
+        await asyncio.sleep(1.0)
+        assert source.find_calls <= 9
+
+        # A write of this process wakes it at once.
+        written_at = loop.time()
+        mine = registered(KAISERSLAUTERN, "mine")
+        apply(documents[KAISERSLAUTERN], outbox_update([mine]))
+        relay.wake()
+        await until(lambda: published == [mine.envelope.id])
+        assert loop.time() - written_at < 0.1
+
+        # Another process's write (no wake-up) is found by a look, at the latest after the
+        # longest quiet interval.
+        await until(lambda: documents[KAISERSLAUTERN][PENDING_FIELD] == 0)
+        await asyncio.sleep(0.7)  # quiet again
+        documents[MAINZ] = with_outbox({"_id": MAINZ}, [theirs := registered(MAINZ, "theirs")])
+        written_at = loop.time()
+        await until(lambda: theirs.envelope.id in published)
+        assert loop.time() - written_at < 0.32 + 0.1
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
 
 
 @dataclass

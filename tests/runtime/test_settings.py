@@ -92,3 +92,12 @@ def test_consumer_groups_carry_the_deployment_prefix_like_topics() -> None:
     assert staging.consumer_group("reporting") == "staging.reporting"
     assert staging.topic("registration.events.v1") == "staging.registration.events.v1"
     assert WokSettings().consumer_group("reporting") == "reporting"
+
+
+def test_a_quiet_relay_backs_off_to_the_idle_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = RegistrationSettings()
+    assert settings.kafka_fetch_max_wait_ms == 50
+    assert (settings.outbox_poll_interval_s, settings.outbox_idle_poll_interval_s) == (0.5, 5.0)
+
+    monkeypatch.setenv("WOK_OUTBOX_IDLE_POLL_INTERVAL_S", "0.5")  # no backing off
+    assert RegistrationSettings().outbox_idle_poll_interval_s == 0.5
