@@ -120,6 +120,41 @@ async def test_activities_are_stored_once_with_their_time_zone(storage) -> None:
     assert stored == activity and stored.occurred_at.tzinfo is not None
 
 
+@pytest.mark.parametrize("digest_first", [True, False])
+async def test_a_measures_own_activity_takes_the_place_of_its_digest_in_either_order(
+    storage, digest_first: bool
+) -> None:
+    """Reporting's digest of a planned measure and the exchange's own reading of the
+    measure name the same source event and arrive over different topics in no fixed order:
+    the feed keeps the measure's item either way, once."""
+    repository, _ = storage
+    digest = Activity(
+        source_event_id="e-1",
+        ags=MAINZ,
+        kind=PeerActivityKind.ACTIVITY,
+        text_de="Mainz hat eine Maßnahme geplant.",
+        text_en="Mainz planned a measure.",
+        occurred_at=T0,
+        fields=frozenset({2}),
+    )
+    measure = Activity(
+        source_event_id="e-1",
+        ags=MAINZ,
+        kind=PeerActivityKind.MEASURE_PLANNED,
+        text_de="Mainz plant „Schulungen“.",
+        text_en="Mainz planned “Schulungen”.",
+        occurred_at=T0,
+        fields=frozenset({2}),
+    )
+    first, second = (digest, measure) if digest_first else (measure, digest)
+
+    assert await repository.add_activity(first) is True
+    assert await repository.add_activity(second) is digest_first
+    assert await repository.add_activity(measure) is False  # and only once
+
+    assert await repository.activities() == [measure]
+
+
 async def test_an_announcement_is_made_once_and_relayed(storage) -> None:
     repository, source = storage
     event = PeerSuggested(

@@ -47,7 +47,12 @@ class ExchangeRepository(Protocol):
 
     async def measures(self) -> list[Measure]: ...
 
-    async def add_activity(self, activity: Activity) -> bool: ...
+    async def add_activity(self, activity: Activity) -> bool:
+        """Store the activity once per source event; False if it was stored already. A
+        measure's own activity (the exchange reads measures itself) takes the place of the
+        plain digest reporting sent for the same event, whichever arrived first: the two come
+        over different topics, in no fixed order."""
+        ...
 
     async def activities(self) -> list[Activity]: ...
 
@@ -247,10 +252,18 @@ class MongoExchangeRepository:
         return [_measure(document) async for document in self.measures_collection.find({})]
 
     async def add_activity(self, activity: Activity) -> bool:
+        document = _activity_document(activity)
         try:
-            await self.activities_collection.insert_one(_activity_document(activity))
+            await self.activities_collection.insert_one(document)
         except DuplicateKeyError:
-            return False
+            if activity.kind is PeerActivityKind.ACTIVITY:
+                return False
+            fields = {name: value for name, value in document.items() if name != "_id"}
+            result = await self.activities_collection.update_one(
+                {"_id": activity.source_event_id, "kind": PeerActivityKind.ACTIVITY.value},
+                {"$set": fields},
+            )
+            return bool(result.modified_count)
         return True
 
     async def activities(self) -> list[Activity]:
@@ -325,7 +338,11 @@ class InMemoryExchangeRepository:
         return [_measure(copy.deepcopy(d)) for d in self.measure_documents.values()]
 
     async def add_activity(self, activity: Activity) -> bool:
-        if activity.source_event_id in self.activity_documents:
+        stored = self.activity_documents.get(activity.source_event_id)
+        if stored is not None and (
+            activity.kind is PeerActivityKind.ACTIVITY
+            or stored["kind"] != PeerActivityKind.ACTIVITY.value
+        ):
             return False
         self.activity_documents[activity.source_event_id] = _activity_document(activity)
         return True
