@@ -6,20 +6,25 @@ the server).
 """
 
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from wok_contracts import ActivityDigest, ActivityKind, AggregateScope, AggregateSnapshot
 from wok_reporting.adapters.mongo import (
+    CHUNK_WINDOW,
+    POSITION_EVERY,
     MongoActivityRepository,
     MongoProjectionRepository,
     MongoSnapshotRepository,
 )
 from wok_reporting.adapters.repository import FactBatch, StoredSnapshot
 from wok_reporting.domain import MUNICIPALITY, REGISTRATION, Fact
+from wok_runtime.metrics import MongoCommandCounter
 from wok_runtime.mongo import mongo_client
 from wok_runtime.outbox import MongoOutboxSource, pending_messages
 
@@ -281,6 +286,55 @@ async def test_the_offset_is_found_when_the_position_hint_was_not_written(databa
     assert (
         await MongoProjectionRepository(database).stored_offset("registration.events.v1", 2) == 30
     )
+
+
+async def test_a_batch_is_one_write_and_the_position_hint_trails_by_a_few_chunks(
+    mongodb_uri: str,
+) -> None:
+    """The position hint is written after a process's first chunk of a partition and then
+    after every POSITION_EVERY-th: most batches are the chunk's insert alone. A restarted
+    writer and a reader further behind than a lookup window still find every chunk."""
+    commands = MongoCommandCounter(CollectorRegistry())
+    client = mongo_client(mongodb_uri, listeners=[commands])
+    try:
+        database = client[f"wok_reporting_{uuid.uuid4().hex[:12]}"]
+        projections = MongoProjectionRepository(database)
+        await projections.record_batches([batch_of(1, 0, registration(0))])
+        early = await projections.facts_since(None)
+        before = commands.counts()
+        batches = 2 * CHUNK_WINDOW + 5
+        for n in range(1, batches + 1):
+            await projections.record_batches([batch_of(1, n, registration(n))])
+        sent = commands.counts() - before
+        hints = batches // POSITION_EVERY
+        assert sent == Counter(
+            {("insert", "fact_chunks"): batches, ("update", "fact_positions"): hints}
+        )
+        hint = await database["fact_positions"].find_one({"_id": "registration.events.v1|1"})
+        assert hint is not None and hint["n"] == hints * POSITION_EVERY < batches
+        # A reader starting now reads everything once, then only what comes after it.
+        everything = await MongoProjectionRepository(database).facts_since(None)
+        assert len(everything.facts) == batches + 1
+        assert (await projections.facts_since(everything.cursor)).facts == []
+
+        # A hint further behind than two lookup windows (as if its writes had been lost).
+        await database["fact_positions"].update_one(
+            {"_id": "registration.events.v1|1"}, {"$set": {"n": 0, "last": 0}}
+        )
+        later = await MongoProjectionRepository(database).facts_since(early.cursor)
+        assert sorted(f.entity_id for f in later.facts) == sorted(
+            f"registration-{n}" for n in range(1, batches + 1)
+        )
+        assert (await projections.facts_since(later.cursor)).facts == []
+
+        restarted = MongoProjectionRepository(database)
+        assert await restarted.stored_offset("registration.events.v1", 1) == batches
+        await restarted.record_batches([batch_of(1, batches + 1, registration(batches + 1))])
+        assert await database["fact_chunks"].count_documents({"kind": "live"}) == batches + 2
+        latest = await projections.facts_since(later.cursor)
+        assert [f.entity_id for f in latest.facts] == [f"registration-{batches + 1}"]
+    finally:
+        await client.close()
 
 
 async def test_a_rebuild_replaces_what_it_read_and_keeps_later_chunks_and_offsets(database) -> None:

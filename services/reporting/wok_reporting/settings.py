@@ -17,6 +17,14 @@ class ReportingSettings(WokSettings):
         gt=0,
         description="Changes within this interval are coalesced into one snapshot per scope",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=200,
+        ge=1,
+        description="How long reporting's fetch may wait for records (the runtime's default is "
+        "50). On the embedded stack (tansu answers a waiting fetch when this runs out) a batch "
+        "then holds what arrived in it: fewer, larger batches, each one stored with one "
+        "write, for at most this much more delay before the aggregates",
+    )
     batch_max_records: int = Field(
         default=2000,
         gt=0,

@@ -41,6 +41,9 @@ from wok_runtime.outbox import Publisher
 
 SOURCE = "/wok/reporting"
 THREAD_FACTS = 10_000  # more new facts than this are aggregated beside the event loop
+# A table with more cells than this is protected beside the event loop (about 2 µs a cell:
+# a smaller one takes less time than handing it to a thread and back costs).
+THREAD_CELLS = 5_000
 
 log = get_logger(__name__)
 
@@ -176,7 +179,11 @@ class SnapshotPublisher:
         figures = self._tally.figures()
         # Pure computation over every scope (a second at a large table): in a thread, so
         # the event loop (the consumer of the same process) keeps going meanwhile.
-        disclosed = await asyncio.to_thread(disclose, figures)
+        cells = sum(len(figure.metrics) + len(figure.daily) for figure in figures.values())
+        if cells > THREAD_CELLS:
+            disclosed = await asyncio.to_thread(disclose, figures)
+        else:
+            disclosed = disclose(figures)
         taken = False  # another publisher stored a scope: look again next round
         assert self._stored is not None
         stored_now = self._stored

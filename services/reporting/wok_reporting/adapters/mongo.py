@@ -5,9 +5,12 @@ Facts are kept in chunks, one document per consumed batch and partition (collect
 facts: <zlib-compressed JSON array>}`. A batch of any size is one insert, so the cost of
 consuming does not grow with what is stored; the chunk carries the partition's highest
 offset it covers (`last`), written in the same document as the facts, and `n` numbers a
-partition's chunks 0, 1, 2, ... A small document per partition in `fact_positions`
-remembers the newest chunk; it is written after the chunk, so the position is that chunk's
-`last` or, after a crash in between, found by looking up chunk n+1, n+2, ... by `_id`. The
+partition's chunks 0, 1, 2, ... without a gap (chunk n+1 is inserted once chunk n is
+stored). A small document per partition in `fact_positions` names a chunk that is stored
+(a hint, never ahead): written after the first chunk a process stores for a partition and
+then after every `POSITION_EVERY`th, not after each (it was a second write per batch).
+Whoever needs the newest chunk looks the chunks after the hint up by `_id`, a window of
+them per query. The
 facts are one compressed JSON array (binary): nx-27017 stores bytes as they are, while
 every nested document costs it time (a compressed chunk costs it a sixth of a plain JSON
 string), and a fact list is only ever written whole and read whole.
@@ -21,11 +24,13 @@ Municipality facts are also kept per municipality (`municipalities`, `{_id: AGS,
 facts: {<event key>: fact}}`, `$set` on a map key), so a digest finds the name a
 municipality had at its event's time with one lookup.
 
-A snapshot round reads only what was stored since the last one (`facts_since`): the
-chunks after the partition positions it saw (one query by `_id`, plus the chunk after each
-position, written before its position), and the loose chunks when `projection_meta.loose`,
+A snapshot round reads only what was stored since the last one (`facts_since`): per
+partition (those with a position document) the chunks after the newest it read, in windows
+of `_id`s (one query for all partitions, reaching past each position hint; another only for
+a partition whose window was full), and the loose chunks when `projection_meta.loose`,
 counted up with each loose chunk, changed; everything only on its first call and after a
-rebuild switched the base generation.
+rebuild switched the base generation (reading on, then, from the newest chunks that read
+saw).
 
 A rebuild writes its facts as base chunks of a new generation (`base|<gen>|<n>`), switches
 `projection_meta.base` to it, then empties the live chunks its read covered and deletes the
@@ -69,6 +74,14 @@ LEGACY_COLLECTIONS = ("dialogue_events", "registrations", "notifications")
 ACTIVITY = "activity"
 SNAPSHOTS = "snapshots"
 BASE_CHUNK_FACTS = 5000
+# A partition's position hint is written again once this many chunks were stored after it.
+POSITION_EVERY = 32
+# Chunk ids looked up per partition and query after a position hint (more than
+# POSITION_EVERY: the chunks stored after the hint are found with one query).
+CHUNK_WINDOW = 64
+# A snapshot round's first look past what it read (a round usually finds a chunk or two per
+# partition); a window found full is followed by one twice as large.
+READ_WINDOW = 4
 
 
 def stored_time(moment: datetime) -> str:
@@ -177,6 +190,14 @@ def _fact_update(fact: Fact) -> UpdateOne:
     )
 
 
+def _contiguous(after: int, numbers: Collection[int]) -> int:
+    """The highest n such that every chunk after `after` up to n is among `numbers`."""
+    newest = after
+    while newest + 1 in numbers:
+        newest += 1
+    return newest
+
+
 def unique_facts(facts: Iterable[Fact]) -> list[Fact]:
     """One fact per (entity, entity id, event id): the same event stored twice is one."""
     found: dict[tuple[str, str, str], Fact] = {}
@@ -204,6 +225,8 @@ class MongoProjectionRepository:
         self._municipalities = database[MUNICIPALITIES]
         # Per partition: (number of its newest chunk, the offset it covers up to).
         self._newest: dict[tuple[str, int], tuple[int, int]] = {}
+        # Per partition: the chunk number of the position hint this process wrote last.
+        self._hinted: dict[tuple[str, int], int] = {}
 
     async def ensure_ready(self) -> None:
         """Start-up: move facts of the earlier one-document-per-entity shape into a chunk."""
@@ -278,19 +301,24 @@ class MongoProjectionRepository:
             # newest chunks up again; the caller retries, and facts stored twice are one.
             self._newest.clear()
             raise RuntimeError(f"chunk already taken: {error.details.get('writeErrors')}") from None
+        due: dict[tuple[str, int], int] = {}
         updates = []
         for chunk in chunks:
             key = (chunk["topic"], chunk["partition"])
             self._newest[key] = (chunk["n"], chunk["last"])
-            updates.append(
-                UpdateOne(
-                    {"_id": position_id(*key)},
-                    {"$set": {"n": chunk["n"], "last": chunk["last"]}},
-                    upsert=True,
+            hinted = self._hinted.get(key)
+            if hinted is None or chunk["n"] - hinted >= POSITION_EVERY:
+                due[key] = chunk["n"]
+                updates.append(
+                    UpdateOne(
+                        {"_id": position_id(*key)},
+                        {"$set": {"n": chunk["n"], "last": chunk["last"]}},
+                        upsert=True,
+                    )
                 )
-            )
-        if updates:  # the position hints of every partition in one write
+        if updates:  # the position hints due, of every partition in one write
             await self._positions.bulk_write(updates, ordered=False)
+            self._hinted.update(due)
 
     async def _newest_chunk(self, topic: str, partition: int) -> tuple[int, int]:
         """(n, last) of the partition's newest chunk; (-1, -1) if there is none."""
@@ -300,14 +328,38 @@ class MongoProjectionRepository:
         hint = await self._positions.find_one({"_id": position_id(topic, partition)})
         n, last = (-1, -1) if hint is None else (int(hint["n"]), int(hint["last"]))
         while True:
-            following = await self._chunks.find_one(
-                {"_id": chunk_id(topic, partition, n + 1)}, {"last": 1}
-            )
-            if following is None:
+            found = await self._chunks_after({key: n}, {key: n + CHUNK_WINDOW}, {"last": 1})
+            newest = _contiguous(n, found.get(key, {}))
+            for number in range(n + 1, newest + 1):
+                last = max(last, int(found[key][number]["last"]))
+            full = newest == n + CHUNK_WINDOW
+            n = newest
+            if not full:
                 break
-            n, last = n + 1, max(last, int(following["last"]))
         self._newest[key] = (n, last)
         return n, last
+
+    async def _chunks_after(
+        self,
+        after: dict[tuple[str, int], int],
+        through: dict[tuple[str, int], int],
+        projection: dict[str, int] | None = None,
+    ) -> dict[tuple[str, int], dict[int, dict[str, Any]]]:
+        """The stored live chunks numbered after[p] + 1 .. through[p] of each partition p,
+        by partition and number, with one query."""
+        wanted = [
+            chunk_id(topic, partition, n)
+            for (topic, partition), newest in after.items()
+            for n in range(newest + 1, through[(topic, partition)] + 1)
+        ]
+        found: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
+        if not wanted:
+            return found
+        shape = None if projection is None else {**projection, "topic": 1, "partition": 1, "n": 1}
+        async for chunk in self._chunks.find({"_id": {"$in": wanted}}, shape):
+            key = (chunk["topic"], int(chunk["partition"]))
+            found.setdefault(key, {})[int(chunk["n"])] = chunk
+        return found
 
     async def stored_offset(self, topic: str, partition: int) -> int | None:
         self._newest.pop((topic, partition), None)  # asked after an assignment: read anew
@@ -315,14 +367,26 @@ class MongoProjectionRepository:
         return None if n < 0 else last
 
     async def facts(self) -> list[Fact]:
+        facts, _ = await self._all_facts()
+        return facts
+
+    async def _all_facts(self) -> tuple[list[Fact], dict[tuple[str, int], int]]:
+        """Every stored fact, and per partition the newest live chunk such that the read
+        saw every chunk up to it (chunks are numbered from 0 and never deleted)."""
         meta = await self._meta.find_one({"_id": "base"})
         generation = None if meta is None else meta.get("generation")
         found: list[Fact] = []
+        numbers: dict[tuple[str, int], set[int]] = {}
         async for chunk in self._chunks.find({}):
-            if chunk.get("kind") == "base" and chunk.get("generation") != generation:
+            kind = chunk.get("kind")
+            if kind == "base" and chunk.get("generation") != generation:
                 continue
+            if kind == "live":
+                key = (chunk["topic"], int(chunk["partition"]))
+                numbers.setdefault(key, set()).add(int(chunk["n"]))
             found.extend(decode_facts(chunk.get("facts")))
-        return unique_facts(found)
+        read = {key: _contiguous(-1, seen) for key, seen in numbers.items()}
+        return unique_facts(found), read
 
     async def load(self) -> Projection:
         return Projection.from_facts(await self.facts())
@@ -341,21 +405,32 @@ class MongoProjectionRepository:
             topic, partition = str(document["_id"]).rsplit("|", 1)
             positions[(topic, int(partition))] = int(document["n"])
         if cursor is None or cursor.generation != generation:
-            # Read after the positions: the next call reads again from them (no gap).
-            facts = await self.facts()
-            return FactsSince(facts, ChunkCursor(generation, loose, positions), complete=True)
+            # The next call reads on from the newest chunk this read saw, not from the
+            # position hints (up to POSITION_EVERY chunks behind: read twice otherwise).
+            facts, read = await self._all_facts()
+            cursor_positions = {**dict.fromkeys(positions, -1), **read}
+            return FactsSince(facts, ChunkCursor(generation, loose, cursor_positions), True)
         seen = dict(cursor.positions)
-        wanted = [
-            chunk_id(topic, partition, n)
-            for (topic, partition), newest in positions.items()
-            for n in range(seen.get((topic, partition), -1) + 1, newest + 2)
-        ]
         found: list[Fact] = []
-        if wanted:
-            async for chunk in self._chunks.find({"_id": {"$in": wanted}}):
-                found.extend(decode_facts(chunk.get("facts")))
-                key = (chunk["topic"], chunk["partition"])
-                seen[key] = max(seen.get(key, -1), int(chunk["n"]))
+        # Every partition with a position, from the newest chunk read, through a window
+        # past it and past the hint (what was stored after them); again, twice as far, for
+        # those whose window was full.
+        after = {key: seen.get(key, -1) for key in positions}
+        window = READ_WINDOW
+        through = {key: max(n, positions[key]) + window for key, n in after.items()}
+        while after:
+            chunks = await self._chunks_after(after, through)
+            full: dict[tuple[str, int], int] = {}
+            for key, start in after.items():
+                newest = _contiguous(start, chunks.get(key, {}))
+                for n in range(start + 1, newest + 1):
+                    found.extend(decode_facts(chunks[key][n].get("facts")))
+                seen[key] = max(seen.get(key, -1), newest)
+                if newest == through[key]:
+                    full[key] = newest
+            after = full
+            window = min(2 * window, 1024)
+            through = {key: n + window for key, n in full.items()}
         if loose != cursor.loose:
             async for chunk in self._chunks.find({"kind": "loose"}):
                 found.extend(decode_facts(chunk.get("facts")))
