@@ -53,16 +53,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A MongoDB wire-protocol server (nx-27017) with its own data dir, for the whole session."""
-    binary = Path(sys.executable).parent / "nx-27017"
-    if not binary.exists():
-        pytest.fail(f"{binary} not found: install the dev requirements (nx-27017)")
+    """A MongoDB wire-protocol server (nx-27017) with its own data dir, for the whole session,
+    run as the embedded stack runs it (`wok_cli.mongo_server`: nx-27017's handler and storage,
+    commands answered on the event loop)."""
     directory = tmp_path_factory.mktemp("nx-27017")
     port = free_port()
     console = (directory / "console.log").open("wb")
     process = subprocess.Popen(
         [
-            str(binary),
+            sys.executable,
+            "-m",
+            "wok_cli.mongo_server",
             # --data-dir: one SQLite file per database; without it databases share collections
             "--data-dir",
             str(directory / "data"),

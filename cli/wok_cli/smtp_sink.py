@@ -4,6 +4,13 @@ Run it as a process (`python -m wok_cli.smtp_sink --host 127.0.0.1 --port 1025 -
 or in-process with `SmtpSink`. Each file holds the raw bytes as received, named by the
 time of arrival plus a random suffix, and appears whole (written under a hidden temporary
 name, then renamed), so a reader polling `*.eml` never sees half a message.
+
+A mail is written on the event loop's thread, before the sink answers 250: writing a few
+kilobytes into the page cache takes microseconds, less than handing the write to a thread
+and back. It is not forced to disk (no fsync): a killed sink loses nothing it answered 250
+for, only a crash of the machine itself could, and this is a development and test sink.
+(The hand-over, the fsync and a log line per mail were about 0.5 of the 1.3 ms of CPU the
+sink spent per mail.)
 """
 
 from __future__ import annotations
@@ -42,10 +49,12 @@ class EmlFolderHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         name = eml_file_name(datetime.now(UTC))
-        await asyncio.to_thread(write_atomically, self.directory, name, content)
+        write_atomically(self.directory, name, content, durable=False)
         self.received += 1
         # The file name and size only: addresses are personal data and stay out of logs.
-        log.info("message stored file=%s bytes=%d", name, len(content))
+        # At DEBUG: a line per mail cost more than writing the mail (the count is logged
+        # when the sink stops).
+        log.debug("message stored file=%s bytes=%d", name, len(content))
         return "250 Message accepted for delivery"
 
 

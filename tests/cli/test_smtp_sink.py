@@ -1,5 +1,7 @@
 """The SMTP sink: what a service sends arrives as one complete, parseable `.eml` file."""
 
+import asyncio
+import stat
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -75,3 +77,35 @@ def test_a_written_file_appears_whole_and_leaves_no_temporary_behind(tmp_path: P
     written = write_atomically(tmp_path, "mail.eml", content)
     assert written.read_bytes() == content
     assert [path.name for path in tmp_path.iterdir()] == ["mail.eml"]
+
+
+def test_a_stored_mail_is_whole_private_and_leaves_no_temporary_behind(tmp_path: Path) -> None:
+    content = b"Subject: x\r\n\r\n" + b"a" * 300_000
+    write_atomically(tmp_path, "20261210T180000000000Z-0a1b2c3d.eml", content, durable=False)
+    (stored,) = tmp_path.iterdir()
+    assert stored.name == "20261210T180000000000Z-0a1b2c3d.eml"
+    assert stored.read_bytes() == content
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+
+
+async def test_mails_over_kept_open_connections_side_by_side_each_land_once(tmp_path: Path) -> None:
+    """As notification sends: several connections, each reused for many mails."""
+    async with SmtpSink(directory=tmp_path, port=0) as sink:
+        connections = [aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port) for _ in range(8)]
+        for connection in connections:
+            await connection.connect()
+
+        async def send_all(connection: aiosmtplib.SMTP, first: int) -> None:
+            for number in range(first, first + 25):
+                message = confirmation_mail()
+                message.replace_header("Subject", f"Erinnerung {number}")
+                await connection.send_message(message)
+            await connection.quit()
+
+        await asyncio.gather(
+            *(send_all(connection, 25 * index) for index, connection in enumerate(connections))
+        )
+        assert sink.handler.received == 200
+
+    subjects = sorted(int(mail["Subject"].split()[-1]) for mail in read_mails(tmp_path))
+    assert subjects == list(range(200))
