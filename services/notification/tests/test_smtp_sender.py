@@ -11,6 +11,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
+import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -390,3 +391,126 @@ def test_a_message_id_is_written_as_the_stdlib_writes_it(length: int) -> None:
             assert mail._folded(smtp_policy, "Message-ID", value) == smtp_policy.fold_binary(
                 "Message-ID", value
             )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "1.0",
+        "auto-generated",
+        "x" * 70,  # "Subject: " + 70 = 79: refolded by the stdlib
+        "x" * 69,
+        "y" * 68,
+        "Tab\there",
+        "Form\x0cfeed",  # a line boundary for str.splitlines
+        "Group\x1dseparator",
+        "trailing space ",
+        "=?utf-8?q?encoded?= words",
+        '"quoted" <angle@brackets.example>',
+        "line\n continued",
+    ],
+)
+def test_a_short_header_is_written_as_the_stdlib_writes_it(value: str) -> None:
+    for smtp_policy in mail._POLICIES.values():
+        for name in ("Subject", "Content-Language", "X-Long-Header-Name"):
+            assert mail._folded(smtp_policy, name, value) == smtp_policy.fold_binary(name, value)
+
+
+class TranscriptServer:
+    """A mail server that answers like aiosmtpd, advertises the given extensions and keeps
+    every byte the client sends (to compare what two clients say, word for word)."""
+
+    def __init__(self, extensions: tuple[str, ...]) -> None:
+        self.extensions = extensions
+        self.received = bytearray()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> TranscriptServer:
+        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 transcript ESMTP\r\n")
+        while line := await reader.readline():
+            self.received += line
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                lines = ["transcript", *self.extensions, "HELP"]
+                writer.write(
+                    "".join(
+                        f"250{'-' if n < len(lines) - 1 else ' '}{text}\r\n"
+                        for n, text in enumerate(lines)
+                    ).encode()
+                )
+            elif verb == b"DATA":
+                writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                content = await reader.readuntil(b"\r\n.\r\n")
+                self.received += content
+                writer.write(b"250 OK: queued\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 Bye\r\n")
+                await writer.drain()
+                break
+            elif verb == b"RCPT" and REFUSED_ADDRESS.encode() in line:
+                writer.write(b"550 5.1.1 mailbox unavailable\r\n")
+            else:
+                writer.write(b"250 OK\r\n")
+            await writer.drain()
+        writer.close()
+
+
+def a_message_with_dots_and_bare_line_ends() -> EmailMessage:
+    """Not the renderer's shape: text lines starting with a dot (stuffed on the wire) and
+    line ends the generator writes as they are."""
+    message = EmailMessage()
+    message["From"] = "Weltoffene Kommune <noreply@weltoffene-kommune.example>"
+    message["To"] = "Jörg Müller <joerg@example.org>"
+    message["Subject"] = "Punkte"
+    message.set_content(".erste Zeile\n..zweite\nmitte\n.\nende", cte="8bit")
+    return message
+
+
+@pytest.mark.parametrize(
+    "extensions", [("SIZE 33554432", "8BITMIME", "SMTPUTF8"), ("8BITMIME",), ()]
+)
+async def test_a_mail_goes_out_word_for_word_as_aiosmtplib_sends_it(
+    extensions: tuple[str, ...],
+) -> None:
+    """The commands, their order and the message bytes (line ends, dot-stuffing, SIZE) are
+    exactly those of `aiosmtplib.SMTP.send_message`."""
+    for message in [*messages_of_every_shape(), a_message_with_dots_and_bare_line_ends()]:
+        transcripts = []
+        for send in ("aiosmtplib", "ours"):
+            async with TranscriptServer(extensions) as server:
+                smtp = aiosmtplib.SMTP(
+                    hostname="127.0.0.1", port=server.port, local_hostname="client.example"
+                )
+                await smtp.connect()
+                if send == "aiosmtplib":
+                    await smtp.send_message(message)
+                else:
+                    await mail._send_message(smtp, message)
+                await smtp.quit()
+                transcripts.append(bytes(server.received))
+        assert transcripts[1] == transcripts[0]
+        assert b"MAIL FROM:<noreply@weltoffene-kommune.example>" in transcripts[0]
+    assert b"\r\n..erste Zeile" in transcripts[0] or b"\r\n...zweite" in transcripts[0]
+
+
+async def test_a_refused_recipient_sends_no_message_and_the_refusal_is_final() -> None:
+    async with TranscriptServer(("8BITMIME",)) as server:
+        sender = SmtpMailSender(SmtpConfig(host="127.0.0.1", port=server.port, timeout_s=5))
+        with pytest.raises(MailRejected):
+            await sender.send(confirmation(REFUSED_ADDRESS))
+        await sender.send(confirmation("joerg@example.org"))
+        await sender.close()
+    assert server.received.count(b"DATA\r\n") == 1
+    assert b"RCPT TO:<joerg@example.org>" in server.received

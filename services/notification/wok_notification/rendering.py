@@ -10,17 +10,21 @@ Templates (see TEMPLATES.md beside this module): `layout.html`, `layout.txt` and
 language is any folder with a `messages.j2`, in the built-in `templates/` or in one of the
 extra folders (`WOK_NOTIFICATION_TEMPLATE_DIRS`), which are searched first: a municipality
 adds a language, or rewords one, without code.
+
+A mail of its own is filled into a stencil: its text rendered once per event, kind, status
+and language with stand-ins for the person's values (`MailRenderer._stencil`; see
+TEMPLATES.md), which spares the templates' CPU for every further mail of the kind.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from email.header import Header
 from email.headerregistry import Address
@@ -32,6 +36,7 @@ from typing import Any
 
 from icalendar import Calendar, Event, vCalAddress, vText
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import escape
 
 from wok_notification.domain import (
     FALLBACK_LANGUAGE,
@@ -50,6 +55,24 @@ _LANGUAGE_FOLDER = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 # and how soon a language not among them has them listed again
 LANGUAGES_KEPT_S = 5.0
 LANGUAGES_RECHECK_S = 1.0
+# The values of a mail that are the person's or the mail's own (`Mail` fields). The rest
+# (the event, the kind, the language) is the same in every mail of a dialogue event's kind
+# and status, whose text is therefore rendered once as a stencil with stand-ins for these.
+PERSONAL_FIELDS = ("recipient_name", "recipient_email", "cancel_url", "erasure_url", "message_id")
+_SHARED_FIELDS = tuple(
+    f.name for f in fields(Mail) if f.name not in PERSONAL_FIELDS and f.name != "invite"
+)
+# The templates a mail of its own is rendered from, besides `<language>/...` (see
+# `_builtin_only`); a stencil is made only when none of them comes from an extra folder
+SHARED_TEMPLATES = (
+    "subject.txt",
+    "layout.txt",
+    "layout.html",
+    "frame.html",
+    "item.txt",
+    "item.html",
+)
+MAX_STENCILS = 512
 
 
 def _plain(value: Any) -> str:
@@ -72,7 +95,10 @@ def _lines(text: Any) -> list[str]:
 
 
 class MailRenderer:
-    def __init__(self, template_dirs: Sequence[Path | str] = ()) -> None:
+    """`stencils=False` renders every mail from the templates (see `_stencil`)."""
+
+    def __init__(self, template_dirs: Sequence[Path | str] = (), *, stencils: bool = True) -> None:
+        self._use_stencils = stencils
         self._dirs = [Path(folder) for folder in template_dirs] + [BUILTIN_TEMPLATES]
         self._templates = Environment(
             loader=FileSystemLoader(self._dirs),
@@ -89,6 +115,8 @@ class MailRenderer:
         self._languages: set[str] = set()
         self._picked: dict[tuple[str, ...], tuple[float, Any]] = {}
         self._languages_at = -LANGUAGES_KEPT_S
+        # stencil key -> (when made, the stencil or None when the mail needs the templates)
+        self._stencils: dict[tuple[Any, ...], tuple[float, _Stencil | None]] = {}
 
     def languages(self) -> set[str]:
         """Every language with templates; looked up again on each call (see `language_for`
@@ -141,14 +169,16 @@ class MailRenderer:
         return template
 
     def render(self, mail: Mail, *, now: datetime) -> EmailMessage:
-        messages = self._messages(mail.language, mail=mail)
-        context = {"mail": mail, "m": messages, "in_digest": False}
-        # A language folder may bring its own layout; the shared one otherwise
-        pick = self._pick
-        subject = pick(f"{mail.language}/subject.txt", "subject.txt").render(context)
-        text = pick(f"{mail.language}/layout.txt", "layout.txt").render(context)
-        html = pick(f"{mail.language}/layout.html", "layout.html").render(context)
-
+        stencil = self._stencil(mail)
+        if stencil is None:
+            subject, text, html, attachment_name = self._render_templates(mail)
+        else:
+            subject, text, html = stencil.fill(mail)
+            attachment_name = stencil.attachment_name
+        attachments = []
+        if mail.invite is not None:
+            ics = invitation_ics(mail.invite, now=now)
+            attachments.append((attachment_name, mail.invite.method.value, ics))
         return _assemble(
             mail,
             subject=subject,
@@ -156,8 +186,66 @@ class MailRenderer:
             now=now,
             text=text,
             html=html,
-            attachments=self._attachments([(mail, messages)], now=now),
+            attachments=attachments,
         )
+
+    def _render_templates(self, mail: Mail) -> tuple[str, str, str, str]:
+        """Subject, plain text, HTML and calendar attachment name of a mail of its own."""
+        messages = self._messages(mail.language, mail=mail)
+        context = {"mail": mail, "m": messages, "in_digest": False}
+        # A language folder may bring its own layout; the shared one otherwise
+        pick = self._pick
+        subject = pick(f"{mail.language}/subject.txt", "subject.txt").render(context)
+        text = pick(f"{mail.language}/layout.txt", "layout.txt").render(context)
+        html = pick(f"{mail.language}/layout.html", "layout.html").render(context)
+        return subject, text, html, str(messages.attachment_name()).strip()
+
+    def _stencil(self, mail: Mail) -> _Stencil | None:
+        """The mail's text rendered once for all mails alike but for the person's values
+        (kept for `LANGUAGES_KEPT_S`, so an edited template is used within a few seconds),
+        or None: the mail is rendered from the templates."""
+        key = _stencil_key(mail) if self._use_stencils else None
+        if key is None:
+            return None
+        now = time.monotonic()
+        try:
+            kept = self._stencils.get(key)
+        except TypeError:  # a field that cannot be a key (a list): no stencil for such mails
+            return None
+        if kept is not None and now - kept[0] < LANGUAGES_KEPT_S:
+            return kept[1]
+        stencil = self._make_stencil(mail) if self._builtin_only(mail.language) else None
+        if len(self._stencils) >= MAX_STENCILS:
+            self._stencils.clear()
+        self._stencils[key] = (now, stencil)
+        return stencil
+
+    def _builtin_only(self, language: str) -> bool:
+        """Whether the mail's templates are the built-in ones (an extra folder's are the
+        municipality's own: what they do with a person's values is not known here)."""
+        return not any(
+            (folder / language).exists() or any((folder / n).exists() for n in SHARED_TEMPLATES)
+            for folder in self._dirs[:-1]
+        )
+
+    def _make_stencil(self, mail: Mail) -> _Stencil | None:
+        """Rendered with two different sets of stand-ins for the person's values: the
+        stencil made from the first must give exactly what the templates give for the
+        second, else (a template that changes or tests such a value) there is none."""
+        first, second = _stand_ins(mail, 0), _stand_ins(mail, 1)
+        outputs = self._render_templates(_with_values(mail, first))
+        again = self._render_templates(_with_values(mail, second))
+        if outputs[3] != again[3] or any(stand_in in outputs[3] for stand_in in first.values()):
+            return None
+        made = []
+        for number, (output, expected) in enumerate(zip(outputs[:3], again[:3], strict=True)):
+            html = number == 2
+            pieces = _Pieces.cut(output, first, html=html)
+            if pieces.fill(second, html=html) != expected:
+                return None
+            made.append(pieces)
+        subject, text, html_pieces = made
+        return _Stencil(subject=subject, text=text, html=html_pieces, attachment_name=outputs[3])
 
     def render_digest(
         self, mails: Sequence[Mail], *, message_id: str, now: datetime
@@ -216,6 +304,95 @@ class MailRenderer:
         return found
 
 
+def _stencil_key(mail: Mail) -> tuple[Any, ...] | None:
+    """What the text of a mail of its own depends on besides the person's values: the
+    mail's other fields, whether each personal value is there, and the calendar entry
+    without the attendee (None when that attendee is not the recipient, which a stencil
+    could not tell apart). Holds nothing of the person."""
+    invite = mail.invite
+    if invite is None:
+        shared_invite: Any = None
+    elif invite.attendee_name != mail.recipient_name or invite.attendee_email != (
+        mail.recipient_email
+    ):
+        return None
+    else:
+        shared_invite = replace(invite, attendee_name="", attendee_email="")
+    return (
+        tuple(getattr(mail, name) for name in _SHARED_FIELDS),
+        tuple(bool(getattr(mail, name)) for name in PERSONAL_FIELDS),
+        shared_invite,
+    )
+
+
+def _stand_ins(mail: Mail, variant: int) -> dict[str, str]:
+    """A stand-in for each personal value the mail has: text no template writes by
+    itself, with characters that escaping, case and white-space changes would alter, in
+    two variants, a short and a long one (a template that shortens long values)."""
+    made = {}
+    for number, name in enumerate(PERSONAL_FIELDS):
+        if getattr(mail, name):
+            if variant == 0:
+                made[name] = f"w\x02{number}<&\"' \u00e4  x\x03z"
+            else:
+                made[name] = f"q\x02{number}{number}>'&\"\u00ff  \u00df {'y' * 80}\x03r"
+    return made
+
+
+def _with_values(mail: Mail, values: dict[str, Any]) -> Mail:
+    invite = mail.invite
+    if invite is not None:
+        invite = replace(
+            invite,
+            attendee_name=values.get("recipient_name", invite.attendee_name),
+            attendee_email=values.get("recipient_email", invite.attendee_email),
+        )
+    return replace(mail, invite=invite, **values)
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    """A rendered text cut at the stand-ins: literal text and, between, the names of the
+    personal values to put there (escaped in HTML, as the templates escape them)."""
+
+    parts: tuple[str, ...]  # literal, name, literal, name, ..., literal
+
+    @classmethod
+    def cut(cls, output: str, stand_ins: dict[str, str], *, html: bool) -> _Pieces:
+        if not stand_ins:
+            return cls((output,))
+        written = {(str(escape(v)) if html else v): name for name, v in stand_ins.items()}
+        pattern = "|".join(re.escape(text) for text in written)
+        split = re.split(f"({pattern})", output)
+        return cls(tuple(written[p] if n % 2 else p for n, p in enumerate(split)))
+
+    def fill(self, values: Any, *, html: bool) -> str:
+        parts = self.parts
+        if len(parts) == 1:
+            return parts[0]
+        read: Any = values.get if isinstance(values, dict) else functools.partial(getattr, values)
+        filled = list(parts)
+        for n in range(1, len(parts), 2):
+            value = read(parts[n])
+            filled[n] = str(escape(value)) if html else value
+        return "".join(filled)
+
+
+@dataclass(frozen=True)
+class _Stencil:
+    subject: _Pieces
+    text: _Pieces
+    html: _Pieces
+    attachment_name: str
+
+    def fill(self, mail: Mail) -> tuple[str, str, str]:
+        return (
+            self.subject.fill(mail, html=False),
+            self.text.fill(mail, html=False),
+            self.html.fill(mail, html=True),
+        )
+
+
 def _assemble(
     mail: Mail | StaffMail,
     *,
@@ -245,13 +422,13 @@ def _assemble(
     message["To"] = simple_to(mail.recipient_name, mail.recipient_email) or Address(
         display_name=mail.recipient_name, addr_spec=mail.recipient_email
     )
-    message["Subject"] = _encoded(" ".join(subject.split()), name="Subject")
-    message["Date"] = format_datetime(now.astimezone(UTC))
-    message["Message-ID"] = message_id
+    _set(message, "Subject", _encoded(" ".join(subject.split()), name="Subject"))
+    _set(message, "Date", format_datetime(now.astimezone(UTC)))
+    _set(message, "Message-ID", message_id)
     # RFC 3834: tells auto-responders not to answer a no-reply sender
-    message["Auto-Submitted"] = "auto-generated"
-    message["Content-Language"] = mail.language
-    message["MIME-Version"] = "1.0"
+    _set(message, "Auto-Submitted", "auto-generated")
+    _set(message, "Content-Language", mail.language)
+    _set(message, "MIME-Version", "1.0")
     return message
 
 
@@ -281,12 +458,22 @@ class _PreparedHeaders(EmailPolicy):
 _PREPARED = _PreparedHeaders(header_factory=HEADER_CLASSES)
 
 
+def _set(message: EmailMessage, name: str, value: str) -> None:
+    """`message[name] = value` on a new message (no header of that name yet, so there is
+    no count to check): a value `_PreparedHeaders` keeps as written anyway (one line of
+    ASCII) is stored straight away, anything else as the policy stores it."""
+    if value.isascii() and "\n" not in value and "\r" not in value:
+        message.set_raw(name, value)
+    else:
+        message[name] = value
+
+
 def _multipart(subtype: str, parts: list[EmailMessage]) -> EmailMessage:
     message = EmailMessage(policy=_PREPARED)
     # base64 bodies never contain "-", so this boundary cannot occur inside a part; 96
     # random bits keep the header within 78 characters, so it is sent as written (a longer
     # one is parsed and folded anew for every mail)
-    message["Content-Type"] = f'multipart/{subtype}; boundary="=-wok-{uuid.uuid4().hex[:24]}"'
+    _set(message, "Content-Type", f'multipart/{subtype}; boundary="=-wok-{uuid.uuid4().hex[:24]}"')
     for part in parts:
         message.attach(part)
     return message
@@ -294,23 +481,37 @@ def _multipart(subtype: str, parts: list[EmailMessage]) -> EmailMessage:
 
 def _text_part(content: str, subtype: str) -> EmailMessage:
     part = EmailMessage(policy=_PREPARED)
-    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-    part["Content-Transfer-Encoding"] = "base64"
-    part.set_payload(base64.encodebytes(content.encode("utf-8")).decode("ascii"))
+    _set(part, "Content-Type", f'text/{subtype}; charset="utf-8"')
+    _set(part, "Content-Transfer-Encoding", "base64")
+    part.set_payload(base64_lines(content.encode("utf-8")))
     return part
 
 
 def _calendar_part(filename: str, method: str, ics: bytes) -> EmailMessage:
     # Bytes in base64: RFC 5545 wants CRLF line ends, which text parts would normalise
     part = EmailMessage(policy=_PREPARED)
-    part["Content-Type"] = f'text/calendar; method={method}; charset="utf-8"'
-    part["Content-Transfer-Encoding"] = "base64"
+    _set(part, "Content-Type", f'text/calendar; method={method}; charset="utf-8"')
+    _set(part, "Content-Transfer-Encoding", "base64")
     if filename.isascii():
-        part["Content-Disposition"] = f'attachment; filename="{quote(filename)}"'
+        _set(part, "Content-Disposition", f'attachment; filename="{quote(filename)}"')
     else:
-        part["Content-Disposition"] = f"attachment; filename*={encode_rfc2231(filename, 'utf-8')}"
-    part.set_payload(base64.encodebytes(ics).decode("ascii"))
+        disposition = f"attachment; filename*={encode_rfc2231(filename, 'utf-8')}"
+        _set(part, "Content-Disposition", disposition)
+    part.set_payload(base64_lines(ics))
     return part
+
+
+BASE64_LINE = 76  # characters, as `base64.encodebytes` writes them (RFC 2045)
+
+
+def base64_lines(data: bytes) -> str:
+    """`base64.encodebytes(data)` as text: encoded in one go and cut into lines, at half
+    its CPU (it encodes each line's 57 bytes on their own)."""
+    encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
+    if not encoded:
+        return ""
+    lines = [encoded[i : i + BASE64_LINE] for i in range(0, len(encoded), BASE64_LINE)]
+    return "\n".join(lines) + "\n"
 
 
 def _encoded(value: str, *, name: str) -> str:

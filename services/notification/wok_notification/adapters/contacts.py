@@ -114,6 +114,10 @@ class _ContactsResponse(BaseModel):
     contacts: list[dict[str, Any]]
 
 
+class _ValidContactsResponse(BaseModel):
+    contacts: list[_ContactResponse]
+
+
 def _contact(body: _ContactResponse) -> Contact:
     return Contact(
         registration_id=body.registration_id,
@@ -165,6 +169,14 @@ class HttpContactDirectory(_RegistrationLookup):
             response = await _send(client, "POST", CONTACTS_PATH, json={"registration_ids": wanted})
         if response.status_code in (httpx.codes.NOT_FOUND, httpx.codes.METHOD_NOT_ALLOWED):
             return await self._one_by_one(registration_ids)
+        try:
+            # every contact well-formed (as good as always): read in one go, at half the CPU
+            valid = _ValidContactsResponse.model_validate_json(response.content).contacts
+        except ValidationError:
+            pass
+        else:
+            by_id = {contact.registration_id: contact for contact in map(_contact, valid)}
+            return [by_id.get(i) for i in registration_ids]
         try:
             entries = _ContactsResponse.model_validate_json(response.content).contacts
         except ValidationError as error:

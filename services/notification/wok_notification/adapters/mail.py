@@ -15,7 +15,9 @@ from email.policy import EmailPolicy
 from typing import Any, Protocol
 
 import aiosmtplib
-from aiosmtplib.email import extract_recipients, extract_sender
+from aiosmtplib import SMTPStatus
+from aiosmtplib.email import extract_recipients, extract_sender, parse_address
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from wok_notification.headers import HEADER_CLASSES, SIMPLE_TO
 
@@ -167,9 +169,90 @@ async def _send_message(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
     if smtp.supports_extension("8BITMIME"):
         options.append("BODY=8BITMIME")
         cte_type = "8bit"
-    await smtp.sendmail(
-        sender, recipients, wire_bytes(message, utf8=utf8, cte_type=cte_type), mail_options=options
+    await _mail_transaction(
+        smtp,
+        sender,
+        recipients,
+        wire_bytes(message, utf8=utf8, cte_type=cte_type),
+        options=options,
     )
+
+
+async def _mail_transaction(
+    smtp: aiosmtplib.SMTP,
+    sender: str,
+    recipients: list[str],
+    message: bytes,
+    *,
+    options: list[str],
+) -> None:
+    """What `aiosmtplib.SMTP.sendmail` sends and how it answers (the same commands, bytes
+    and exceptions), at less CPU per mail: each address is parsed once, not twice (and a
+    plain address not at all), and the message, already with CRLF line ends and no line
+    starting with a dot as `wire_bytes` writes ours, is not run through the regular
+    expressions that would make it so (a third of the client's CPU). No RSET after a
+    refusal: the caller closes the connection after any error."""
+    encoding = "utf-8" if any(o.lower() == "smtputf8" for o in options) else "ascii"
+    mailboxes = [_mailbox(address) for address in (sender, *recipients)]
+    message = _crlf(message)
+    if smtp.supports_extension("size"):
+        # RFC 1870: the size as transmitted, CRLF pairs included (before dot-stuffing)
+        options = [f"size={len(message)}", *options]
+    response = await smtp.execute_command(
+        b"MAIL",
+        b"FROM:<" + mailboxes[0].encode(encoding) + b">",
+        *(option.encode("ascii") for option in options),
+    )
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+    refused = []
+    for recipient, mailbox in zip(recipients, mailboxes[1:], strict=True):
+        response = await smtp.execute_command(b"RCPT", b"TO:<" + mailbox.encode(encoding) + b">")
+        if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+            refused.append(
+                aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+            )
+    if len(refused) == len(recipients):
+        raise aiosmtplib.SMTPRecipientsRefused(refused)
+    response = await smtp.execute_command(b"DATA")
+    if response.code != SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    protocol.write(_dot_stuffed(message) + b".\r\n")
+    response = await protocol.read_response(timeout=smtp.timeout)
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+
+
+# An address as `domain.Contact` and the sender hold it mostly: nothing to parse, nothing
+# that could smuggle a command (aiosmtplib's parse_address returns such an address as is)
+_PLAIN_MAILBOX = re.compile(
+    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
+def _mailbox(address: str) -> str:
+    if _PLAIN_MAILBOX.fullmatch(address):
+        return address
+    return parse_address(address)
+
+
+def _crlf(message: bytes) -> bytes:
+    """`normalize_message_line_endings`, without its regular expression when every line
+    already ends with CRLF (counting is much cheaper)."""
+    crlf = message.count(b"\r\n")
+    if crlf == message.count(b"\n") == message.count(b"\r") and message.endswith(b"\r\n"):
+        return message
+    return normalize_message_line_endings(message)
+
+
+def _dot_stuffed(message: bytes) -> bytes:
+    """A line starting with a dot gets a second one (RFC 5321 4.5.2), as aiosmtplib does."""
+    if message.startswith(b".") or b"\n." in message:
+        return PERIOD_REGEX.sub(b"..", message)
+    return message
 
 
 _RECIPIENT_HEADERS = frozenset(
@@ -229,6 +312,15 @@ def _folded(policy: _SmtpPolicy, name: str, value: Any) -> bytes:
     refolded from its parse tree each time otherwise) and for a string that must be
     refolded (parsed first); a short string as written is cheap and not kept, and a header
     naming a person is never kept."""
+    if (
+        isinstance(value, str)
+        and len(value) + len(name) + 2 <= MAX_UNFOLDED
+        and value.isascii()
+        and value.isprintable()
+    ):
+        # what the policy writes for a short line of printable ASCII: no line boundary in
+        # it, nothing to refold
+        return f"{name}: {value}{policy.linesep}".encode("ascii")
     if name.lower() in _PERSONAL_HEADERS:
         return policy.fold_binary(name, value)  # type: ignore[no-any-return]
     if hasattr(value, "name"):
@@ -290,7 +382,7 @@ def _write_plain(message: Message, policy: _SmtpPolicy, written: list[bytes]) ->
     written.append(b"\r\n")
     if content_type is None or content_type.defects:
         return False
-    payload = message._payload  # the generator reads it so as well
+    payload = message._payload  # type: ignore[attr-defined]  # the generator reads it so
     if isinstance(payload, list):
         boundary = str(content_type.params.get("boundary") or "").rstrip()
         if content_type.maintype != "multipart" or not payload or not boundary.isascii():
@@ -308,7 +400,11 @@ def _write_plain(message: Message, policy: _SmtpPolicy, written: list[bytes]) ->
         return True
     if content_type.maintype != "text" or not isinstance(payload, str) or not payload.isascii():
         return False
-    written.append("\r\n".join(_LINE_BREAK.split(payload)).encode("ascii"))
+    if "\r" in payload:
+        payload = "\r\n".join(_LINE_BREAK.split(payload))
+    else:  # base64 lines as `base64.encodebytes` ends them: the same, without the regex
+        payload = payload.replace("\n", "\r\n")
+    written.append(payload.encode("ascii"))
     return True
 
 
