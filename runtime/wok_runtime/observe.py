@@ -29,6 +29,9 @@ class ObserveRequests:
     def __init__(self, app: ASGIApp, *, metrics: RuntimeMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # the labelled metric children, looked up once (prometheus' `labels` is not cheap)
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,8 +64,16 @@ class ObserveRequests:
     def _observed(self, scope: Scope, *, status: int, elapsed: float) -> None:
         route: Any = getattr(scope.get("route"), "path", "unmatched")
         method = scope["method"]
-        self.metrics.http_requests(method, route, str(status)).inc()
-        self.metrics.http_latency(route).observe(elapsed)
+        counter = self._counted.get((method, route, status))
+        if counter is None:
+            counter = self._counted[(method, route, status)] = self.metrics.http_requests(
+                method, route, str(status)
+            )
+        counter.inc()
+        latency = self._timed.get(route)
+        if latency is None:
+            latency = self._timed[route] = self.metrics.http_latency(route)
+        latency.observe(elapsed)
         if route not in QUIET_ROUTES:
             log.info(
                 "http request",

@@ -6,8 +6,15 @@ The twin on real Kafka is tests/e2e/test_observability.py.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
+import pytest
+import structlog
 from aiokafka import TopicPartition
 from fastapi import APIRouter
 from faststream.kafka import TestKafkaBroker
@@ -19,7 +26,7 @@ from prometheus_client import generate_latest
 from wok_contracts import Envelope, MunicipalityKind, MunicipalityRegistered, new_envelope
 from wok_runtime.consumer import InMemoryProcessedStore
 from wok_runtime.lag import lag_of
-from wok_runtime.logging import current_correlation_id
+from wok_runtime.logging import configure_logging, current_correlation_id, get_logger
 from wok_runtime.outbox import PendingMessage
 from wok_runtime.service import ServiceRuntime
 from wok_runtime.settings import WokSettings
@@ -186,3 +193,69 @@ async def test_a_periodic_task_runs_at_start_and_goes_on_after_a_failed_round() 
     finally:
         task.cancel()
     assert name == "probe" and len(rounds) >= 4  # the failed second round stopped nothing
+
+
+@pytest.fixture
+def service_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The JSON lines a service process writes (`configure_logging` as in __main__), caught
+    in a buffer; the test session's logging is restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    stderr = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stderr)
+    configure_logging(service="registration")
+    try:
+        yield stderr
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**config)
+        structlog.contextvars.clear_contextvars()
+
+
+def _probe_app() -> tuple[ServiceRuntime, object]:
+    runtime = ServiceRuntime(name="registration", settings=WokSettings())
+    router = APIRouter()
+
+    @router.post("/v1/events/{event_id}/things")
+    async def thing(event_id: str) -> dict[str, str]:
+        get_logger("probe").info("thing made", event_id=event_id)
+        return {"made": event_id}
+
+    return runtime, runtime.http_app(title="probe", routers=[router])
+
+
+async def test_each_request_leaves_one_access_line_in_the_services_json_log(
+    service_log: io.StringIO,
+) -> None:
+    _, app = _probe_app()
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        made = await client.post("/v1/events/e-7/things", headers={"X-Correlation-ID": "c-7"})
+        missing = await client.get("/v1/nothing/here")
+        assert (await client.get("/healthz")).status_code == 200
+
+    lines = [json.loads(line) for line in service_log.getvalue().splitlines()]
+    access = [line for line in lines if line["event"] == "http request"]
+    assert [(a["method"], a["route"], a["status"]) for a in access] == [
+        ("POST", "/v1/events/{event_id}/things", 200),  # the route, never the path's ids
+        ("GET", "unmatched", 404),
+    ], "one line per request; the probes are not logged"
+    assert [a["correlation_id"] for a in access] == [
+        made.headers["x-correlation-id"],
+        missing.headers["x-correlation-id"],
+    ]
+    assert access[0]["correlation_id"] == "c-7"
+    for line in access:
+        assert (line["service"], line["level"], line["logger"]) == (
+            "registration",
+            "info",
+            "wok_runtime.service",
+        )
+        assert isinstance(line["ms"], float) and line["ms"] >= 0
+        assert datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).tzinfo
+    # the same form as every other line the structlog pipeline writes
+    [handler_line] = [line for line in lines if line["event"] == "thing made"]
+    assert handler_line["correlation_id"] == "c-7"
+    assert set(access[0]) - {"method", "route", "status", "ms"} == set(handler_line) - {"event_id"}

@@ -24,6 +24,7 @@ from wok_contracts import (
     new_envelope,
 )
 from wok_registration.adapters.repository import (
+    CONTACT_LINGER_S,
     KEEP_DELAY_S,
     MongoRegistrationRepository,
 )
@@ -339,3 +340,47 @@ async def test_place_writes_hand_their_events_over_and_remove_the_published_ones
     document = await stored()
     assert document["outbox"] == {} and document["outbox_pending"] == 0
     assert publisher.event_ids == [e.envelope.id for e in (first, second, third)]
+
+
+async def test_contacts_arriving_a_few_ms_apart_share_one_insert(mongodb_uri: str) -> None:
+    """At 200 registrations/s requests come 5 ms apart and seldom overlap: a new contact
+    waits up to CONTACT_LINGER_S for others, so contacts arriving within that window go to
+    nx-27017 in one insert; each caller still returns only once its own contact is stored,
+    and one arriving after the window closed goes into the next insert."""
+    counter = MongoCommandCounter(CollectorRegistry())
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_uri, tz_aware=True, event_listeners=[counter]
+    )
+    try:
+        database = client[f"registration_linger_{uuid.uuid4().hex[:12]}"]
+        repository = MongoRegistrationRepository(database)
+        now = datetime.now(UTC).replace(microsecond=0)
+        spacing = CONTACT_LINGER_S / 4
+
+        async def add(number: int, *, after: float) -> str:
+            await asyncio.sleep(after)
+            await repository.add_participant(
+                Participant(
+                    registration_id=f"w{number}",
+                    dialogue_event_id="event",
+                    name=f"Person {number}",
+                    email=f"person{number}@example.org",
+                    language="de",
+                    consent_at=now,
+                ),
+                expires_at=now + timedelta(hours=1),
+            )
+            # stored by the time the caller goes on (its place write comes next)
+            found = await database["participants"].find_one({"_id": f"w{number}"})
+            return str(found["_id"]) if found else "missing"
+
+        before = counter.counts()
+        together = await asyncio.gather(*(add(n, after=n * spacing) for n in range(3)))
+        inserts = (counter.counts() - before)[("insert", "participants")]
+        assert together == ["w0", "w1", "w2"] and inserts == 1
+
+        later = await add(3, after=CONTACT_LINGER_S * 2)
+        assert later == "w3"
+        assert (counter.counts() - before)[("insert", "participants")] == 2
+    finally:
+        await client.close()
