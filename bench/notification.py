@@ -42,7 +42,7 @@ from _common import (
     run_id,
     set_up_events,
 )
-from freshness import Follower, Observations, mail_arrivals, wait_until
+from freshness import Follower, MailArrivals, Observations, wait_until
 
 from wok_contracts.topics import REGISTRATION_EVENTS
 
@@ -131,11 +131,12 @@ async def measure(arguments: argparse.Namespace) -> int:
             )
             # registration id -> wall-clock time of its 201; address -> registration id
             ingest, created, addresses = registered.ingest, registered.created, registered.addresses
-            mails: dict[str, float] = {}
+            # Each mail read once: a new reader every half second read every file again.
+            arrivals = MailArrivals(stack.mail_dir, addresses, began - 1)
+            mails = arrivals.found
 
             def all_mailed() -> bool:
-                mails.update(mail_arrivals(stack.mail_dir, addresses, began - 1))
-                return len(mails) >= len(created)
+                return len(arrivals.update()) >= len(created)
 
             await wait_until(
                 "waiting for every confirmation e-mail…", all_mailed, timeout_s=arguments.timeout
