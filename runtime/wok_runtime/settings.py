@@ -97,3 +97,17 @@ class WokSettings(BaseSettings):
     def consumer_group(self, name: str) -> str:
         """Consumer groups carry the prefix too: deployments sharing a cluster stay apart."""
         return f"{self.topic_prefix}{name}"
+
+
+class BystanderConsumerSettings(WokSettings):
+    """The settings of a service whose consumer ignores most events it reads and is off the
+    paths the freshness targets cover (assessment, exchange): fewer, larger fetches cost the
+    embedded broker less, under load and idle."""
+
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        description="How long its consumer's fetch may wait for records (the common default is "
+        "50 ms): each fetch costs the embedded broker CPU. On tansu it is this hop's delay, so a "
+        "new or rotated municipality key takes up to this long to reach the service",
+    )

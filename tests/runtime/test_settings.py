@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from wok_runtime.settings import WokSettings
+from wok_assessment.settings import AssessmentSettings
+from wok_exchange.settings import ExchangeSettings
+from wok_runtime.settings import BystanderConsumerSettings, WokSettings
 
 
 class RegistrationSettings(WokSettings):
@@ -101,3 +103,15 @@ def test_a_quiet_relay_backs_off_to_the_idle_interval(monkeypatch: pytest.Monkey
 
     monkeypatch.setenv("WOK_OUTBOX_IDLE_POLL_INTERVAL_S", "0.5")  # no backing off
     assert RegistrationSettings().outbox_idle_poll_interval_s == 0.5
+
+
+@pytest.mark.parametrize("settings_class", [AssessmentSettings, ExchangeSettings])
+def test_consumers_that_ignore_most_of_what_they_read_fetch_every_half_second_unless_set(
+    settings_class: type[BystanderConsumerSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each fetch costs the embedded broker CPU; assessment and exchange ignore most events
+    assert settings_class().kafka_fetch_max_wait_ms == 500
+    assert WokSettings().kafka_fetch_max_wait_ms == 50
+
+    monkeypatch.setenv("WOK_KAFKA_FETCH_MAX_WAIT_MS", "80")
+    assert settings_class().kafka_fetch_max_wait_ms == 80
