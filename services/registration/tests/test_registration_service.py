@@ -85,6 +85,10 @@ async def test_full_event_waitlists_and_a_second_registration_returns_the_first(
     )
     assert again.status_code == 201
     assert again.json()["registration_id"] == first_registration
+    # and the interface documents it so: one answer, not a status telling who is registered
+    interface = (await harness.client.get("/openapi.json")).json()
+    route = interface["paths"]["/v1/dialogue-events/{dialogue_event_id}/registrations"]
+    assert "201" in route["post"]["responses"] and "200" not in route["post"]["responses"]
     view = (await harness.client.get(f"/v1/dialogue-events/{event_id}")).json()
     assert view["places_left"] == 0
     assert "online_link" not in view

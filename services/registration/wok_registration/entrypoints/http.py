@@ -534,7 +534,9 @@ def build_router(handlers: RegistrationHandlers, settings: RegistrationSettings)
         status_code=status.HTTP_201_CREATED,
         response_model=RegistrationPublic,
         tags=["registrations"],
-        responses={200: {"description": "This address was already registered for the event"}},
+        # The same answer for an address registered before (its existing registration): a
+        # different status would tell anyone whether an address is registered.
+        response_description="Registered, or this address's existing registration for the event",
     )
     async def register_participant(
         dialogue_event_id: str, body: RegistrationCreate
