@@ -106,9 +106,19 @@ class RetryPolicy:
 
 @dataclass
 class ProcessorMetrics:
-    """Hooks for counting outcomes; the runtime wires them to Prometheus."""
+    """Hooks for counting outcomes; the runtime wires them to Prometheus. `on_outcomes`
+    (event type, outcome, how many) counts several at once (a batch's, once per type and
+    outcome); without it `count` calls `on_outcome` once for each."""
 
     on_outcome: Callable[[str, str], None] = field(default=lambda event_type, outcome: None)
+    on_outcomes: Callable[[str, str, int], None] | None = None
+
+    def count(self, event_type: str, outcome: str, n: int) -> None:
+        if self.on_outcomes is not None:
+            self.on_outcomes(event_type, outcome, n)
+            return
+        for _ in range(n):
+            self.on_outcome(event_type, outcome)
 
 
 DLQ_REASON = "wok-dlq-reason"

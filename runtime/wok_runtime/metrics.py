@@ -189,10 +189,10 @@ class RuntimeMetrics:
         )
         self.mongo_commands = MongoCommandCounter(self.registry)
 
-    def event_outcome(self, consumer: str, event_type: str, outcome: str) -> None:
-        self._events.labels(self.service, consumer, event_type, outcome).inc()
+    def event_outcome(self, consumer: str, event_type: str, outcome: str, n: int = 1) -> None:
+        self._events.labels(self.service, consumer, event_type, outcome).inc(n)
         if outcome == "dead_lettered":
-            self._dead_letters.labels(self.service, consumer).inc()
+            self._dead_letters.labels(self.service, consumer).inc(n)
 
     def published(self, message: PublishedMessage) -> None:
         self._published.labels(self.service, message.topic).inc()

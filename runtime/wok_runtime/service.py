@@ -192,7 +192,10 @@ class ServiceRuntime:
         return ProcessorMetrics(
             on_outcome=lambda event_type, outcome: self.metrics.event_outcome(
                 group, event_type, outcome
-            )
+            ),
+            on_outcomes=lambda event_type, outcome, n: self.metrics.event_outcome(
+                group, event_type, outcome, n
+            ),
         )
 
     def consume_batches(

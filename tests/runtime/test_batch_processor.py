@@ -7,6 +7,7 @@ broker is exercised by reporting's storage tests and the e2e SIGKILL test.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -356,3 +357,89 @@ def test_the_fast_decoder_answers_as_the_careful_one_does() -> None:
                 raise AssertionError(f"{bad!r} decoded")
         else:
             raise AssertionError(f"{bad!r} is valid")
+
+
+@dataclass
+class PausingSink(Sink):
+    """A sink asking for cyclic garbage collection paused; notes whether it was, per write."""
+
+    pause_collection = True
+    collecting: list[bool] = field(default_factory=list)
+
+    async def store(self, batches: Sequence[PartitionBatch]) -> None:
+        self.collecting.append(gc.isenabled())
+        await super().store(batches)
+
+
+async def test_a_sink_that_asks_stores_its_batches_with_cycle_collection_paused() -> None:
+    """As reporting's projection does: a batch's thousands of objects are not promoted into
+    full collections of the whole heap; the collector runs again once the batch is stored,
+    and a sink that does not ask is stored with it running. (A partition's first batch after
+    an assignment reads its stored offset, which may wait for the database: collecting.)"""
+    assert gc.isenabled()
+    pausing = consumer(PausingSink(), pipeline_records=2)
+    events = [registered(f"reg-{n}") for n in range(5)]
+    await pausing.processor.process([record(0, events[0].to_json_bytes())])
+    assert pausing.sink.collecting == [True]
+
+    await pausing.processor.process(
+        [record(n, e.to_json_bytes()) for n, e in enumerate(events) if n > 0]
+    )
+
+    assert pausing.sink.collecting == [True, False, False]  # both parts of the batch
+    assert gc.isenabled()
+    assert pausing.sink.stored == {e.id: 1 for e in events}
+
+    plain = consumer(Sink())
+    seen: list[bool] = []
+    original = plain.sink.store
+
+    async def noting(batches: Sequence[PartitionBatch]) -> None:
+        seen.append(gc.isenabled())
+        await original(batches)
+
+    plain.sink.store = noting  # type: ignore[method-assign]
+    await plain.processor.process([record(0, events[0].to_json_bytes())])
+    await plain.processor.process([record(1, events[1].to_json_bytes())])
+    assert seen == [True, True]
+
+
+async def test_a_paused_batch_collects_again_once_its_store_fails() -> None:
+    """A database outage may last long: the pause ends with the first failed store."""
+    c = consumer(PausingSink())
+    first, second = registered("reg-1"), registered("reg-2")
+    await c.processor.process([record(0, first.to_json_bytes())])
+    c.sink.outages = 2
+
+    await c.processor.process([record(1, second.to_json_bytes())])
+
+    assert c.sink.collecting == [True, False, True, True]  # paused until the first failure
+    assert c.sink.stored == {first.id: 1, second.id: 1}
+    assert gc.isenabled()
+
+
+async def test_a_collector_paused_by_someone_else_stays_paused_after_a_batch() -> None:
+    c = consumer(PausingSink())
+    await c.processor.process([record(0, registered("reg-1").to_json_bytes())])
+    gc.disable()
+    try:
+        await c.processor.process([record(1, registered("reg-2").to_json_bytes())])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert c.sink.collecting == [True, False]
+
+
+async def test_a_batchs_outcomes_are_counted_once_per_type_and_outcome_when_possible() -> None:
+    """With `on_outcomes` (how many at once) a batch of 5 costs one call, not 5."""
+    counted: list[tuple[str, str, int]] = []
+    c = consumer()
+    c.processor._metrics = ProcessorMetrics(
+        on_outcome=lambda t, outcome: counted.append((t, outcome, 1)),
+        on_outcomes=lambda t, outcome, n: counted.append((t, outcome, n)),
+    )
+    events = [registered(f"reg-{n}") for n in range(5)]
+
+    await c.processor.process([record(n, e.to_json_bytes()) for n, e in enumerate(events)])
+
+    assert counted == [(ParticipantRegistered.event_type, "processed", 5)]

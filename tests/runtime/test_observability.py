@@ -259,3 +259,21 @@ async def test_each_request_leaves_one_access_line_in_the_services_json_log(
     [handler_line] = [line for line in lines if line["event"] == "thing made"]
     assert handler_line["correlation_id"] == "c-7"
     assert set(access[0]) - {"method", "route", "status", "ms"} == set(handler_line) - {"event_id"}
+
+
+def test_a_batchs_outcomes_reach_metrics_with_their_counts() -> None:
+    """A batch counts its outcomes once per type and outcome (`count(..., n)`): /metrics
+    shows every event all the same, dead letters in their own counter too."""
+    runtime = ServiceRuntime(name="reporting", settings=WokSettings())
+    metrics = runtime._processor_metrics("reporting")
+
+    metrics.count("wok.registration.participant.registered.v1", "processed", 3)
+    metrics.count("undecodable", "dead_lettered", 2)
+    metrics.count("wok.registration.participant.registered.v1", "processed", 1)
+
+    exposed = generate_latest(runtime.metrics.registry).decode()
+    assert (
+        'wok_events_consumed_total{consumer="reporting",outcome="processed",service="reporting",'
+        'type="wok.registration.participant.registered.v1"} 4.0'
+    ) in exposed
+    assert 'wok_dead_letters_total{consumer="reporting",service="reporting"} 2.0' in exposed

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from wok_contracts import ActivityDigest, Envelope
 from wok_reporting.adapters.repository import FactBatch, name_as_of
@@ -28,7 +28,11 @@ from wok_runtime.batch import PartitionBatch
 
 @dataclass(frozen=True)
 class ProjectionSink:
-    """The `BatchSink` of reporting's consumer group."""
+    """The `BatchSink` of reporting's consumer group. Its batches pause cyclic garbage
+    collection while they are decoded and stored (see `wok_runtime.batch`): the facts and
+    envelopes of a batch hold no cycles."""
+
+    pause_collection: ClassVar[bool] = True
 
     projector: Projector
 
