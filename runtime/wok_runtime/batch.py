@@ -47,12 +47,11 @@ from faststream.kafka.annotations import KafkaMessage
 
 from wok_contracts import ContractError, Envelope, decode_envelope
 from wok_runtime.consumer import (
-    TRANSIENT_ERRORS,
+    WAIT_ERRORS,
     EventProcessor,
     ProcessorMetrics,
     Record,
     RetryPolicy,
-    TransientError,
     declared_type,
     header_problem,
     key_problem,
@@ -65,8 +64,6 @@ log = get_logger(__name__)
 
 DEFAULT_MAX_RECORDS = 2000
 DEFAULT_PIPELINE_RECORDS = 1000
-# Waited out without limit: a dependency is away, the batch is not at fault.
-WAIT_ERRORS: tuple[type[BaseException], ...] = (TransientError, *TRANSIENT_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -353,7 +350,7 @@ class BatchProcessor:
             try:
                 await operation()
                 return None
-            except (TransientError, *TRANSIENT_ERRORS) as error:
+            except WAIT_ERRORS as error:
                 self._collect_again()
                 log.warning(
                     "dependency unavailable; will retry", attempt=attempt, error=repr(error)

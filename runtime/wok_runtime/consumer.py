@@ -59,6 +59,10 @@ class TransientError(Exception):
     """Raise from a handler when a dependency is away and the message must wait, not fail."""
 
 
+# Waited out without limit: a dependency is away, the message or batch is not at fault.
+WAIT_ERRORS: tuple[type[BaseException], ...] = (TransientError, *TRANSIENT_ERRORS)
+
+
 @dataclass(frozen=True)
 class Record:
     """A message as it came off the wire."""
@@ -292,7 +296,7 @@ class EventProcessor:
             try:
                 await handler(envelope)
                 return None
-            except (TransientError, *TRANSIENT_ERRORS) as error:
+            except WAIT_ERRORS as error:
                 log.warning(
                     "dependency unavailable; will retry",
                     event_id=envelope.id,

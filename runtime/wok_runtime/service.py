@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
 import uvicorn
@@ -51,6 +59,7 @@ from wok_runtime.tracing import tracer_provider
 log = get_logger(__name__)
 
 StartupHook = Callable[[], Awaitable[None]]
+BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
 
 
 class ServiceRuntime:
@@ -85,7 +94,7 @@ class ServiceRuntime:
             on_published=self.metrics.published,
         )
         self._startup_hooks: list[StartupHook] = []
-        self._background: list[tuple[str, StartupHook]] = []
+        self._background: list[tuple[str, BackgroundTask]] = []
         self._consumers: list[str] = []
         self._consumed_topics: dict[str, tuple[str, ...]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -104,7 +113,7 @@ class ServiceRuntime:
     def on_startup(self, hook: StartupHook) -> None:
         self._startup_hooks.append(hook)
 
-    def run_while_started(self, task: StartupHook, *, name: str) -> None:
+    def run_while_started(self, task: BackgroundTask, *, name: str) -> None:
         """A long-running task started after the broker is connected, cancelled before it stops."""
         self._background.append((name, task))
 

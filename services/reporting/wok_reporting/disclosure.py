@@ -119,12 +119,20 @@ def relations(table: Mapping[str, Mapping[str, int]]) -> list[Relation]:
         parent = _parent_in(scope, table)
         if parent is not None:
             children.setdefault(parent, []).append(scope)
-    for parent, parts in children.items():
-        names = {name for scope in (parent, *parts) for name in table[scope] if counts_people(name)}
-        for name in sorted(names):
-            whole = [((parent, name), 1)] if name in table[parent] else []
+    for parent, child_scopes in children.items():
+        names = {
+            cell
+            for scope in (parent, *child_scopes)
+            for cell in table[scope]
+            if counts_people(cell)
+        }
+        for cell in sorted(names):
+            parent_cell = [((parent, cell), 1)] if cell in table[parent] else []
             found.append(
-                (*whole, *(((scope, name), -1) for scope in parts if name in table[scope]))
+                (
+                    *parent_cell,
+                    *(((scope, cell), -1) for scope in child_scopes if cell in table[scope]),
+                )
             )
     return found
 

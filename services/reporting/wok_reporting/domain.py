@@ -929,8 +929,9 @@ def field_figures(number: int, projection: Projection) -> ScopeFigures:
     mean rating (shares the fate of the program's `perspectives_field_<n>` cell)."""
     measures = [row for row in projection.measures if row.field == number and row.status]
     relevant = [
-        row.event_time
-        for row in (*projection.self_checks, *projection.measures, *projection.perspectives)
+        *(row.event_time for row in projection.self_checks),
+        *(row.event_time for row in projection.measures),
+        *(row.event_time for row in projection.perspectives),
     ]
     return field_figures_of(
         number,
