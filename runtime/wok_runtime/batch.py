@@ -45,16 +45,14 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from wok_contracts import ContractError, Envelope, decode_envelope
+from wok_contracts import Envelope
 from wok_runtime.consumer import (
     WAIT_ERRORS,
     EventProcessor,
     ProcessorMetrics,
     Record,
     RetryPolicy,
-    declared_type,
-    header_problem,
-    key_problem,
+    admission,
 )
 from wok_runtime.logging import get_logger
 from wok_runtime.outbox import Publisher
@@ -242,34 +240,15 @@ class BatchProcessor:
                 if stored is not None and record.offset <= stored:
                     outcomes[("replayed", "duplicate")] += 1
                     continue
-                declared = declared_type(record)
-                if declared is not None and declared not in self.event_types:
-                    # Not decoded: a consumer handling this type validates it
-                    outcomes[(declared, "ignored")] += 1
-                    continue
-                try:
-                    envelope = decode_envelope(record.value)
-                except ContractError as error:
+                envelope, event_type, problem = admission(record, self.event_types)
+                if problem is not None:
                     self._collect_again()  # publishing may wait out the broker
-                    await self._single._dead_letter(record, error.reason)
-                    outcomes[("undecodable", "dead_lettered")] += 1
-                    continue
-                wrong_header = header_problem(record, envelope)
-                if wrong_header is not None:
-                    self._collect_again()  # publishing may wait out the broker
-                    await self._single._dead_letter(record, wrong_header)
-                    outcomes[(envelope.type, "dead_lettered")] += 1
-                    continue
-                if envelope.type not in self.event_types:
-                    outcomes[(envelope.type, "ignored")] += 1
-                    continue
-                wrong_key = key_problem(record, envelope)
-                if wrong_key is not None:
-                    self._collect_again()  # publishing may wait out the broker
-                    await self._single._dead_letter(record, wrong_key)
-                    outcomes[(envelope.type, "dead_lettered")] += 1
-                    continue
-                items.append(Item(record=record, envelope=envelope))
+                    await self._single._dead_letter(record, problem)
+                    outcomes[(event_type, "dead_lettered")] += 1
+                elif envelope is None:
+                    outcomes[(event_type, "ignored")] += 1
+                else:
+                    items.append(Item(record=record, envelope=envelope))
             if stored is None or found[-1].offset > stored:
                 batches.append(
                     PartitionBatch(

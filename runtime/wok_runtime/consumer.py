@@ -31,7 +31,7 @@ import functools
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka.errors import KafkaError
 from pymongo.errors import ConnectionFailure, NetworkTimeout, WriteConcernError
@@ -178,6 +178,38 @@ def declared_type(record: Record) -> str | None:
     return None
 
 
+class Admission(NamedTuple):
+    """What a consumer does with a record: hand `envelope` to its handler; or, without an
+    envelope, dead-letter it for `problem`, or (no problem) ignore it. `event_type` names
+    the outcome."""
+
+    envelope: Envelope[Any] | None
+    event_type: str
+    problem: str | None = None
+
+
+def admission(record: Record, handled: Collection[str]) -> Admission:
+    """The one order of checks every consumer applies to a record: skipped unread when its
+    header names a type not `handled`; dead-lettered when undecodable, of another type than
+    its header names, or wrongly keyed; ignored when of a type not handled."""
+    declared = declared_type(record)
+    if declared is not None and declared not in handled:
+        return Admission(None, declared)  # a consumer handling this type validates it
+    try:
+        envelope = decode_envelope(record.value)
+    except ContractError as error:
+        return Admission(None, "undecodable", error.reason)
+    wrong_header = header_problem(record, envelope)
+    if wrong_header is not None:
+        return Admission(None, envelope.type, wrong_header)
+    if envelope.type not in handled:
+        return Admission(None, envelope.type)
+    wrong_key = key_problem(record, envelope)
+    if wrong_key is not None:
+        return Admission(None, envelope.type, wrong_key)
+    return Admission(envelope, envelope.type)
+
+
 class EventProcessor:
     def __init__(
         self,
@@ -217,29 +249,12 @@ class EventProcessor:
     async def admit(self, record: Record) -> Envelope[Any] | None:
         """The record's envelope if a handler takes it; None if it was dead-lettered (undecodable,
         invalid, wrongly keyed) or is of a type this consumer ignores."""
-        declared = declared_type(record)
-        if declared is not None and declared not in self._handlers:
-            self._metrics.on_outcome(declared, "ignored")
-            return None
-        try:
-            envelope = decode_envelope(record.value)
-        except ContractError as error:
-            await self._dead_letter(record, error.reason)
-            self._metrics.on_outcome("undecodable", "dead_lettered")
-            return None
-        wrong_header = header_problem(record, envelope)
-        if wrong_header is not None:
-            await self._dead_letter(record, wrong_header)
-            self._metrics.on_outcome(envelope.type, "dead_lettered")
-            return None
-        if envelope.type not in self._handlers:
-            self._metrics.on_outcome(envelope.type, "ignored")
-            return None
-        wrong_key = key_problem(record, envelope)
-        if wrong_key is not None:
-            await self._dead_letter(record, wrong_key)
-            self._metrics.on_outcome(envelope.type, "dead_lettered")
-            return None
+        envelope, event_type, problem = admission(record, self._handlers)
+        if problem is not None:
+            await self._dead_letter(record, problem)
+            self._metrics.on_outcome(event_type, "dead_lettered")
+        elif envelope is None:
+            self._metrics.on_outcome(event_type, "ignored")
         return envelope
 
     async def apply(self, record: Record, envelope: Envelope[Any]) -> bool:
