@@ -39,10 +39,11 @@ class WireConnection(asyncio.Protocol):
     answered before the next is read, in order, as nx-27017's own loop does."""
 
     def __init__(self, handler: Any) -> None:
-        from nx_27017.wire_protocol import MAX_MESSAGE_SIZE_BYTES
+        from nx_27017 import wire_protocol
 
         self._handler = handler
-        self._max_size = MAX_MESSAGE_SIZE_BYTES
+        self._wire = wire_protocol  # imported once per connection, not per message
+        self._max_size = wire_protocol.MAX_MESSAGE_SIZE_BYTES
         self._received = bytearray()
         self._transport: asyncio.Transport | None = None
         self._connection_id = str(uuid.uuid4())
@@ -76,20 +77,13 @@ class WireConnection(asyncio.Protocol):
 
     def answer(self, message: bytes) -> bytes | None:
         """nx-27017's reply to one message (its `server.handle_client`, without threads)."""
-        from nx_27017.wire_protocol import (
-            OP_MSG,
-            OP_QUERY,
-            ResponseBuilder,
-            WireProtocol,
-            _get_next_request_id,
-        )
-
+        wire = self._wire
         request_id = int.from_bytes(message[4:8], "little", signed=True)
         opcode = int.from_bytes(message[12:16], "little", signed=True)
         handler = self._handler
-        if opcode == WireProtocol.OP_MSG:
+        if opcode == wire.WireProtocol.OP_MSG:
             try:
-                parsed = OP_MSG.parse(message)
+                parsed = wire.OP_MSG.parse(message)
                 parsed["_conn_id"] = self._connection_id
                 sections = parsed["sections"]
                 writes = any(
@@ -105,28 +99,30 @@ class WireConnection(asyncio.Protocol):
                 logging.getLogger("nx_27017").exception("Error handling OP_MSG")
                 document = {"ok": 0, "errmsg": str(error)}
             try:
-                return ResponseBuilder.build_op_msg_reply(
-                    request_id=_get_next_request_id(), response_to=request_id, document=document
+                return wire.ResponseBuilder.build_op_msg_reply(
+                    request_id=wire._get_next_request_id(),
+                    response_to=request_id,
+                    document=document,
                 )
             except Exception as error:
                 # An answer that cannot be encoded: the client gets an error, not a closed
                 # connection (a driver would send a write again after that).
                 log.error("answer not encodable: %s", type(error).__name__)
-                return ResponseBuilder.build_op_msg_reply(
-                    request_id=_get_next_request_id(),
+                return wire.ResponseBuilder.build_op_msg_reply(
+                    request_id=wire._get_next_request_id(),
                     response_to=request_id,
                     document={"ok": 0, "errmsg": "the server could not encode its answer"},
                 )
-        if opcode == WireProtocol.OP_QUERY:
+        if opcode == wire.WireProtocol.OP_QUERY:
             try:
-                parsed = OP_QUERY.parse(message)
+                parsed = wire.OP_QUERY.parse(message)
                 parsed["_conn_id"] = self._connection_id
                 reply_id, documents = handler.handle_query(parsed)
-                return ResponseBuilder.build_reply(reply_id, parsed["request_id"], documents)
+                return wire.ResponseBuilder.build_reply(reply_id, parsed["request_id"], documents)
             except Exception as error:
                 logging.getLogger("nx_27017").error("Error handling OP_QUERY: %s", error)
                 return None
-        return ResponseBuilder.build_op_msg_reply(
+        return wire.ResponseBuilder.build_op_msg_reply(
             request_id=0,
             response_to=request_id,
             document={"ok": 0, "errmsg": f"Unsupported opcode: {opcode}"},

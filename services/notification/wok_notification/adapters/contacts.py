@@ -118,6 +118,15 @@ class _ValidContactsResponse(BaseModel):
     contacts: list[_ContactResponse]
 
 
+def _all_well_formed(content: bytes) -> list[_ContactResponse] | None:
+    """The contacts of a batch answer read in one go (at half the CPU), when every one is
+    well-formed (as good as always); None sends the answer the entry-by-entry way."""
+    try:
+        return _ValidContactsResponse.model_validate_json(content).contacts
+    except ValidationError:
+        return None
+
+
 def _contact(body: _ContactResponse) -> Contact:
     return Contact(
         registration_id=body.registration_id,
@@ -169,12 +178,8 @@ class HttpContactDirectory(_RegistrationLookup):
             response = await _send(client, "POST", CONTACTS_PATH, json={"registration_ids": wanted})
         if response.status_code in (httpx.codes.NOT_FOUND, httpx.codes.METHOD_NOT_ALLOWED):
             return await self._one_by_one(registration_ids)
-        try:
-            # every contact well-formed (as good as always): read in one go, at half the CPU
-            valid = _ValidContactsResponse.model_validate_json(response.content).contacts
-        except ValidationError:
-            pass
-        else:
+        valid = _all_well_formed(response.content)
+        if valid is not None:
             by_id = {contact.registration_id: contact for contact in map(_contact, valid)}
             return [by_id.get(i) for i in registration_ids]
         try:
