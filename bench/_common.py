@@ -314,7 +314,7 @@ async def bench_stack(
         )
         try:
             yield BenchStack(
-                registration_url=stack.url("registration"),
+                registration_url=stack.service_urls.get("registration", ""),
                 admin_key=stack.admin_key,
                 kafka_bootstrap=stack.kafka_bootstrap,
                 mongodb_uri=stack.mongodb_uri,

@@ -83,3 +83,18 @@ def test_every_benchmark_prints_its_figures_and_targets(bench_stack: Path) -> No
 
     assert re.search(r"^│ 1\s+│\s+\d+\.\d\d\s+│", started, re.MULTILINE), started
     assert len(TARGET_LINE.findall(started)) == 1, started
+
+
+def test_nx_writes_prints_the_cost_of_each_write_shape() -> None:
+    process = start(
+        "nx_writes.py",
+        *("--held", "0,3", "--writes", "20", "--warmup", "5", "--events", "2"),
+    )
+    output = figures(process, timeout_s=120)
+    for shape in (
+        r"bare insert \(ingest\.py's bare endpoint\)",
+        r"place write, events holding 0 registrations",
+        r"place write, events holding 3 registrations",
+        r"own documents: count on the event \+ insert of the registration",
+    ):
+        assert re.search(rf"{shape}\s+│\s+20\s+│\s+[\d,]+\s+│\s+\d+\.\d\d\s+│", output), output
