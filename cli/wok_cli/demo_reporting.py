@@ -173,7 +173,7 @@ def measure_problems(
 
 
 def digest_problems(played: list[Played], texts: dict[str, set[str]]) -> list[str]:
-    problems = []
+    problems: list[str] = []
     for p in _assessed(played):
         assert p.assessment is not None
         own = texts.get(p.ags, set())

@@ -73,5 +73,7 @@ def new_envelope(
         fields["correlationid"] = correlation_id
     model = _PARAMETRIZED.get(type(data))
     if model is None:
-        model = _PARAMETRIZED[type(data)] = Envelope[type(data)]  # type: ignore[misc]
+        # parametrized at run time: the payload's class is only known here
+        parametrized: Any = Envelope[type(data)]  # type: ignore[misc]
+        model = _PARAMETRIZED[type(data)] = parametrized
     return model(**fields)

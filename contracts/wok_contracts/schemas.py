@@ -120,7 +120,7 @@ def _compare(old: Any, new: Any, *, path: str) -> list[str]:
         if old.get(key) != new.get(key):
             problems.append(f"{where}: {key} changed from {old.get(key)!r} to {new.get(key)!r}")
     problems += [f"{where}: {problem}" for problem in _loosened(old, new)]
-    if "enum" in old and not set(old["enum"]) <= set(new.get("enum", old["enum"])):
+    if "enum" in old and not set(old["enum"]) <= set(new["enum"] if "enum" in new else old["enum"]):
         problems.append(f"{where}: enum values removed")
     if "anyOf" in old and old.get("anyOf") != new.get("anyOf"):
         problems.append(f"{where}: union changed")

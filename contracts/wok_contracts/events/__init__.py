@@ -12,7 +12,8 @@ from wok_contracts.events.notification import *  # noqa: F403
 from wok_contracts.events.registration import *  # noqa: F403
 from wok_contracts.events.reporting import *  # noqa: F403
 
-EVENT_TYPES: tuple[type[EventData], ...] = (
+# The star imports above also bind each module's own EVENT_TYPES; all of them replace it.
+EVENT_TYPES: tuple[type[EventData], ...] = (  # type: ignore[no-redef]
     registration.EVENT_TYPES
     + assessment.EVENT_TYPES
     + notification.EVENT_TYPES

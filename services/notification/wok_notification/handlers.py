@@ -56,7 +56,7 @@ from wok_notification.adapters.repository import (
 )
 from wok_notification.domain import ParticipantStatus
 from wok_notification.rendering import MailRenderer
-from wok_runtime.consumer import TRANSIENT_ERRORS, TransientError
+from wok_runtime.consumer import TRANSIENT_ERRORS, WAIT_ERRORS, TransientError
 from wok_runtime.logging import current_correlation_id, get_logger
 from wok_runtime.outbox import OutboundEvent
 from wok_runtime.report_links import sign_report_link
@@ -68,6 +68,8 @@ MAX_DIGEST_HOPS = 5
 NOT_REDRIVABLE = (NotificationKind.SELF_CHECK_SCORED, NotificationKind.TASKFORCE_REMINDER)
 
 log = get_logger(__name__)
+# What a digest waits out before it is tried again: the mail server's refusal of the moment too.
+DIGEST_WAIT_ERRORS: tuple[type[BaseException], ...] = (MailNotSent, *WAIT_ERRORS)
 
 
 class UnknownDialogueEvent(Exception):
@@ -394,7 +396,7 @@ class NotificationHandlers:
             return await send()
         except NotificationUndeliverable:
             return ScheduleStatus.FAILED
-        except (TransientError, *TRANSIENT_ERRORS) as error:
+        except WAIT_ERRORS as error:
             log.warning(f"{what} must wait", id=message.id, error=repr(error))
             return ScheduleStatus.SCHEDULED
         except Exception as error:
@@ -621,7 +623,7 @@ class NotificationHandlers:
             handled += 1
             try:
                 await self._flush(digest, token=token, now=now)
-            except (TransientError, MailNotSent, *TRANSIENT_ERRORS) as error:
+            except DIGEST_WAIT_ERRORS as error:
                 backoff = timedelta(seconds=min(300.0, 5.0 * 2**digest.attempts))
                 log.warning("digest must wait", digest_id=digest.id, error=repr(error))
                 await self.repository.retry_digest(digest.id, token=token, due_at=now + backoff)
