@@ -78,6 +78,9 @@ class Harness:
     backend: str
     dead_letters: list[Any] = field(default_factory=list)
     keys: dict[str, str] = field(default_factory=dict)
+    commands: Any = None
+    """The municipal systems' command processor (its handlers can be called as a delivery
+    whose processed mark was lost would call them)."""
 
     async def published_events(self) -> list[Any]:
         await self.runtime.relay.drain_once()
@@ -180,7 +183,13 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
                 transport=transport, base_url="http://registration"
             ) as http:
                 yield Harness(
-                    http, runtime, handlers, published, request.param, dead_letters=dead_letters
+                    http,
+                    runtime,
+                    handlers,
+                    published,
+                    request.param,
+                    dead_letters=dead_letters,
+                    commands=app.state.commands,
                 )
     finally:
         if client is not None:

@@ -197,6 +197,53 @@ async def test_change_reschedule_and_attendance_commands_do_what_http_does(
     assert harness.dead_letters == [] and await rejections(harness) == []
 
 
+@pytest.mark.parametrize("kind", ["change", "reschedule", "cancel", "attendance"])
+async def test_a_command_carried_out_again_after_a_crash_changes_and_tells_once(
+    harness: Harness, kind: str
+) -> None:
+    """A crash between a command's write and its processed mark delivers it again: its
+    handler runs once more with the same envelope, and must change and announce nothing."""
+    await harness.onboard()
+    event_id = await harness.schedule()
+    later = STARTS + timedelta(days=7)
+    data: Any = {
+        "change": ChangeDialogueEvent(
+            ags=KAISERSLAUTERN, dialogue_event_id=event_id, title="Dialog: Nachbarschaft"
+        ),
+        "reschedule": RescheduleDialogueEvent(
+            ags=KAISERSLAUTERN,
+            dialogue_event_id=event_id,
+            starts_at=later,
+            ends_at=later + timedelta(hours=2),
+        ),
+        "cancel": CancelDialogueEvent(
+            ags=KAISERSLAUTERN, dialogue_event_id=event_id, reason="Umzug"
+        ),
+        "attendance": RecordAttendance(ags=KAISERSLAUTERN, dialogue_event_id=event_id, attended=23),
+    }[kind]
+    if kind == "attendance":
+        harness.set_clock(lambda: STARTS + timedelta(hours=3))
+    envelope = new_envelope(
+        data, source="/kaiserslautern/fachverfahren", municipality=KAISERSLAUTERN
+    )
+    await send(harness, envelope.to_json_bytes())
+    carried_out = await harness.event(event_id)
+    announced = await harness.types()
+
+    handler = {
+        "change": harness.commands.change_dialogue_event,
+        "reschedule": harness.commands.reschedule_dialogue_event,
+        "cancel": harness.commands.cancel_dialogue_event,
+        "attendance": harness.commands.record_attendance,
+    }[kind]
+    await handler(envelope)
+
+    assert await harness.event(event_id) == carried_out
+    assert await harness.types() == announced
+    assert announced[-2] == "dialogue_event.scheduled.v1"  # then this command's one event
+    assert harness.dead_letters == [] and await rejections(harness) == []
+
+
 async def test_the_same_reschedule_sent_again_as_a_new_command_tells_participants_once(
     harness: Harness,
 ) -> None:

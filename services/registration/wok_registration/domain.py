@@ -398,6 +398,10 @@ class Plan:
     erase: list[str] = field(default_factory=list)
     confirmed_delta: int = 0
     waitlisted_delta: int = 0
+    command_id: str | None = None
+    """The municipal system's command this plan carries out: recorded with the change, and
+    the change refused once it is recorded (a command delivered again after a crash between
+    its write and its processed mark is carried out once)."""
     events: list[EventData] = field(default_factory=list)
 
 

@@ -291,16 +291,25 @@ class RegistrationHandlers:
         ],
         *,
         ags: str | None = None,
+        command_id: str | None = None,
     ) -> tuple[domain.DialogueEvent, domain.Plan | None]:
-        """Read, plan, write if nothing changed meanwhile; otherwise again."""
+        """Read, plan, write if nothing changed meanwhile; otherwise again. A municipal
+        system's command (`command_id`) is carried out once: recorded with its change, and
+        nothing is done when it is found recorded (delivered again after a crash)."""
         for attempt in range(PLAN_ATTEMPTS):
             loaded = await self.repository.load_dialogue_event(dialogue_event_id)
             if loaded is None or (ags is not None and loaded[0].ags != ags):
                 raise NotFound(f"dialogue event {dialogue_event_id} does not exist")
             event, records = loaded
+            if command_id is not None and await self.repository.command_carried_out(
+                event.id, command_id
+            ):
+                log.info("command already carried out", command_id=command_id)
+                return event, None
             plan = make_plan(event, records)
             if plan is None:
                 return event, None
+            plan.command_id = command_id
             events = [_outbound(data, ags=event.ags) for data in plan.events]
             if await self.repository.apply_plan(event.id, plan, events, now=self.now()):
                 self._events.drop(event.id)
@@ -310,7 +319,12 @@ class RegistrationHandlers:
         raise Conflict("the event changed too often meanwhile; please try again")
 
     async def change_dialogue_event(
-        self, *, ags: str, dialogue_event_id: str, changes: dict[str, Any]
+        self,
+        *,
+        ags: str,
+        dialogue_event_id: str,
+        changes: dict[str, Any],
+        command_id: str | None = None,
     ) -> domain.DialogueEvent:
         now = self.now()
         await self._apply_plan(
@@ -319,6 +333,7 @@ class RegistrationHandlers:
                 1
             ],
             ags=ags,
+            command_id=command_id,
         )
         log.info("dialogue event changed", ags=ags, dialogue_event_id=dialogue_event_id)
         return await self.get_dialogue_event(dialogue_event_id)
@@ -332,6 +347,7 @@ class RegistrationHandlers:
         ends_at: datetime,
         registration_deadline: datetime | None,
         place: str | None,
+        command_id: str | None = None,
     ) -> domain.DialogueEvent:
         now = self.now()
         await self._apply_plan(
@@ -345,12 +361,13 @@ class RegistrationHandlers:
                 now=now,
             )[1],
             ags=ags,
+            command_id=command_id,
         )
         log.info("dialogue event rescheduled", ags=ags, dialogue_event_id=dialogue_event_id)
         return await self.get_dialogue_event(dialogue_event_id)
 
     async def cancel_dialogue_event(
-        self, *, ags: str, dialogue_event_id: str, reason: str
+        self, *, ags: str, dialogue_event_id: str, reason: str, command_id: str | None = None
     ) -> domain.DialogueEvent:
         now = self.now()
         _, plan = await self._apply_plan(
@@ -359,6 +376,7 @@ class RegistrationHandlers:
                 event, records, reason=reason, now=now
             ),
             ags=ags,
+            command_id=command_id,
         )
         log.info(
             "dialogue event cancelled",
@@ -369,13 +387,14 @@ class RegistrationHandlers:
         return await self.get_dialogue_event(dialogue_event_id)
 
     async def record_attendance(
-        self, *, ags: str, dialogue_event_id: str, attended: int
+        self, *, ags: str, dialogue_event_id: str, attended: int, command_id: str | None = None
     ) -> domain.DialogueEvent:
         now = self.now()
         await self._apply_plan(
             dialogue_event_id,
             lambda event, records: domain.record_attendance(event, attended=attended, now=now),
             ags=ags,
+            command_id=command_id,
         )
         log.info("attendance recorded", ags=ags, dialogue_event_id=dialogue_event_id)
         return await self.get_dialogue_event(dialogue_event_id)

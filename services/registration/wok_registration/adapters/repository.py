@@ -33,6 +33,7 @@ import asyncio
 import copy
 import enum
 import sys
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -124,6 +125,10 @@ class RegistrationRepository(Protocol):
         self, dialogue_event_id: str, plan: Plan, events: list[OutboundEvent], *, now: datetime
     ) -> bool:
         """Apply the plan if its guard still holds; False if it does not (re-read, re-plan)."""
+        ...
+
+    async def command_carried_out(self, dialogue_event_id: str, command_id: str) -> bool:
+        """Whether a plan carrying out this command was applied to the dialogue event."""
         ...
 
     async def existing_registration(
@@ -416,7 +421,15 @@ def plan_filter(dialogue_event_id: str, plan: Plan) -> dict[str, Any]:
         condition["waitlisted_count"] = 0
     for registration_id, status in plan.expected_statuses.items():
         condition[f"registrations.{registration_id}.status"] = status.value
+    if plan.command_id is not None:
+        condition[_command_path(plan.command_id)] = {"$exists": False}
     return condition
+
+
+def _command_path(command_id: str) -> str:
+    """Where a carried-out command is recorded on its dialogue event: keyed by a digest of
+    its id (a sender's id may hold dots or dollar signs, which a field name must not)."""
+    return f"commands.{uuid.uuid5(uuid.NAMESPACE_URL, command_id).hex}"
 
 
 def plan_update(plan: Plan, events: list[OutboundEvent], *, now: datetime) -> dict[str, Any]:
@@ -425,6 +438,8 @@ def plan_update(plan: Plan, events: list[OutboundEvent], *, now: datetime) -> di
         set_fields[f"registrations.{registration_id}.status"] = status.value
     for registration_id, reason in plan.cancelled_reasons.items():
         set_fields[f"registrations.{registration_id}.cancelled_reason"] = reason.value
+    if plan.command_id is not None:
+        set_fields[_command_path(plan.command_id)] = _stored(now)
     unset = {f"fingerprints.{fingerprint}": "" for fingerprint in plan.unset_fingerprints}
     for registration_id in plan.erase:
         set_fields[f"registrations.{registration_id}.erased_at"] = _stored(now)
@@ -551,6 +566,11 @@ class MongoRegistrationRepository:
             plan_filter(dialogue_event_id, plan), plan_update(plan, events, now=now)
         )
         return bool(result.matched_count)
+
+    async def command_carried_out(self, dialogue_event_id: str, command_id: str) -> bool:
+        path = _command_path(command_id)
+        found = await self.dialogue_events.find_one({"_id": dialogue_event_id}, {path: 1})
+        return _projected(found, path) is not None
 
     async def existing_registration(
         self, dialogue_event_id: str, fingerprint: str
@@ -831,6 +851,10 @@ class InMemoryRegistrationRepository:
             plan_filter(dialogue_event_id, plan),
             plan_update(plan, events, now=now),
         )
+
+    async def command_carried_out(self, dialogue_event_id: str, command_id: str) -> bool:
+        document = self.dialogue_events.get(dialogue_event_id)
+        return _projected(document, _command_path(command_id)) is not None
 
     async def existing_registration(
         self, dialogue_event_id: str, fingerprint: str

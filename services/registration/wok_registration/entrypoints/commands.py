@@ -203,7 +203,10 @@ class CommandProcessor(EventProcessor):
         async def cancel(data: CancelDialogueEvent) -> None:
             try:
                 await self._registration.cancel_dialogue_event(
-                    ags=data.ags, dialogue_event_id=data.dialogue_event_id, reason=data.reason
+                    ags=data.ags,
+                    dialogue_event_id=data.dialogue_event_id,
+                    reason=data.reason,
+                    command_id=envelope.id,
                 )
             except NotFound as error:
                 raise Rejected(
@@ -228,7 +231,10 @@ class CommandProcessor(EventProcessor):
                     changes[name] = tuple(changes[name])
             with _rejected_on_domain_errors():
                 await self._registration.change_dialogue_event(
-                    ags=data.ags, dialogue_event_id=data.dialogue_event_id, changes=changes
+                    ags=data.ags,
+                    dialogue_event_id=data.dialogue_event_id,
+                    changes=changes,
+                    command_id=envelope.id,
                 )
 
         await self._run_domain(envelope, change)
@@ -249,6 +255,7 @@ class CommandProcessor(EventProcessor):
                     ends_at=data.ends_at,
                     registration_deadline=data.registration_deadline,
                     place=data.place,
+                    command_id=envelope.id,
                 )
 
         await self._run_domain(envelope, reschedule)
@@ -257,7 +264,10 @@ class CommandProcessor(EventProcessor):
         async def record(data: RecordAttendance) -> None:
             with _rejected_on_domain_errors():
                 await self._registration.record_attendance(
-                    ags=data.ags, dialogue_event_id=data.dialogue_event_id, attended=data.attended
+                    ags=data.ags,
+                    dialogue_event_id=data.dialogue_event_id,
+                    attended=data.attended,
+                    command_id=envelope.id,
                 )
 
         await self._run_domain(envelope, record)
