@@ -130,6 +130,12 @@ class _CollectionPause:
         self.end()
 
 
+Admit = Callable[[Record], Awaitable[Envelope[Any] | None]]
+"""A consumer's own admission of a record (`EventProcessor.admit` or an override): the
+envelope to store, or None once it has dealt with the record (dead-lettered, answered,
+ignored) and counted it."""
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -142,9 +148,11 @@ class BatchProcessor:
         retry: RetryPolicy,
         metrics: ProcessorMetrics | None = None,
         pipeline_records: int = DEFAULT_PIPELINE_RECORDS,
+        admit: Admit | None = None,
     ) -> None:
         self.consumer = consumer
         self.sink = sink
+        self._admit = admit
         self._pipeline_records = max(1, pipeline_records)
         self.event_types = frozenset(event_types)
         self._retry = retry
@@ -239,6 +247,10 @@ class BatchProcessor:
             for record in found:
                 if stored is not None and record.offset <= stored:
                     outcomes[("replayed", "duplicate")] += 1
+                    continue
+                if self._admit is not None:  # the consumer's own checks, which count
+                    if (own := await self._admit(record)) is not None:
+                        items.append(Item(record=record, envelope=own))
                     continue
                 envelope, event_type, problem = admission(record, self.event_types)
                 if problem is not None:

@@ -21,7 +21,8 @@ when the message's effect is stored or the message is in the dead-letter topic:
 `ServiceRuntime.consume` takes the records in batches (`wok_runtime.batch`) and hands them
 to `InOrderHandlerSink` (below), which applies them through the same `EventProcessor` one
 at a time in the batch's order; the batch is acknowledged once all of it is applied or
-dead-lettered. `subscribe` (wok_runtime.kafka) still takes one message at a time.
+dead-lettered. A consumer with checks of its own (registration answers a malformed command)
+passes its processor's `admit` to `ServiceRuntime.consume_batches`.
 """
 
 from __future__ import annotations

@@ -12,14 +12,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from wok_contracts.topics import TopicSpec
-from wok_runtime.consumer import EventProcessor, Record
 from wok_runtime.logging import get_logger
 from wok_runtime.settings import WokSettings
 
@@ -258,62 +255,6 @@ def _failed(error: BaseException) -> Awaitable[object]:
     future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     future.set_exception(error)
     return future
-
-
-def subscribe(
-    broker: KafkaBroker,
-    processor: EventProcessor,
-    *,
-    topics: Sequence[str],
-    settings: WokSettings,
-) -> Any:
-    """One consumer-group member over `topics`; it commits only after `process` returned."""
-
-    async def consume(message: KafkaMessage) -> None:
-        raw = message.raw_message
-        assert not isinstance(raw, tuple)
-        try:
-            await processor.process(
-                Record(
-                    topic=raw.topic.removeprefix(settings.topic_prefix),
-                    partition=raw.partition,
-                    offset=raw.offset,
-                    key=raw.key,
-                    value=raw.value,
-                    headers=tuple(raw.headers or ()),
-                )
-            )
-        except Exception as error:
-            # Not acknowledged and not skipped: a later ack would commit past this message,
-            # so rewind to it and let it come again after a pause.
-            log.error(
-                "message could not be processed; it will be redelivered",
-                topic=raw.topic,
-                partition=raw.partition,
-                offset=raw.offset,
-                error=repr(error),
-            )
-            await message.nack()
-            await asyncio.sleep(settings.consumer_backoff_max_s)
-            return
-        await message.ack()
-
-    async def raw_only(message: Any) -> None:
-        """No body: `consume` reads the raw record, so FastStream need not decode it."""
-        return None
-
-    consume.__name__ = f"consume_{processor.consumer.replace('-', '_')}"
-    return broker.subscriber(
-        *(settings.topic(topic) for topic in topics),
-        group_id=settings.consumer_group(processor.consumer),
-        ack_policy=AckPolicy.MANUAL,
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        decoder=raw_only,
-        no_reply=True,
-    )(consume)
 
 
 async def ensure_topics(settings: WokSettings, specs: Sequence[TopicSpec]) -> list[str]:

@@ -34,6 +34,7 @@ from wok_contracts import EventData
 from wok_contracts.topics import TopicSpec, dead_letter_topic, topic_specs
 from wok_runtime.batch import (
     DEFAULT_MAX_RECORDS,
+    Admit,
     BatchProcessor,
     BatchSink,
     subscribe_batches,
@@ -215,8 +216,10 @@ class ServiceRuntime:
         sink: BatchSink,
         event_types: Collection[str],
         max_records: int = DEFAULT_MAX_RECORDS,
+        admit: Admit | None = None,
     ) -> BatchProcessor:
-        """Register one consumer-group member taking batches; see `wok_runtime.batch`."""
+        """Register one consumer-group member taking batches; see `wok_runtime.batch`.
+        `admit`: the consumer's own admission of each record instead of the common one."""
         processor = BatchProcessor(
             consumer=group,
             sink=sink,
@@ -225,6 +228,7 @@ class ServiceRuntime:
             dead_letter_topic=dead_letter_topic(group),
             retry=self._retry_policy(),
             metrics=self._processor_metrics(group),
+            admit=admit,
         )
         subscribe_batches(
             self.broker, processor, topics=topics, settings=self.settings, max_records=max_records

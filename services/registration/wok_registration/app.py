@@ -13,13 +13,18 @@ from wok_registration.adapters.repository import (
     MongoRegistrationRepository,
     RegistrationRepository,
 )
-from wok_registration.entrypoints.commands import CommandProcessor, command_topics
+from wok_registration.entrypoints.commands import COMMAND_GROUP, CommandProcessor, command_topics
 from wok_registration.entrypoints.http import build_router, install_error_handlers
 from wok_registration.entrypoints.limits import RequestLimits
 from wok_registration.handlers import RegistrationHandlers
 from wok_registration.settings import RegistrationSettings
-from wok_runtime.consumer import InMemoryProcessedStore, ProcessedStore, RetryPolicy
-from wok_runtime.kafka import ensure_topics, subscribe
+from wok_runtime.consumer import (
+    InMemoryProcessedStore,
+    InOrderHandlerSink,
+    ProcessedStore,
+    RetryPolicy,
+)
+from wok_runtime.kafka import ensure_topics
 from wok_runtime.mongo import MongoProcessedStore
 from wok_runtime.outbox import MongoOutboxSource, OutboxWriter
 from wok_runtime.service import ServiceRuntime
@@ -75,7 +80,15 @@ def consume_commands(
         await ensure_topics(settings, command_topics(settings.topic_partitions))
 
     runtime.on_startup(provision)
-    subscribe(runtime.broker, processor, topics=[REGISTRATION_COMMANDS], settings=settings)
+    # In batches, like every consumer: one offset commit and two processed-store round trips
+    # per batch, the commands carried out one at a time in order.
+    runtime.consume_batches(
+        group=COMMAND_GROUP,
+        topics=[REGISTRATION_COMMANDS],
+        sink=InOrderHandlerSink(processor),
+        event_types=processor.event_types,
+        admit=processor.admit,
+    )
     return processor
 
 

@@ -121,15 +121,21 @@ class CommandProcessor(EventProcessor):
             retry=retry,
         )
 
-    async def process(self, record: Record) -> None:
+    async def admit(self, record: Record) -> Envelope[Any] | None:
+        """A command that breaks its contract is rejected (a reply and a dead letter) with
+        one reason per field; the rest as any consumer admits a record."""
         raw, problems = contract_problems(record.value)
         if problems:
             await self.reject(record, raw, problems)
-            return
-        # One message at a time per subscriber: the handlers reject the current record.
+            self.count(str(raw.get("type") or "unknown"), "dead_lettered")
+            return None
+        return await super().admit(record)
+
+    async def apply(self, record: Record, envelope: Envelope[Any]) -> bool:
+        # One command at a time (in batch order): the handlers reject the current record.
         self._current = record
         try:
-            await super().process(record)
+            return await super().apply(record, envelope)
         finally:
             self._current = None
 
