@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
 import platform
@@ -22,13 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
 from wok_cli.devstack import EmbeddedStack, ServiceSpec, running_stack
+from wok_cli.loadclient import HttpPool
 from wok_cli.settings import StackSettings
 from wok_runtime.logging import configure_logging
 
@@ -141,116 +140,6 @@ async def closed_loop(send: Send, *, concurrency: int, duration_s: float) -> Loa
 def http_client(base_url: str, *, timeout_s: float = 30.0) -> httpx.AsyncClient:
     """For set-up requests (few, not timed)."""
     return httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class HttpPool:
-    """A lean HTTP/1.1 keep-alive client for the measured requests.
-
-    httpx spends time quadratic in the number of queued requests when an open loop backs up
-    (its pool scans every waiting request on each change), so the load generator became the
-    bottleneck. Here a request waits for a free connection in a FIFO queue (the wait counts
-    as latency, as a user's would), and up to `connections` connections are opened.
-    """
-
-    def __init__(self, base_url: str, *, connections: int = 64, timeout_s: float = 30.0) -> None:
-        parts = urlsplit(base_url)
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 80
-        self._limit = connections
-        self._timeout_s = timeout_s
-        self._opened = 0
-        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
-            asyncio.Queue()
-        )
-        self._all: list[asyncio.StreamWriter] = []
-
-    async def _acquire(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
-        """A connection, and whether it was used before (the server may have closed it)."""
-        if self._idle.empty() and self._opened < self._limit:
-            self._opened += 1
-            try:
-                reader, writer = await asyncio.open_connection(self._host, self._port)
-            except BaseException:
-                self._opened -= 1
-                raise
-            self._all.append(writer)
-            return reader, writer, False
-        reader, writer = await self._idle.get()
-        return reader, writer, True
-
-    def _discard(self, writer: asyncio.StreamWriter) -> None:
-        self._opened -= 1
-        writer.close()
-
-    async def post_json(self, path: str, payload: Any) -> Response:
-        body = json.dumps(payload).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        while True:
-            reader, writer, reused = await self._acquire()
-            try:
-                writer.write(head + body)
-                response, keep = await asyncio.wait_for(_read_response(reader), self._timeout_s)
-            except (asyncio.IncompleteReadError, ConnectionError) as error:
-                self._discard(writer)
-                unanswered = not isinstance(error, asyncio.IncompleteReadError) or not error.partial
-                if reused and unanswered:
-                    continue  # closed by the server while idle (keep-alive timeout): reconnect
-                raise
-            except BaseException:
-                self._discard(writer)
-                raise
-            if keep:
-                self._idle.put_nowait((reader, writer))
-            else:
-                self._discard(writer)
-            return response
-
-    async def close(self) -> None:
-        for writer in self._all:
-            writer.close()
-        self._all.clear()
-
-    async def __aenter__(self) -> HttpPool:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[Response, bool]:
-    """One HTTP/1.1 response: (status and body, whether the connection stays open)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    status = int(status_line.split(" ", 2)[1])
-    headers = {}
-    for line in header_lines:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        chunks = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            chunk = await reader.readexactly(size + 2)
-            if size == 0:
-                break
-            chunks.append(chunk[:-2])
-        body = b"".join(chunks)
-    else:
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return Response(status, body), headers.get("connection", "").lower() != "close"
 
 
 # -- the stack -------------------------------------------------------------------------------
