@@ -23,10 +23,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from wok_cli.devstack import EmbeddedStack
 from wok_contracts import (
@@ -423,3 +427,118 @@ async def behind(stack: EmbeddedStack, group: str) -> str:
     answers a partition's end offset as the base offset of its last record batch plus one,
     so after batched sends it reports fewer messages than there are (measured)."""
     return f"about {max(0, await lag(stack, group))} messages not yet committed"
+
+
+# --- added for the consumer kill tests at the issue's sizes ---------------------------------
+
+
+def taking_turns(rows: Sequence[Sequence[T]]) -> list[T]:
+    """The items of all rows, one of each row in turn (each row's own order kept): a
+    municipality's events spread over the whole stream instead of standing together."""
+    longest = max((len(row) for row in rows), default=0)
+    return [row[index] for index in range(longest) for row in rows if index < len(row)]
+
+
+async def at_rate(
+    send: Callable[[int], Awaitable[None]],
+    *,
+    count: int,
+    rate: float,
+    concurrency: int = 32,
+) -> float:
+    """Await `send(0)` … `send(count - 1)`, the n-th due at start + n / rate whether or not
+    earlier ones are done (open loop), at most `concurrency` in flight (a server falling
+    behind slows the sending down instead of piling up requests). The first exception of a
+    `send` fails the run. Returns the seconds it took."""
+    in_flight = asyncio.Semaphore(concurrency)
+    failures: list[Exception] = []
+    started = time.monotonic()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(number: int) -> None:
+        try:
+            await send(number)
+        except Exception as error:
+            failures.append(error)
+        finally:
+            in_flight.release()
+
+    for number in range(count):
+        due = started + number / rate - time.monotonic()
+        if due > 0:
+            await asyncio.sleep(due)
+        await in_flight.acquire()
+        if failures:
+            in_flight.release()
+            break
+        tasks.append(asyncio.create_task(one(number)))
+    await asyncio.gather(*tasks)
+    if failures:
+        raise failures[0]
+    return time.monotonic() - started
+
+
+class Mailbox:
+    """The mails in the SMTP sink's folder to a set of addresses, each `.eml` file read once
+    (the sink writes a file under a temporary name and renames it, so a listed file is
+    whole). Only the headers are parsed: at thousands of mails, re-reading every file on each
+    look would cost more than the sending."""
+
+    def __init__(self, mail_dir: Path, addresses: Iterable[str]) -> None:
+        self.mail_dir = mail_dir
+        self.addresses = set(addresses)
+        self.message_ids: dict[str, list[str]] = {}  # address -> Message-ID of each copy
+        self._read: set[str] = set()
+
+    def read_new(self) -> Mailbox:
+        """Read the files that arrived since the last look (blocking: run it in a thread)."""
+        parser = BytesHeaderParser()
+        with os.scandir(self.mail_dir) as entries:
+            names = [
+                e.name for e in entries if e.name.endswith(".eml") and e.name not in self._read
+            ]
+        for name in names:
+            headers = parser.parsebytes((self.mail_dir / name).read_bytes())
+            for _, address in getaddresses(headers.get_all("To", [])):
+                if address in self.addresses:
+                    self.message_ids.setdefault(address, []).append(str(headers["Message-ID"]))
+            self._read.add(name)
+        return self
+
+    async def look(self) -> Mailbox:
+        return await asyncio.to_thread(self.read_new)
+
+    @property
+    def received(self) -> set[str]:
+        """The addresses that got at least one mail."""
+        return set(self.message_ids)
+
+    def copies(self) -> int:
+        """Mails beyond the first to an address (same or another Message-ID)."""
+        return sum(len(ids) - 1 for ids in self.message_ids.values())
+
+    def distinct(self) -> dict[str, int]:
+        """Address -> how many different Message-IDs it received."""
+        return {address: len(set(ids)) for address, ids in self.message_ids.items()}
+
+
+async def program_metrics(stack: EmbeddedStack) -> dict[str, Any]:
+    """The newest program-wide snapshot's metrics (never withheld: all municipalities
+    together), {} before the first."""
+    async with httpx.AsyncClient(base_url=stack.url("reporting"), timeout=10) as client:
+        try:
+            response = await client.get(
+                "/v1/aggregates/program",
+                headers={"Authorization": f"Bearer {stack.federal_key}"},
+            )
+        except httpx.TransportError:
+            return {}
+    if response.status_code != 200:
+        return {}
+    metrics: dict[str, Any] = response.json()["metrics"]
+    return metrics
+
+
+def partition_of(key: bytes, *, partitions: int) -> int:
+    """The partition a producer with the default partitioner sends a keyed message to."""
+    return int(DefaultPartitioner()(key, list(range(partitions)), []))
