@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -75,13 +75,43 @@ async def test_scorings_are_stored_once_whole(storage) -> None:
 
 async def test_names_are_remembered_and_renamed(storage) -> None:
     repository, _ = storage
-    await repository.remember_municipality(ags=KAISERSLAUTERN, name="Kaiserslautern")
-    await repository.remember_municipality(ags=MAINZ, name="Mainz")
-    await repository.remember_municipality(ags=MAINZ, name="Landeshauptstadt Mainz")
+    await repository.remember_municipality(ags=KAISERSLAUTERN, name="Kaiserslautern", as_of=T0)
+    await repository.remember_municipality(ags=MAINZ, name="Mainz", as_of=T0)
+    later = T0 + timedelta(microseconds=1)
+    await repository.remember_municipality(ags=MAINZ, name="Landeshauptstadt Mainz", as_of=later)
     assert await repository.municipality_names() == {
         KAISERSLAUTERN: "Kaiserslautern",
         MAINZ: "Landeshauptstadt Mainz",
     }
+
+
+async def test_a_name_from_an_earlier_event_arriving_late_changes_nothing(storage) -> None:
+    """Registration's MunicipalityRegistered and reporting's digests carry the name over
+    different topics: the one of the later event stays, whichever arrives last."""
+    repository, _ = storage
+    renamed_at = datetime(2026, 5, 1, 11, 30, tzinfo=timezone(timedelta(hours=2)))  # 09:30 UTC
+    await repository.remember_municipality(ags=MAINZ, name="Neuname", as_of=renamed_at)
+    await repository.remember_municipality(ags=MAINZ, name="Altname", as_of=T0)  # 09:00 UTC
+    assert await repository.municipality_names() == {MAINZ: "Neuname"}
+    # times compare as times, not as they were written: 10:00 UTC is after 11:30+02:00
+    await repository.remember_municipality(
+        ags=MAINZ, name="Neuester Name", as_of=T0 + timedelta(hours=1)
+    )
+    assert await repository.municipality_names() == {MAINZ: "Neuester Name"}
+
+
+async def test_names_kept_without_their_time_give_way_to_the_next_one(mongodb_uri) -> None:
+    client = mongo_client(mongodb_uri)
+    database = client[f"wok_exchange_test_{uuid.uuid4().hex[:12]}"]
+    try:
+        await database["municipalities"].insert_one({"_id": MAINZ, "name": "Mainz"})
+        repository = MongoExchangeRepository(database)
+        await repository.ensure_indexes()
+        assert await repository.municipality_names() == {MAINZ: "Mainz"}
+        await repository.remember_municipality(ags=MAINZ, name="Neuname", as_of=T0)
+        assert await repository.municipality_names() == {MAINZ: "Neuname"}
+    finally:
+        await client.close()
 
 
 async def test_measures_keep_their_title_and_latest_status_in_any_order(storage) -> None:

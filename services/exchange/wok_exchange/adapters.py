@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo.errors import DuplicateKeyError
@@ -31,7 +31,11 @@ ANNOUNCEMENTS = "announcements"
 
 
 class ExchangeRepository(Protocol):
-    async def remember_municipality(self, *, ags: str, name: str) -> None: ...
+    async def remember_municipality(self, *, ags: str, name: str, as_of: datetime) -> None:
+        """Keep `name` unless a name of a later event (`as_of`: when the event carrying it
+        was published) is stored: registration's MunicipalityRegistered and reporting's
+        digests both carry names and come over different topics, in no fixed order."""
+        ...
 
     async def municipality_names(self) -> dict[str, str]: ...
 
@@ -117,6 +121,15 @@ def _earlier_announcement_fields(announcement_id: str) -> dict[str, str]:
     return {"kind": FEED}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _stamp(moment: datetime) -> int:
+    """A time as microseconds since 1970: nx-27017 compares ISO-8601 strings in update
+    filters as times of millisecond precision, numbers exactly."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
 def _scoring_document(scoring: Scoring) -> dict[str, Any]:
     return {
         "_id": scoring.self_check_id,
@@ -197,6 +210,10 @@ class MongoExchangeRepository:
         return [self.announcements]
 
     async def ensure_indexes(self) -> None:
+        # Names stored before their time was kept give way to any name that comes now.
+        await self.municipalities.update_many(
+            {"name_as_of": {"$exists": False}}, {"$set": {"name_as_of": 0}}
+        )
         await self.announcements.create_index("outbox_pending")
         await self.announcements.create_index("kind")
         # Announcements stored before their kind was written down get it once.
@@ -207,8 +224,18 @@ class MongoExchangeRepository:
                 {"$set": _earlier_announcement_fields(str(document["_id"]))},
             )
 
-    async def remember_municipality(self, *, ags: str, name: str) -> None:
-        await self.municipalities.update_one({"_id": ags}, {"$set": {"name": name}}, upsert=True)
+    async def remember_municipality(self, *, ags: str, name: str, as_of: datetime) -> None:
+        stamp = _stamp(as_of)
+        renamed = await self.municipalities.update_one(
+            {"_id": ags, "name_as_of": {"$lt": stamp}},
+            {"$set": {"name": name, "name_as_of": stamp}},
+        )
+        if renamed.matched_count:
+            return
+        try:
+            await self.municipalities.insert_one({"_id": ags, "name": name, "name_as_of": stamp})
+        except DuplicateKeyError:
+            pass  # known with a name at least as recent
 
     async def municipality_names(self) -> dict[str, str]:
         return {str(d["_id"]): d["name"] async for d in self.municipalities.find({})}
@@ -297,6 +324,7 @@ class InMemoryExchangeRepository:
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
+        self.name_stamps: dict[str, int] = {}
         self.scoring_documents: dict[str, dict[str, Any]] = {}
         self.measure_documents: dict[str, dict[str, Any]] = {}
         self.activity_documents: dict[str, dict[str, Any]] = {}
@@ -305,8 +333,10 @@ class InMemoryExchangeRepository:
     def outbox_sources(self) -> list[InMemoryOutboxSource]:
         return [InMemoryOutboxSource(self.announcement_documents)]
 
-    async def remember_municipality(self, *, ags: str, name: str) -> None:
-        self.names[ags] = name
+    async def remember_municipality(self, *, ags: str, name: str, as_of: datetime) -> None:
+        stamp = _stamp(as_of)
+        if stamp > self.name_stamps.get(ags, 0):
+            self.names[ags], self.name_stamps[ags] = name, stamp
 
     async def municipality_names(self) -> dict[str, str]:
         return dict(self.names)

@@ -81,7 +81,9 @@ class ExchangeHandlers:
 
     async def remember_municipality(self, envelope: Envelope[Any]) -> None:
         data: MunicipalityRegistered = envelope.data
-        await self.repository.remember_municipality(ags=data.ags, name=data.name)
+        await self.repository.remember_municipality(
+            ags=data.ags, name=data.name, as_of=envelope.time
+        )
 
     async def record_scoring(self, envelope: Envelope[Any]) -> None:
         data: AssessmentScored = envelope.data
@@ -128,7 +130,7 @@ class ExchangeHandlers:
     async def record_activity(self, envelope: Envelope[Any]) -> None:
         data: ActivityDigest = envelope.data
         await self.repository.remember_municipality(
-            ags=data.municipality, name=data.municipality_name
+            ags=data.municipality, name=data.municipality_name, as_of=envelope.time
         )
         activity = Activity(
             source_event_id=data.source_event_id,
