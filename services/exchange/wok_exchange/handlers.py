@@ -9,8 +9,10 @@ nothing and announces nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from wok_contracts import (
@@ -70,20 +72,40 @@ def feed_announcement(item: FeedItem) -> str:
     return f"feed:{item.item_id}"
 
 
+STANDING_TTL_S = 1.0
+"""How long a standing computed here serves (unless this process changes what it rests on
+before): another instance's writes show after at most this long, as if its events had been
+consumed that much later."""
+
+
 class ExchangeHandlers:
+    """The standing (every municipality's profile, the pairs, the names) rests on all scorings,
+    measures and names; it is computed once and serves every event and request until this
+    process stores a scoring, a measure or another name, or `STANDING_TTL_S` has passed.
+    Activities (most of the events) change none of it."""
+
     def __init__(
-        self, *, repository: ExchangeRepository, events_stored: Callable[[], None]
+        self,
+        *,
+        repository: ExchangeRepository,
+        events_stored: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.repository = repository
         self._events_stored = events_stored
+        self._clock = clock
+        self._standing: tuple[float, Standing] | None = None  # (computed at, standing)
+        self._generation = 0  # raised by each change: a standing computed across one is not kept
+
+    def _changed(self) -> None:
+        self._generation += 1
+        self._standing = None
 
     # -- consumed events --------------------------------------------------------------------
 
     async def remember_municipality(self, envelope: Envelope[Any]) -> None:
         data: MunicipalityRegistered = envelope.data
-        await self.repository.remember_municipality(
-            ags=data.ags, name=data.name, as_of=envelope.time
-        )
+        await self._remember_name(data.ags, data.name, as_of=envelope.time)
 
     async def record_scoring(self, envelope: Envelope[Any]) -> None:
         data: AssessmentScored = envelope.data
@@ -96,6 +118,7 @@ class ExchangeHandlers:
             deficits=frozenset(data.deficits),
         )
         await self.repository.add_scoring(scoring)
+        self._changed()
         # Announce every pair not yet told, also after a crash between the two writes.
         await self._announce_suggestions(await self.standing(), envelope.correlationid)
 
@@ -110,6 +133,7 @@ class ExchangeHandlers:
             occurred_at=envelope.time,
         )
         await self.repository.plan_measure(measure)
+        self._changed()
         await self._share(measure, envelope=envelope, kind=PeerActivityKind.MEASURE_PLANNED)
 
     async def record_measure_status(self, envelope: Envelope[Any]) -> None:
@@ -125,13 +149,12 @@ class ExchangeHandlers:
             occurred_at=envelope.time,
         )
         await self.repository.change_measure_status(measure)
+        self._changed()
         await self._share(measure, envelope=envelope, kind=PeerActivityKind.MEASURE_STATUS_CHANGED)
 
     async def record_activity(self, envelope: Envelope[Any]) -> None:
         data: ActivityDigest = envelope.data
-        await self.repository.remember_municipality(
-            ags=data.municipality, name=data.municipality_name, as_of=envelope.time
-        )
+        await self._remember_name(data.municipality, data.municipality_name, as_of=envelope.time)
         activity = Activity(
             source_event_id=data.source_event_id,
             ags=data.municipality,
@@ -145,13 +168,25 @@ class ExchangeHandlers:
 
     # -- queries ----------------------------------------------------------------------------
 
+    async def _remember_name(self, ags: str, name: str, *, as_of: datetime) -> None:
+        await self.repository.remember_municipality(ags=ags, name=name, as_of=as_of)
+        if self._standing is None or self._standing[1].names.get(ags) != name:
+            self._changed()  # (the same name again changes nothing here)
+
     async def standing(self) -> Standing:
+        now = self._clock()
+        if self._standing is not None and now - self._standing[0] < STANDING_TTL_S:
+            return self._standing[1]
+        generation = self._generation
         known = profiles(await self.repository.scorings())
-        return Standing(
+        standing = Standing(
             profiles=known,
             suggestions=match(known, await self.repository.measures()),
             names=await self.repository.municipality_names(),
         )
+        if generation == self._generation:
+            self._standing = (now, standing)
+        return standing
 
     async def peers(self, ags: str) -> tuple[Standing, list[Suggestion]]:
         standing = await self.standing()
