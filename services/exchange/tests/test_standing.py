@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from wok_contracts import AssessmentScored, MunicipalityRegistered, new_envelope
-from wok_contracts.events.assessment import AssessmentLevel, FieldScore
+from services.exchange.tests.conftest import scored
+from wok_contracts import MunicipalityRegistered, new_envelope
 from wok_exchange.adapters import InMemoryExchangeRepository
 from wok_exchange.domain import Scoring
 from wok_exchange.handlers import STANDING_TTL_S, ExchangeHandlers
@@ -14,33 +14,6 @@ from wok_exchange.handlers import STANDING_TTL_S, ExchangeHandlers
 KAISERSLAUTERN = "07312000"
 MAINZ = "07315000"
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
-
-
-def scored(ags: str, *, strengths: list[int], deficits: list[int]) -> AssessmentScored:
-    def score(field: int) -> float:
-        return 80.0 if field in strengths else 20.0 if field in deficits else 50.0
-
-    return AssessmentScored(
-        self_check_id=f"sc-{ags}",
-        ags=ags,
-        sequence=1,
-        catalogue_version="2026.1",
-        fields=[
-            FieldScore(
-                field=field,
-                score=score(field),
-                level=AssessmentLevel.DEVELOPING,
-                coverage=1.0,
-                answered=8,
-                questions=8,
-            )
-            for field in range(1, 8)
-        ],
-        overall=50.0,
-        overall_level=AssessmentLevel.DEVELOPING,
-        strengths=strengths,
-        deficits=deficits,
-    )
 
 
 def envelope(data: object, ags: str, *, at: datetime = T0) -> object:
@@ -64,14 +37,12 @@ async def test_own_changes_show_at_once_and_another_instances_after_the_ttl() ->
     await handlers.remember_municipality(
         envelope(MunicipalityRegistered(ags=MAINZ, name="Mainz", kind="city", land="07"), MAINZ)
     )
-    await handlers.record_scoring(
-        envelope(scored(KAISERSLAUTERN, strengths=[], deficits=[3]), KAISERSLAUTERN)
-    )
+    await handlers.record_scoring(envelope(scored(KAISERSLAUTERN, deficits=(3,)), KAISERSLAUTERN))
     assert (await handlers.standing()).suggestions == []
     assert (await handlers.standing()).names == {MAINZ: "Mainz"}
 
     # this process's scoring: the pair at once
-    await handlers.record_scoring(envelope(scored(MAINZ, strengths=[3], deficits=[]), MAINZ))
+    await handlers.record_scoring(envelope(scored(MAINZ, strengths=(3,)), MAINZ))
     pairs = [(s.field, s.needing, s.offering) for s in (await handlers.standing()).suggestions]
     assert pairs == [(3, KAISERSLAUTERN, MAINZ)]
 
