@@ -41,12 +41,21 @@ from wok_runtime.outbox import (
 
 
 @pytest.fixture
-async def database(mongodb_uri: str) -> AsyncIterator[Any]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri, tz_aware=True)
+async def counted(mongodb_uri: str) -> AsyncIterator[tuple[Any, MongoCommandCounter]]:
+    """A database of its own, through a client whose commands are counted."""
+    counter = MongoCommandCounter(CollectorRegistry())
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_uri, tz_aware=True, event_listeners=[counter]
+    )
     try:
-        yield client[f"registration_store_{uuid.uuid4().hex[:12]}"]
+        yield client[f"registration_counted_{uuid.uuid4().hex[:12]}"], counter
     finally:
         await client.close()
+
+
+@pytest.fixture
+def database(counted: tuple[Any, MongoCommandCounter]) -> Any:
+    return counted[0]
 
 
 async def test_an_event_stored_by_the_walking_skeleton_is_served_and_bookable(
@@ -163,6 +172,18 @@ async def test_a_place_is_taken_only_while_the_event_is_as_read(database: Any) -
     assert loaded[1]["r2"].fingerprint == "b" * 64
 
 
+def contact(prefix: str, number: int, *, at: datetime) -> Participant:
+    """Person `number`'s contact, registration id `<prefix><number>`, consent given `at`."""
+    return Participant(
+        registration_id=f"{prefix}{number}",
+        dialogue_event_id="event",
+        name=f"Person {number}",
+        email=f"person{number}@example.org",
+        language="de",
+        consent_at=at,
+    )
+
+
 async def test_participants_written_together_each_get_their_own_outcome(database: Any) -> None:
     """Concurrent contacts go to nx-27017 as one insert_many, the ones kept meanwhile as one
     update_many ($in, $unset): each stored with its expiry, a duplicate id refused for its
@@ -172,14 +193,7 @@ async def test_participants_written_together_each_get_their_own_outcome(database
     expires_at = now + timedelta(hours=1)
 
     def participant(number: int) -> Participant:
-        return Participant(
-            registration_id=f"p{number}",
-            dialogue_event_id="event",
-            name=f"Person {number}",
-            email=f"person{number}@example.org",
-            language="de",
-            consent_at=now,
-        )
+        return contact("p", number, at=now)
 
     await repository.add_participant(participant(0), expires_at=expires_at)
     outcomes = await asyncio.gather(
@@ -208,44 +222,29 @@ async def test_participants_written_together_each_get_their_own_outcome(database
 
 
 async def test_contacts_kept_at_200_per_second_cost_a_few_writes_not_one_each(
-    mongodb_uri: str,
+    counted: tuple[Any, MongoCommandCounter],
 ) -> None:
     """At 200 registrations/s the expiry is lifted for all contacts of the last
     KEEP_DELAY_S in one update_many on nx-27017: 40 contacts kept 5 ms apart take at most
     one write per KEEP_DELAY_S started (not 40), and every one of them loses its expiry."""
-    counter = MongoCommandCounter(CollectorRegistry())
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongodb_uri, tz_aware=True, event_listeners=[counter]
-    )
-    try:
-        database = client[f"registration_keep_{uuid.uuid4().hex[:12]}"]
-        repository = MongoRegistrationRepository(database)
-        now = datetime.now(UTC).replace(microsecond=0)
-        for number in range(40):
-            await repository.add_participant(
-                Participant(
-                    registration_id=f"k{number}",
-                    dialogue_event_id="event",
-                    name=f"Person {number}",
-                    email=f"person{number}@example.org",
-                    language="de",
-                    consent_at=now,
-                ),
-                expires_at=now + timedelta(hours=1),
-            )
-        before = counter.counts()
-        started = asyncio.get_running_loop().time()
-        for number in range(40):
-            await repository.keep_participant(f"k{number}")
-            await asyncio.sleep(0.005)
-        elapsed = asyncio.get_running_loop().time() - started
-        await repository.flush_kept()
-        keeps = (counter.counts() - before)[("update", "participants")]
-        assert 1 <= keeps <= int(elapsed / KEEP_DELAY_S) + 1
-        unkept = [d async for d in database["participants"].find({"expires_at": {"$exists": True}})]
-        assert unkept == []
-    finally:
-        await client.close()
+    database, counter = counted
+    repository = MongoRegistrationRepository(database)
+    now = datetime.now(UTC).replace(microsecond=0)
+    for number in range(40):
+        await repository.add_participant(
+            contact("k", number, at=now), expires_at=now + timedelta(hours=1)
+        )
+    before = counter.counts()
+    started = asyncio.get_running_loop().time()
+    for number in range(40):
+        await repository.keep_participant(f"k{number}")
+        await asyncio.sleep(0.005)
+    elapsed = asyncio.get_running_loop().time() - started
+    await repository.flush_kept()
+    keeps = (counter.counts() - before)[("update", "participants")]
+    assert 1 <= keeps <= int(elapsed / KEEP_DELAY_S) + 1
+    unkept = [d async for d in database["participants"].find({"expires_at": {"$exists": True}})]
+    assert unkept == []
 
 
 async def test_a_failed_group_write_fails_each_caller_in_it_and_the_next_group_goes_on() -> None:
@@ -342,45 +341,32 @@ async def test_place_writes_hand_their_events_over_and_remove_the_published_ones
     assert publisher.event_ids == [e.envelope.id for e in (first, second, third)]
 
 
-async def test_contacts_arriving_a_few_ms_apart_share_one_insert(mongodb_uri: str) -> None:
+async def test_contacts_arriving_a_few_ms_apart_share_one_insert(
+    counted: tuple[Any, MongoCommandCounter],
+) -> None:
     """At 200 registrations/s requests come 5 ms apart and seldom overlap: a new contact
     waits up to CONTACT_LINGER_S for others, so contacts arriving within that window go to
     nx-27017 in one insert; each caller still returns only once its own contact is stored,
     and one arriving after the window closed goes into the next insert."""
-    counter = MongoCommandCounter(CollectorRegistry())
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongodb_uri, tz_aware=True, event_listeners=[counter]
-    )
-    try:
-        database = client[f"registration_linger_{uuid.uuid4().hex[:12]}"]
-        repository = MongoRegistrationRepository(database)
-        now = datetime.now(UTC).replace(microsecond=0)
-        spacing = CONTACT_LINGER_S / 4
+    database, counter = counted
+    repository = MongoRegistrationRepository(database)
+    now = datetime.now(UTC).replace(microsecond=0)
+    spacing = CONTACT_LINGER_S / 4
 
-        async def add(number: int, *, after: float) -> str:
-            await asyncio.sleep(after)
-            await repository.add_participant(
-                Participant(
-                    registration_id=f"w{number}",
-                    dialogue_event_id="event",
-                    name=f"Person {number}",
-                    email=f"person{number}@example.org",
-                    language="de",
-                    consent_at=now,
-                ),
-                expires_at=now + timedelta(hours=1),
-            )
-            # stored by the time the caller goes on (its place write comes next)
-            found = await database["participants"].find_one({"_id": f"w{number}"})
-            return str(found["_id"]) if found else "missing"
+    async def add(number: int, *, after: float) -> str:
+        await asyncio.sleep(after)
+        await repository.add_participant(
+            contact("w", number, at=now), expires_at=now + timedelta(hours=1)
+        )
+        # stored by the time the caller goes on (its place write comes next)
+        found = await database["participants"].find_one({"_id": f"w{number}"})
+        return str(found["_id"]) if found else "missing"
 
-        before = counter.counts()
-        together = await asyncio.gather(*(add(n, after=n * spacing) for n in range(3)))
-        inserts = (counter.counts() - before)[("insert", "participants")]
-        assert together == ["w0", "w1", "w2"] and inserts == 1
+    before = counter.counts()
+    together = await asyncio.gather(*(add(n, after=n * spacing) for n in range(3)))
+    inserts = (counter.counts() - before)[("insert", "participants")]
+    assert together == ["w0", "w1", "w2"] and inserts == 1
 
-        later = await add(3, after=CONTACT_LINGER_S * 2)
-        assert later == "w3"
-        assert (counter.counts() - before)[("insert", "participants")] == 2
-    finally:
-        await client.close()
+    later = await add(3, after=CONTACT_LINGER_S * 2)
+    assert later == "w3"
+    assert (counter.counts() - before)[("insert", "participants")] == 2
