@@ -207,12 +207,9 @@ class ExchangeHandlers:
     async def _share(
         self, measure: Measure, *, envelope: Envelope[Any], kind: PeerActivityKind
     ) -> None:
-        names = await self.repository.municipality_names()
+        standing = await self.standing()  # (the feed announcement below reuses it)
         activity = measure_activity(
-            measure,
-            source_event_id=envelope.id,
-            kind=kind,
-            name=names.get(measure.ags, measure.ags),
+            measure, source_event_id=envelope.id, kind=kind, name=standing.name(measure.ags)
         )
         await self.repository.add_activity(activity)
         await self._announce_feed(activity, envelope.correlationid)
